@@ -1,0 +1,43 @@
+# The README's commands are these targets; .ci/run calls `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MODEL  ?= models/es-demo
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo train test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Train the bundled Spanish model, then score a few example messages.
+demo: train
+	$(BIN)/nlu score $(MODEL) \
+	  "hola buenas tardes" \
+	  "¿dónde está mi pedido #A-48213? ya van 3 días!!" \
+	  "cuánto sale el envío a Medellín?" \
+	  "QUIERO HABLAR CON UNA PERSONA, SON UNOS INÚTILES" \
+	  "me cobraron dos veces y nadie me devuelve la plata 😡"
+
+train: install
+	$(BIN)/nlu data check data/chats_train.csv > /dev/null
+	$(BIN)/nlu train data/chats_train.csv --out $(MODEL) --force
+
+test: install
+	$(BIN)/python -m pytest
+
+## Full-data runs on ../shared/datasets (skipped when absent).
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check nlu tests scripts
+	$(BIN)/mypy nlu
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,357 @@
+"""Read, validate and fingerprint labelled chat data.
+
+Formats are chosen by extension: ``.csv``, ``.tsv``, ``.jsonl``, ``.parquet`` and Rasa NLU
+YAML (``.yml``/``.yaml`` with an ``nlu:`` block). Columns: ``text`` (required) and any of
+the head columns ``intent``, ``sentiment``, ``emotion``; an empty cell means "not labelled
+for this head". Every problem names the file, the place in it (line for text formats,
+row for Parquet, intent and example for Rasa YAML) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import HEADS
+from .errors import DataError
+from .text import clean
+
+TEXT = "text"
+SOURCE = "_source"  # file a row came from
+WHERE = "_where"  # human-readable place of the row inside that file, e.g. "line 12"
+OPTIONAL_COLUMNS = ("conversation_id", "turn")
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".yml", ".yaml")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows from one or more files: ``text``, the head columns present, and provenance."""
+
+    frame: pd.DataFrame
+    files: tuple[FileInfo, ...]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Head columns present in the data, in canonical order."""
+        return tuple(h for h in HEADS if h in self.frame.columns)
+
+    def labelled(self, head: str) -> pd.DataFrame:
+        """Rows that carry a label for ``head``."""
+        if head not in self.frame.columns:
+            return self.frame.iloc[0:0]
+        return self.frame[self.frame[head] != ""]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What ``nlu data check`` reports: counts, duplicates, and problems."""
+
+    files: tuple[FileInfo, ...]
+    rows: int
+    label_counts: dict[str, dict[str, int]]
+    duplicates: int
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def load_data(paths: Sequence[str | Path]) -> Dataset:
+    """Read and concatenate data files; raise :class:`DataError` on unreadable structure."""
+    if not paths:
+        raise DataError("no data files given")
+    frames = []
+    infos = []
+    for path in paths:
+        frame, info = _read_file(Path(path))
+        frames.append(frame)
+        infos.append(info)
+    frame = pd.concat(frames, ignore_index=True, sort=False)
+    for head in HEADS:
+        if head in frame.columns:
+            frame[head] = frame[head].fillna("")
+    if not any(h in frame.columns for h in HEADS):
+        names = ", ".join(str(p) for p in paths)
+        raise DataError(f"{names}: no label column; expected at least one of {', '.join(HEADS)}")
+    return Dataset(frame=frame, files=tuple(infos))
+
+
+def check_data(dataset: Dataset, min_examples: int = 2) -> DataReport:
+    """Validate labelled data: empty texts, rare labels, conflicting labels, duplicates."""
+    frame = dataset.frame
+    errors: list[str] = []
+    warnings: list[str] = []
+
+    for place in _places(frame[frame[TEXT] == ""]):
+        errors.append(f"{place}, column text: empty text")
+
+    label_counts: dict[str, dict[str, int]] = {}
+    for head in dataset.heads:
+        labelled = dataset.labelled(head)
+        counts = Counter(labelled[head])
+        label_counts[head] = dict(counts.most_common())
+        if len(counts) == 1:
+            warnings.append(f"column {head}: only one label ({next(iter(counts))}); the {head} head will not be trained")
+        for label, count in counts.items():
+            if count < min_examples:
+                first = labelled[labelled[head] == label].iloc[0]
+                errors.append(
+                    f"{_place(first)}, column {head}: label {label!r} has {count} example(s); "
+                    f"at least {min_examples} are needed"
+                )
+
+    # The same text (ignoring case and spacing) must not carry two labels for one head.
+    keys = frame[TEXT].map(_text_key)
+    first_row: dict[str, int] = {}
+    duplicates = 0
+    for i, key in enumerate(keys):
+        if not key:
+            continue
+        if key in first_row:
+            duplicates += 1
+        else:
+            first_row[key] = i
+    for head in dataset.heads:
+        seen: dict[str, tuple[str, int]] = {}
+        reported: set[str] = set()
+        for i, (key, label) in enumerate(zip(keys, frame[head], strict=True)):
+            if not key or not label:
+                continue
+            if key not in seen:
+                seen[key] = (label, i)
+            elif seen[key][0] != label and key not in reported:
+                reported.add(key)
+                other_label, j = seen[key]
+                errors.append(
+                    f"{_place(frame.iloc[i])}, column {head}: text {_short(frame[TEXT].iat[i])!r} is labelled "
+                    f"{label!r} here and {other_label!r} at {_place(frame.iloc[j])}"
+                )
+    if duplicates:
+        warnings.append(f"{duplicates} row(s) repeat an earlier text (same labels); they weigh double in training")
+    return DataReport(
+        files=dataset.files,
+        rows=len(frame),
+        label_counts=label_counts,
+        duplicates=duplicates,
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+    )
+
+
+def load_training_data(paths: Sequence[str | Path]) -> Dataset:
+    """:func:`load_data` + :func:`check_data`, raising on the first problems found."""
+    dataset = load_data(paths)
+    report = check_data(dataset)
+    if report.errors:
+        more = f" (and {len(report.errors) - 3} more; run `nlu data check`)" if len(report.errors) > 3 else ""
+        raise DataError("; ".join(report.errors[:3]) + more)
+    return dataset
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- readers -------------------------------------------------------------------------
+
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, FileInfo]:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    if suffix == ".parquet":
+        frame = _read_parquet(path)
+    else:
+        text = _decode(path, raw)
+        if suffix in (".csv", ".tsv"):
+            frame = _read_delimited(path, text, "," if suffix == ".csv" else "\t")
+        elif suffix == ".jsonl":
+            frame = _read_jsonl(path, text)
+        else:
+            frame = _read_rasa_yaml(path, text)
+    frame = _validate_columns(path, frame)
+    frame[SOURCE] = str(path)
+    return frame, FileInfo(path=str(path), sha256=hashlib.sha256(raw).hexdigest(), rows=len(frame))
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}: line {line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from None
+
+
+def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+            quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True,
+        )
+    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as {'CSV' if sep == ',' else 'TSV'}: {exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    # The header is line 1; this is exact unless a quoted cell spans several lines.
+    frame[WHERE] = [f"line {i + 2}" for i in range(len(frame))]
+    return frame
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    records = []
+    places = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number}: invalid JSON: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
+        for column in (TEXT, *HEADS):
+            value = record.get(column)
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"{path}: line {number}, column {column}: expected a string, got {type(value).__name__}"
+                )
+        records.append(record)
+        places.append(f"line {number}")
+    if not records:
+        raise DataError(f"{path}: file is empty")
+    frame = pd.DataFrame.from_records(records)
+    frame[WHERE] = places
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many unrelated types for a damaged file
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
+    for column in (TEXT, *HEADS):
+        if column in frame.columns:
+            bad = frame[column].map(lambda v: v is not None and not isinstance(v, str) and not pd.isna(v))
+            if bad.any():
+                row = int(bad.to_numpy().argmax()) + 1
+                raise DataError(f"{path}: row {row}, column {column}: expected a string")
+    frame[WHERE] = [f"row {i + 1}" for i in range(len(frame))]
+    return frame
+
+
+def _read_rasa_yaml(path: Path, text: str) -> pd.DataFrame:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
+        raise DataError(f"{path}: not Rasa NLU data: expected a top-level 'nlu:' list")
+    rows: list[dict[str, str]] = []
+    for n, block in enumerate(doc["nlu"], start=1):
+        if not isinstance(block, dict) or "intent" not in block:
+            continue  # synonym, regex and lookup blocks carry no training examples
+        intent = block["intent"]
+        examples = block.get("examples")
+        if not isinstance(intent, str) or not isinstance(examples, str):
+            raise DataError(f"{path}: nlu entry {n}: 'intent' and 'examples' must be text")
+        for k, line in enumerate(examples.splitlines(), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if not line.startswith("- "):
+                raise DataError(f"{path}: intent {intent!r}, example {k}: expected '- text'")
+            rows.append({
+                TEXT: _strip_rasa_entities(line[2:]),
+                "intent": intent,
+                WHERE: f"intent {intent!r}, example {k}",
+            })
+    if not rows:
+        raise DataError(f"{path}: no intent examples in the 'nlu:' block")
+    return pd.DataFrame(rows)
+
+
+def _strip_rasa_entities(text: str) -> str:
+    """"[Madrid](city)" -> "Madrid": Rasa's inline entity annotations are not text."""
+    import re
+
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
+    return re.sub(r"\[([^\]]+)\]\{[^}]*\}", r"\1", text)
+
+
+def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    if TEXT not in frame.columns:
+        raise DataError(f"{path}: missing column 'text' (columns found: {', '.join(map(str, frame.columns[:10]))})")
+    keep = [TEXT, *(h for h in HEADS if h in frame.columns), *(c for c in OPTIONAL_COLUMNS if c in frame.columns), WHERE]
+    frame = frame[keep].copy()
+    frame[TEXT] = frame[TEXT].map(lambda v: clean(v) if isinstance(v, str) else "")
+    for head in HEADS:
+        if head in frame.columns:
+            frame[head] = frame[head].map(lambda v: v.strip() if isinstance(v, str) else "")
+    return frame.reset_index(drop=True)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _text_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _place(row: Any) -> str:
+    return f"{row[SOURCE]}: {row[WHERE]}"
+
+
+def _places(frame: pd.DataFrame) -> Iterable[str]:
+    for _, row in frame.iterrows():
+        yield _place(row)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def split_by_head(dataset: Dataset) -> dict[str, tuple[list[str], list[str]]]:
+    """Texts and labels per head, keeping only rows labelled for that head."""
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for head in dataset.heads:
+        labelled = dataset.labelled(head)
+        if labelled[head].nunique() >= 2:
+            out[head] = (labelled[TEXT].tolist(), labelled[head].tolist())
+    return out
+

@@ -1,0 +1,323 @@
+"""The trained model: scoring, and the artifact directory it lives in.
+
+An artifact is ``MODEL_DIR/model.joblib`` (the fitted featuriser and heads) plus
+``MODEL_DIR/meta.json`` (versions, data fingerprints, labels, config, metrics, routing
+thresholds and the sha256 of ``model.joblib``). It is written atomically and verified
+before ``joblib.load`` ever runs.
+
+Trust rule: joblib (pickle) executes code while loading. Load only artifacts you built;
+the sha256 check catches damage and accidental swaps, not a forger who rewrites both files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import __version__
+from .classifier import CalibratedLinearClassifier, softmax
+from .config import HEADS, TrainConfig
+from .data import sha256_file
+from .errors import ArtifactError, InputError
+from .features import ChatFeaturizer
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.joblib"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one message. Heads the model lacks give ``None``."""
+
+    intent: str | None
+    confidence: float | None
+    ranking: tuple[tuple[str, float], ...]
+    sentiment: str | None
+    sentiment_confidence: float | None
+    emotion: str | None
+    emotion_confidence: float | None
+    frustration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ranking"] = [[label, p] for label, p in self.ranking]
+        return out
+
+
+class Model:
+    """A featuriser and one calibrated linear head per label column.
+
+    Every head reads the same feature vector, so a message is featurised once and all
+    heads are scored with one sparse-dense product against their stacked weights.
+    """
+
+    def __init__(
+        self,
+        featurizer: ChatFeaturizer,
+        heads: Mapping[str, CalibratedLinearClassifier],
+        meta: Mapping[str, Any] | None = None,
+        frustration_emotions: Sequence[str] = TrainConfig.frustration_emotions,
+        negative_sentiments: Sequence[str] = TrainConfig.negative_sentiments,
+    ) -> None:
+        unknown = set(heads) - set(HEADS)
+        if unknown:
+            raise ArtifactError(f"unknown head(s) {sorted(unknown)}; known heads are {', '.join(HEADS)}")
+        self.featurizer = featurizer
+        self.heads = {h: heads[h] for h in HEADS if h in heads}
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._stack_heads()
+        self._frustration_columns = self._columns_for("emotion", frustration_emotions)
+        if not self._frustration_columns:
+            self._frustration_columns = self._columns_for("sentiment", negative_sentiments)
+
+    def _stack_heads(self) -> None:
+        # Weights of all heads side by side, pre-divided by each head's temperature, so
+        # scoring is one product followed by a softmax per head's column slice.
+        weights, biases, self._slices = [], [], {}
+        start = 0
+        for name, head in self.heads.items():
+            weights.append(head.coef_.T / head.temperature_)
+            biases.append(head.intercept_ / head.temperature_)
+            self._slices[name] = slice(start, start + len(head.classes_))
+            start += len(head.classes_)
+        self._weights = np.ascontiguousarray(np.hstack(weights)) if weights else np.zeros((0, 0))
+        self._bias = np.concatenate(biases) if biases else np.zeros(0)
+        self._classes = {name: [str(c) for c in head.classes_] for name, head in self.heads.items()}
+
+    def _columns_for(self, head: str, labels: Sequence[str]) -> tuple[str, list[int]] | None:
+        if head not in self.heads:
+            return None
+        columns = [i for i, c in enumerate(self._classes[head]) if c in set(labels)]
+        return (head, columns) if columns else None
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", "unnamed"))
+
+    def labels(self, head: str) -> list[str]:
+        """Labels of ``head`` in column order of its probabilities."""
+        return list(self._classes[head])
+
+    def score(self, text: str) -> Prediction:
+        """Score one message (a batch of one: same path, same numbers as score_batch)."""
+        return self.score_batch([text])[0]
+
+    def score_batch(self, texts: Sequence[str]) -> list[Prediction]:
+        """Score many messages; the result for each equals ``score`` on it alone."""
+        probabilities = self.predict_proba(texts)
+        return [self._prediction(probabilities, i) for i in range(len(texts))]
+
+    def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head, columns in :meth:`labels` order."""
+        _check_texts(texts)
+        return self._probabilities(self.featurizer.transform_fast(texts))
+
+    def reference_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The same probabilities through scikit-learn's own code, for verification."""
+        _check_texts(texts)
+        X = self.featurizer.transform(texts)
+        return {name: head.predict_proba(X) for name, head in self.heads.items()}
+
+    def frustration(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(frustrated) per row: the summed probability of the frustration emotions, or
+        of negative sentiment when the model has no emotion head; 0 with neither."""
+        n = len(next(iter(probabilities.values()))) if probabilities else 0
+        if self._frustration_columns is None:
+            return np.zeros(n)
+        head, columns = self._frustration_columns
+        return np.clip(probabilities[head][:, columns].sum(axis=1), 0.0, 1.0)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _probabilities(self, X: sp.csr_matrix) -> dict[str, np.ndarray]:
+        scores = np.asarray(X @ self._weights) + self._bias
+        return {name: softmax(scores[:, sl]) for name, sl in self._slices.items()}
+
+    def _prediction(self, probabilities: Mapping[str, np.ndarray], i: int) -> Prediction:
+        fields: dict[str, Any] = {}
+        ranking: tuple[tuple[str, float], ...] = ()
+        for head in HEADS:
+            if head not in probabilities:
+                fields[head], fields[f"{head}_confidence"] = None, None
+                continue
+            row = probabilities[head][i]
+            order = np.argsort(-row, kind="stable")
+            labels = self._classes[head]
+            fields[head] = labels[order[0]]
+            fields[f"{head}_confidence"] = float(row[order[0]])
+            if head == "intent":
+                ranking = tuple((labels[j], float(row[j])) for j in order)
+        frustration = float(self.frustration({k: v[i : i + 1] for k, v in probabilities.items()})[0]) if probabilities else 0.0
+        return Prediction(
+            intent=fields["intent"],
+            confidence=fields["intent_confidence"],
+            ranking=ranking,
+            sentiment=fields["sentiment"],
+            sentiment_confidence=fields["sentiment_confidence"],
+            emotion=fields["emotion"],
+            emotion_confidence=fields["emotion_confidence"],
+            frustration=frustration,
+        )
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise InputError("score_batch takes a list of texts, not one string; use score(text)")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {i}: expected a string, got {type(text).__name__}")
+
+
+# -- artifact -------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    import joblib
+    import scipy
+    import sklearn
+
+    versions = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "joblib": joblib.__version__,
+    }
+    try:
+        import spacy
+
+        versions["spacy"] = spacy.__version__
+    except ImportError:  # pragma: no cover - spaCy is a hard dependency
+        pass
+    return versions
+
+
+def save_model(model: Model, out_dir: str | Path, force: bool = False) -> Path:
+    """Write ``model`` to ``out_dir`` atomically: a temporary sibling directory is filled,
+    then renamed into place, so a crash never leaves a half-written artifact."""
+    import joblib
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ArtifactError(f"{out_dir}: already exists; pass --force to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is shared like any other
+        joblib.dump({"featurizer": model.featurizer, "heads": model.heads}, tmp / MODEL_FILE, compress=3)
+        meta = dict(model.meta)
+        meta.update(
+            format_version=FORMAT_VERSION,
+            nlu_version=__version__,
+            name=out_dir.name,
+            created_at=meta.get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+            libraries=library_versions(),
+            heads={h: model.labels(h) for h in model.heads},
+            model_sha256=sha256_file(tmp / MODEL_FILE),
+        )
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _fsync_dir(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    model.meta = meta
+    return out_dir
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with child.open("rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def read_meta(model_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``meta.json`` (without touching ``model.joblib``)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: model directory not found")
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"{meta_path}: missing; not a model directory (train one with `nlu train`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{meta_path}: unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path}: expected a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{meta_path}: format_version {version!r} is not supported (this nlu reads {FORMAT_VERSION}); retrain the model"
+        )
+    for key in ("model_sha256", "heads", "libraries"):
+        if key not in meta:
+            raise ArtifactError(f"{meta_path}: missing field {key!r}")
+    return meta
+
+
+def load_model(model_dir: str | Path) -> Model:
+    """Load a model directory, verifying it before anything is unpickled.
+
+    Checks, in order: the directory and ``meta.json`` exist and parse; the format version
+    is this one; it was built with the same scikit-learn minor version (pickled estimators
+    do not survive others); ``model.joblib`` exists and its sha256 matches. Never falls
+    back to a default model.
+    """
+    import joblib
+    import sklearn
+
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    built = str(meta["libraries"].get("scikit-learn", "?"))
+    if _minor(built) != _minor(sklearn.__version__):
+        raise ArtifactError(
+            f"{model_dir}: built with scikit-learn {built}, this environment has {sklearn.__version__}; "
+            "retrain the model with this environment"
+        )
+    model_path = model_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(f"{model_path}: missing")
+    if sha256_file(model_path) != meta["model_sha256"]:
+        raise ArtifactError(f"{model_path}: sha256 does not match meta.json; the file is damaged or was replaced")
+    try:
+        payload = joblib.load(model_path)
+        model = Model(
+            payload["featurizer"],
+            payload["heads"],
+            meta,
+            frustration_emotions=meta.get("config", {}).get("frustration_emotions", TrainConfig.frustration_emotions),
+            negative_sentiments=meta.get("config", {}).get("negative_sentiments", TrainConfig.negative_sentiments),
+        )
+    except ArtifactError:
+        raise
+    except Exception as exc:  # unpickling can fail in many ways; all mean "bad artifact"
+        raise ArtifactError(f"{model_path}: cannot load: {type(exc).__name__}: {exc}") from None
+    if {h: model.labels(h) for h in model.heads} != meta["heads"]:
+        raise ArtifactError(f"{model_dir}: heads in model.joblib do not match meta.json")
+    return model
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])

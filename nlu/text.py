@@ -1,0 +1,185 @@
+"""Spanish chat normalisation and tokenisation.
+
+Pure module-level functions (no state but compiled patterns and one cached spaCy
+tokenizer), so fitted pipelines that reference them pickle and score the same after
+loading.
+
+Two views of a message:
+
+* :func:`clean` is for display and storage: Unicode-normalised, control characters and
+  broken surrogates removed, whitespace collapsed, accents and case kept.
+* :func:`normalize` is for features: placeholders for URLs, e-mails, phones, order
+  numbers, amounts and numbers; lower case; laughter and elongations collapsed; accents
+  folded (ñ kept: "año" is not "ano"); chat abbreviations expanded. Emoji are kept,
+  they carry sentiment.
+
+spaCy's Spanish stop-word list is deliberately not used: it contains no, ni, nunca, nada,
+sin, mal, peor, ya, qué, dónde, which carry intent and sentiment.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Any
+
+# Placeholder words. Plain letters so that every tokenizer keeps them whole.
+URL = "xurl"
+EMAIL = "xemail"
+PHONE = "xphone"
+ORDER = "xorder"
+MONEY = "xmoney"
+NUMBER = "xnum"
+LAUGH = "xrisa"
+PLACEHOLDERS = frozenset({URL, EMAIL, PHONE, ORDER, MONEY, NUMBER, LAUGH})
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufeff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SPACES = re.compile(r"\s+")
+
+_URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|net|org|es|mx|co|ar|pe|cl|ve|ec|pa|ly|io)(?:/\S*)?\b")
+_EMAIL_RE = re.compile(r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+# An order reference: after a word that names one ("pedido 1029384", "orden #55-2231",
+# "guía nº AB123"), or any "#" followed by letters/digits containing a digit.
+_ORDER_AFTER_WORD_RE = re.compile(
+    r"(?i)\b(pedido|orden|compra|order|gu[ií]a|tracking|seguimiento|folio|ticket|boleta)"
+    r"\s+(?:n[°ºo]\.?|num(?:ero)?\.?|n[úu]mero|#)?\s*#?[a-z]{0,3}-?\d[\w-]{2,}"
+)
+_ORDER_HASH_RE = re.compile(r"#\s?(?=[\w-]*\d)[\w-]{3,}")
+# Eight or more digits, optionally with +, spaces, dots, dashes or parentheses.
+_PHONE_RE = re.compile(r"(?<![\w#])\+?\(?\d(?:[\s().-]?\d){7,}(?!\w)")
+_MONEY_RE = re.compile(
+    r"(?i)(?:[$€£]|s/\.?|bs\.?|us\$|usd|eur)\s?\d[\d.,]*(?:\s?(?:mil|k))?"
+    r"|\b\d[\d.,]*\s?(?:pesos|soles|euros|€|d[oó]lares|usd|bol[ií]vares|lucas|luquitas|palos|mil pesos)\b"
+)
+_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_LAUGH_RE = re.compile(r"(?i)\b(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]?j+){3,}|(?:j+s+){2,}j*|(?:ha){2,}h?|(?:he){2,}h?|lo+l|xd+)\b")
+# Three or more of the same letter: "holaaaa" -> "hola", "nooo" -> "no". Spanish words
+# never triple a letter; doubles (ll, rr, cc, ee) are left alone.
+_ELONGATION_RE = re.compile(r"([^\W\d_wx])\1{2,}")
+_PUNCT_RUN_RE = re.compile(r"([!?¡¿.])\1+")
+
+# Accent folding that keeps ñ (and Ñ): año/ano, diseño/diseno differ in meaning.
+_FOLD = str.maketrans(
+    "áàâäãéèêëíìîïóòôöõúùûüçÁÀÂÄÃÉÈÊËÍÌÎÏÓÒÔÖÕÚÙÛÜÇ",
+    "aaaaaeeeeiiiiooooouuuucAAAAAEEEEIIIIOOOOOUUUUC",
+)
+
+# Chat abbreviations and spellings -> the word a feature should see. Applied to folded,
+# lower-case tokens, so keys carry no accents.
+ABBREVIATIONS: dict[str, str] = {
+    "q": "que", "k": "que", "ke": "que", "qe": "que", "qu": "que",
+    "xq": "porque", "pq": "porque", "xk": "porque", "pk": "porque", "porq": "porque",
+    "xque": "porque", "prq": "porque",
+    "tb": "tambien", "tmb": "tambien", "tbn": "tambien", "tmbn": "tambien", "tambn": "tambien",
+    "x": "por", "d": "de", "dl": "del", "pa": "para", "pal": "para el",
+    "xfa": "por favor", "xfavor": "por favor", "porfa": "por favor", "porfis": "por favor",
+    "porfavor": "por favor", "pls": "por favor", "plis": "por favor", "plz": "por favor",
+    "bn": "bien", "msj": "mensaje", "msje": "mensaje", "msg": "mensaje",
+    "dnd": "donde", "dnde": "donde", "cdo": "cuando", "cnd": "cuando", "cuando": "cuando",
+    "kiero": "quiero", "qiero": "quiero", "toy": "estoy", "tamos": "estamos",
+    "nd": "nada", "ns": "no se", "nc": "no se", "ntp": "no te preocupes",
+    "salu2": "saludos", "slds": "saludos", "grax": "gracias", "grs": "gracias", "grcs": "gracias",
+    "grac": "gracias", "gcs": "gracias", "thx": "gracias",
+    "wsp": "whatsapp", "wpp": "whatsapp", "wasap": "whatsapp", "whatsap": "whatsapp", "guasap": "whatsapp",
+    "hno": "hermano", "hna": "hermana", "mñn": "manana", "mñna": "manana",
+    "sta": "esta", "stoy": "estoy", "aki": "aqui", "aka": "aca", "asi": "asi",
+    "xa": "para", "pra": "para", "tmp": "tampoco", "tp": "tampoco", "ps": "pues", "pes": "pues",
+    "bno": "bueno", "weno": "bueno", "bueno": "bueno", "vdd": "verdad", "npi": "ni idea",
+    "info": "informacion", "dev": "devolucion", "ok": "ok", "oki": "ok", "okey": "ok", "okay": "ok",
+    "okas": "ok", "oka": "ok", "sip": "si", "sep": "si", "nop": "no", "nel": "no",
+}
+
+_DROPPED = frozenset({"¿", "¡", "…"})
+
+NEGATORS = frozenset({"no", "nunca", "jamas", "ni", "tampoco", "sin", "nadie", "nada"})
+
+
+def clean(text: str) -> str:
+    """Display form: NFC, no control characters or lone surrogates, single spaces."""
+    text = _SURROGATE.sub("\ufffd", text)
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def fold_accents(text: str) -> str:
+    """Remove Spanish accents and diaeresis but keep ñ: "Información" -> "Informacion"."""
+    return text.translate(_FOLD)
+
+
+def replace_entities(text: str) -> str:
+    """Replace URLs, e-mails, order numbers, phones, amounts and numbers by placeholders.
+
+    Order matters: a URL may contain digits, an order number may look like a phone.
+    """
+    text = _EMAIL_RE.sub(f" {EMAIL} ", text)
+    text = _URL_RE.sub(f" {URL} ", text)
+    text = _ORDER_AFTER_WORD_RE.sub(rf"\1 {ORDER} ", text)
+    text = _ORDER_HASH_RE.sub(f" {ORDER} ", text)
+    text = _PHONE_RE.sub(f" {PHONE} ", text)
+    text = _MONEY_RE.sub(f" {MONEY} ", text)
+    return _NUMBER_RE.sub(f" {NUMBER} ", text)
+
+
+def normalize(text: str) -> str:
+    """Feature form of a chat message (see the module docstring)."""
+    text = replace_entities(clean(text))
+    text = text.lower()
+    text = _LAUGH_RE.sub(f" {LAUGH} ", text)
+    text = _ELONGATION_RE.sub(r"\1", text)
+    text = _PUNCT_RUN_RE.sub(r"\1\1", text)
+    text = fold_accents(text)
+    return _SPACES.sub(" ", text).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _spacy_tokenizer() -> Any:
+    # Imported lazily: spaCy takes ~1 s to import and only the tokenizer is needed.
+    # A blank pipeline: no trained Spanish pipeline works with current spaCy (see DESIGN).
+    import spacy
+
+    return spacy.blank("es").tokenizer
+
+
+def tokenize(text: str) -> list[str]:
+    """spaCy's Spanish tokenisation of ``text`` (no normalisation), whitespace dropped."""
+    return [tok.text for tok in _spacy_tokenizer()(text) if not tok.is_space]
+
+
+def words(normalized: str) -> list[str]:
+    """Word tokens of a normalised message with chat abbreviations expanded.
+
+    Punctuation is dropped except "!" and "?", which carry tone and questions.
+    """
+    out: list[str] = []
+    for token in tokenize(normalized):
+        if token in ABBREVIATIONS:
+            out.extend(ABBREVIATIONS[token].split())
+        elif token not in _DROPPED and (token[0].isalnum() or token in ("!", "?") or not token.isascii()):
+            # Non-ASCII symbols that survive are emoji and the like.
+            out.append(token)
+    return out
+
+
+def cues(text: str) -> list[str]:
+    """Tone cues read from the raw message: shouting, "!!!", "??", elongation, laughter.
+
+    Returned as pseudo-words ("cue_caps", ...) so they join the word features.
+    """
+    found: list[str] = []
+    text = _URL_RE.sub(" ", text)
+    letters = [c for c in text if c.isalpha()]
+    upper = sum(1 for c in letters if c.isupper())
+    if len(letters) >= 8 and upper / len(letters) > 0.6:
+        found.append("cue_caps")
+    if "!!" in text:
+        found.append("cue_exclaim")
+    if "??" in text or "?¿" in text:
+        found.append("cue_question")
+    if _ELONGATION_RE.search(text):
+        found.append("cue_elongation")
+    if _LAUGH_RE.search(text):
+        found.append("cue_laugh")
+    return found

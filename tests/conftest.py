@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny hand-written Spanish chat dataset and a model trained on it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from nlu import TrainConfig, load_model, save_model, train
+from nlu.data import load_data
+
+# (text, intent, sentiment, emotion): six intents, written like WhatsApp messages.
+ROWS: list[tuple[str, str, str, str]] = [
+    ("hola buenas tardes", "saludo", "neutral", "neutral"),
+    ("holaaa 👋", "saludo", "neutral", "neutral"),
+    ("buen día, alguien ahí?", "saludo", "neutral", "neutral"),
+    ("qué tal, buenas noches", "saludo", "neutral", "neutral"),
+    ("hola hola", "saludo", "positivo", "alegria"),
+    ("buenas!! 😊", "saludo", "positivo", "alegria"),
+    ("dónde está mi pedido #A-48213?", "estado_pedido", "neutral", "neutral"),
+    ("mi pedido no llega, ya van 5 días", "estado_pedido", "negativo", "frustracion"),
+    ("cuando llega mi compra??", "estado_pedido", "neutral", "neutral"),
+    ("ya enviaron mi orden 55-2231?", "estado_pedido", "neutral", "neutral"),
+    ("DONDE ESTA MI PEDIDO!!! SON UNOS INUTILES", "estado_pedido", "negativo", "enojo"),
+    ("me pasan el tracking del paquete porfa", "estado_pedido", "neutral", "neutral"),
+    ("cuánto cuesta la licuadora oster?", "precio_producto", "neutral", "neutral"),
+    ("precio de las zapatillas negras talla 40", "precio_producto", "neutral", "neutral"),
+    ("a cuánto está el televisor de 50 pulgadas", "precio_producto", "neutral", "neutral"),
+    ("cuanto sale el envío y la campera?", "precio_producto", "neutral", "neutral"),
+    ("q precio tiene el colchón king", "precio_producto", "neutral", "neutral"),
+    ("el precio subió otra vez, qué robo", "precio_producto", "negativo", "enojo"),
+    ("quiero devolver unas zapatillas que me quedaron chicas", "devolucion", "neutral", "neutral"),
+    ("cómo hago una devolución?", "devolucion", "neutral", "neutral"),
+    ("me llegó roto el florero, lo quiero devolver ya", "devolucion", "negativo", "enojo"),
+    ("puedo cambiar la talla de la camisa?", "devolucion", "neutral", "neutral"),
+    ("necesito la etiqueta para devolver el paquete", "devolucion", "neutral", "neutral"),
+    ("tercera vez que intento devolver esto y nada", "devolucion", "negativo", "frustracion"),
+    ("quiero hablar con una persona", "hablar_con_humano", "neutral", "neutral"),
+    ("pásame con un asesor por favor", "hablar_con_humano", "neutral", "neutral"),
+    ("un humano por favor, el bot no entiende nada", "hablar_con_humano", "negativo", "frustracion"),
+    ("me comunican con alguien real?", "hablar_con_humano", "neutral", "neutral"),
+    ("QUIERO HABLAR CON UN AGENTE YA!!!", "hablar_con_humano", "negativo", "enojo"),
+    ("hay alguna persona que me atienda", "hablar_con_humano", "neutral", "neutral"),
+    ("muchas gracias!! 🙏", "agradecimiento", "positivo", "alegria"),
+    ("mil gracias por la ayuda", "agradecimiento", "positivo", "alegria"),
+    ("gracias, muy amable", "agradecimiento", "positivo", "alegria"),
+    ("excelente atención, gracias", "agradecimiento", "positivo", "alegria"),
+    ("grax crack", "agradecimiento", "positivo", "alegria"),
+    ("ok gracias", "agradecimiento", "neutral", "neutral"),
+]
+
+
+def write_csv(path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...] = ("text", "intent", "sentiment", "emotion")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "chats.csv", ROWS)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> TrainConfig:
+    return TrainConfig(cv=3, char_min_df=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path, tiny_config: TrainConfig) -> Path:
+    model = train(load_data([tiny_csv]), tiny_config)
+    return save_model(model, tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    return load_model(tiny_model_dir)

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from conftest import write_csv
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from nlu.cli import app
+
+runner = CliRunner()
+
+
+def _all_command_paths() -> list[list[str]]:
+    paths: list[list[str]] = []
+
+    def walk(cmd: click.Command, prefix: list[str]) -> None:
+        paths.append(prefix)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(get_command(app), [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _all_command_paths(), ids=lambda p: " ".join(p) or "nlu")
+def test_cli_every_command_has_help(path: list[str]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    command = get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    assert command.help or command.short_help, f"{' '.join(path)} has no help text"
+
+
+def test_cli_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("nlu ")
+
+
+def test_cli_train_then_score(tmp_path: Path, tiny_csv: Path) -> None:
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", str(tiny_csv), "--out", str(out), "--cv", "3"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.joblib").is_file() and (out / "meta.json").is_file()
+    assert "cv accuracy" in result.stderr  # progress goes to stderr
+
+    result = runner.invoke(app, ["score", str(out), "hola buenas", "dónde está mi pedido??"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["hola buenas", "dónde está mi pedido??"]
+    assert lines[1]["intent"] == "estado_pedido"
+    assert len(lines[0]["ranking"]) == 3
+
+    result = runner.invoke(app, ["score", str(out), "-"], input="hola\nquiero devolver unas zapatillas\n")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_cli_train_refuses_existing_dir_before_training(tmp_path: Path, tiny_csv: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    result = runner.invoke(app, ["train", str(tiny_csv), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "already exists; pass --force" in result.stderr
+
+
+def test_cli_data_check_ok(tiny_csv: Path) -> None:
+    result = runner.invoke(app, ["data", "check", str(tiny_csv)])
+    assert result.exit_code == 0, result.output
+    assert "intent: 6 labels" in result.stdout
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_cli_data_check_lists_problems_and_fails(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [("hola", "saludo"), ("", "saludo"), ("chao", "despedida")], ("text", "intent"))
+    result = runner.invoke(app, ["data", "check", str(path)])
+    assert result.exit_code == 1
+    assert "line 3, column text: empty text" in result.stdout
+    assert "label 'despedida' has 1 example(s)" in result.stdout
+    assert result.stderr.strip() == "error: 2 problem(s) found"
+
+
+def _error_line(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "{missing}", "hola"], "model directory not found"),
+        (["train", "{missing}.csv", "--out", "{tmp}/m"], "file not found"),
+        (["data", "check", "{tmp}/bad.txt"], "unsupported file type"),
+        (["train", "{tiny}", "--out", "{tmp}/m", "--config", "{tmp}/bad.toml"], "unknown key(s) foo"),
+        (["train", "{tiny}", "--out", "{tmp}/m", "--cv", "1"], "train.cv must be at least 2"),
+    ],
+)
+def test_cli_bad_input_exits_1_with_one_line(tmp_path: Path, tiny_csv: Path, args: list[str], message: str) -> None:
+    (tmp_path / "bad.txt").write_text("hola")
+    (tmp_path / "bad.toml").write_text("[train]\nfoo = 1\n")
+    subs = {"{missing}": str(tmp_path / "missing"), "{tmp}": str(tmp_path), "{tiny}": str(tiny_csv)}
+    argv = []
+    for arg in args:
+        for key, value in subs.items():
+            arg = arg.replace(key, value)
+        argv.append(arg)
+    line = _error_line(runner.invoke(app, argv))
+    assert line.startswith("error: ")
+    assert message in line
+
+
+def test_cli_python_m_is_the_same_program() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "nlu", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("nlu ")

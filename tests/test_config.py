@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nlu import ConfigError, TrainConfig, load_config
+
+
+def test_config_defaults_without_file() -> None:
+    assert load_config(None).train == TrainConfig()
+
+
+def test_config_reads_toml_and_coerces(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.toml"
+    path.write_text('[train]\nC = 1\ncv = 3\nfrustration_emotions = ["anger"]\n')
+    config = load_config(path).train
+    assert config.C == 1.0 and isinstance(config.C, float)
+    assert config.cv == 3
+    assert config.frustration_emotions == ("anger",)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[trian]\ncv = 3\n", r"unknown key\(s\) trian"),
+        ("[train]\ncvv = 3\n", r"\[train\]: unknown key\(s\) cvv"),
+        ('[train]\ncv = "3"\n', r"\[train\] cv: expected int"),
+        ("[train]\nC = -1.0\n", "train.C must be > 0"),
+        ('[train]\nclass_weight = "weird"\n', "class_weight must be"),
+        ("[train\n", "invalid TOML"),
+        ("train = 3\n", "expected a table"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "nlu.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_config_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")

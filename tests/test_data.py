@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROWS, write_csv
+
+from nlu import DataError
+from nlu.data import check_data, load_data, load_training_data
+
+
+def test_data_reads_every_format_alike(tmp_path: Path, tiny_csv: Path) -> None:
+    frame = pd.read_csv(tiny_csv, dtype=str)
+    tsv = tmp_path / "d.tsv"
+    frame.to_csv(tsv, sep="\t", index=False)
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in frame.to_dict("records")), encoding="utf-8")
+    parquet = tmp_path / "d.parquet"
+    frame.to_parquet(parquet)
+    texts = load_data([tiny_csv]).frame["text"].tolist()
+    for path in (tsv, jsonl, parquet):
+        dataset = load_data([path])
+        assert dataset.frame["text"].tolist() == texts
+        assert dataset.heads == ("intent", "sentiment", "emotion")
+
+
+def test_data_reads_rasa_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.yml"
+    path.write_text(
+        'version: "3.1"\nnlu:\n- intent: saludo\n  examples: |\n    - hola\n    - buenas [tardes](momento)\n'
+        "- intent: despedida\n  examples: |\n    - chao\n    - nos vemos\n- synonym: cdmx\n  examples: |\n    - df\n",
+        encoding="utf-8",
+    )
+    dataset = load_data([path])
+    assert dataset.frame["text"].tolist() == ["hola", "buenas tardes", "chao", "nos vemos"]
+    assert dataset.frame["intent"].tolist() == ["saludo", "saludo", "despedida", "despedida"]
+    assert dataset.heads == ("intent",)
+
+
+def test_data_empty_cell_means_unlabelled_for_that_head(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [("hola", "saludo", ""), ("chao", "despedida", "neutral"), ("buenas", "saludo", ""), ("adiós", "despedida", "neutral")], ("text", "intent", "sentiment"))
+    dataset = load_training_data([path])
+    assert len(dataset.labelled("intent")) == 4
+    assert len(dataset.labelled("sentiment")) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.csv", "texto,intent\nhola,saludo\n", "missing column 'text'"),
+        ("a.csv", "text,foo\nhola,x\n", "no label column"),
+        ("a.csv", "", "file is empty"),
+        ("a.txt", "hola", "unsupported file type .txt"),
+        ("a.jsonl", '{"text": "hola", "intent": "saludo"}\n{"text": "chao",\n', "line 2: invalid JSON"),
+        ("a.jsonl", '{"text": 3, "intent": "saludo"}\n', "line 1, column text: expected a string"),
+        ("a.jsonl", '["hola"]\n', "line 1: expected a JSON object"),
+        ("a.yml", "foo: bar\n", "expected a top-level 'nlu:' list"),
+        ("a.yml", "nlu: [\n", "invalid YAML"),
+        ("a.parquet", "not parquet", "cannot read as Parquet"),
+    ],
+)
+def test_data_structural_errors_name_the_file(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as info:
+        load_data([path])
+    assert str(path) in str(info.value)
+
+
+def test_data_unreadable_encoding_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,intent\nhola,saludo\ncanción,otro\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv: line 3: not valid UTF-8"):
+        load_data([path])
+
+
+def test_data_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        load_data([tmp_path / "nope.csv"])
+
+
+def test_data_check_reports_each_problem_with_place_and_column(tmp_path: Path) -> None:
+    rows = [
+        ("hola", "saludo"), ("buenas", "saludo"),
+        ("   ", "saludo"),  # empty text, line 4
+        ("chao", "despedida"), ("nos vemos", "despedida"),
+        ("solo una vez", "raro"),  # rare label, line 7
+        ("Hola", "despedida"),  # conflicts with line 2, line 8
+        ("buenas", "saludo"),  # duplicate with the same label
+    ]
+    path = write_csv(tmp_path / "d.csv", rows, ("text", "intent"))
+    report = check_data(load_data([path]))
+    assert not report.ok
+    errors = "\n".join(report.errors)
+    assert f"{path}: line 4, column text: empty text" in errors
+    assert f"{path}: line 7, column intent: label 'raro' has 1 example(s)" in errors
+    assert f"{path}: line 8, column intent: text 'Hola' is labelled 'despedida' here and 'saludo' at {path}: line 2" in errors
+    assert report.duplicates == 2  # "Hola" (case folded) and "buenas" repeat earlier texts
+    assert report.label_counts["intent"]["saludo"] == 4
+    with pytest.raises(DataError, match="empty text"):
+        load_training_data([path])
+
+
+def test_data_check_clean_file_is_ok(tiny_csv: Path) -> None:
+    report = check_data(load_data([tiny_csv]))
+    assert report.ok, report.errors
+    assert report.rows == len(ROWS)
+    assert report.files[0].sha256 and len(report.files[0].sha256) == 64
+
+
+def test_data_several_files_keep_their_own_places(tmp_path: Path) -> None:
+    a = write_csv(tmp_path / "a.csv", [("hola", "saludo"), ("chao", "despedida")], ("text", "intent"))
+    b = write_csv(tmp_path / "b.csv", [("buenas", "saludo"), ("", "despedida")], ("text", "intent"))
+    report = check_data(load_data([a, b]))
+    assert any(e.startswith(f"{b}: line 3, column text") for e in report.errors)

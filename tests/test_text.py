@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import pytest
+
+from nlu.text import ABBREVIATIONS, clean, cues, fold_accents, normalize, tokenize, words
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Hola\t\tqué   tal \n", "Hola qué tal"),
+        ("a\x00b\x07c", "a b c"),
+        ("e\u0301", "é"),  # combining accent composed (NFC)
+        ("hola\ud800", "hola\ufffd"),  # lone surrogate from JSON does not survive
+        ("", ""),
+    ],
+)
+def test_text_clean_keeps_display_form(raw: str, expected: str) -> None:
+    assert clean(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Información del envío", "Informacion del envio"),
+        ("año, niño, ÑANDÚ", "año, niño, ÑANDU"),
+        ("pingüino", "pinguino"),
+    ],
+)
+def test_text_fold_accents_keeps_enye(raw: str, expected: str) -> None:
+    assert fold_accents(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Holaaaaa", "hola"),
+        ("noooo me llegó", "no me llego"),
+        ("jajajaja qué bueno", "xrisa que bueno"),
+        ("JSJSJS", "xrisa"),
+        ("llevo 3 días esperando", "llevo xnum dias esperando"),
+        ("mi pedido #A-48213 no llega", "mi pedido xorder no llega"),
+        ("pedido 1029384", "pedido xorder"),
+        ("escríbanme a ana.perez@gmail.com", "escribanme a xemail"),
+        ("mi cel es +57 310 555 1234", "mi cel es xphone"),
+        ("mira https://tienda.com/oferta?id=3", "mira xurl"),
+        ("cuesta $1.500?", "cuesta xmoney ?"),
+        ("pagué 200 soles", "pague xmoney"),
+        ("NO ME LLEGA!!!!!", "no me llega!!"),
+        ("me encanta 😍😍", "me encanta 😍😍"),
+    ],
+)
+def test_text_normalize_chat_spanish(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_text_normalize_is_idempotent_on_examples() -> None:
+    for raw in ["Holaaa q tal 😂 jajaja", "pedido #55-2231 NO LLEGA!!!", "¿Dónde están?"]:
+        once = normalize(raw)
+        assert normalize(once) == once
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("xq no me responden", ["porque", "no", "me", "responden"]),
+        ("q onda tb kiero info", ["que", "onda", "tambien", "quiero", "informacion"]),
+        ("porfa ayúdenme", ["por", "favor", "ayudenme"]),
+        ("¿dónde está?", ["donde", "esta", "?"]),
+        ("no, nunca, nada, sin", ["no", "nunca", "nada", "sin"]),  # no stop-word removal
+        ("genial 👍", ["genial", "👍"]),
+    ],
+)
+def test_text_words_expand_abbreviations_and_keep_negations(raw: str, expected: str) -> None:
+    assert words(normalize(raw)) == expected
+
+
+def test_text_abbreviation_targets_are_folded_lowercase() -> None:
+    for target in ABBREVIATIONS.values():
+        assert target == fold_accents(target).lower()
+
+
+def test_text_tokenize_uses_spacy_spanish_rules() -> None:
+    assert tokenize("¿Dónde está mi pedido?") == ["¿", "Dónde", "está", "mi", "pedido", "?"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("DONDE ESTA MI PEDIDO", ["cue_caps"]),
+        ("en serio!!", ["cue_exclaim"]),
+        ("y??", ["cue_question"]),
+        ("holaaaa", ["cue_elongation"]),
+        ("jajaja", ["cue_laugh"]),
+        ("visiten www.tienda.com", []),
+        ("hola", []),
+    ],
+)
+def test_text_cues(raw: str, expected: list[str]) -> None:
+    assert cues(raw) == expected
