@@ -11,8 +11,6 @@ with the same result:
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,16 +18,19 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from .text import cues, normalize, words
+from .text import analyze, words
+
+# Distinct chunks (space-separated pieces of normalised text) kept in the scoring cache.
+_CACHE_LIMIT = 200_000
 
 
-def word_features(text: str, normalized: str, ngram_max: int) -> list[str]:
-    """Word 1..n-grams of the normalised message, plus the tone cues of the raw one."""
+def word_features(normalized: str, cue_words: Sequence[str], ngram_max: int) -> list[str]:
+    """Word 1..n-grams of the normalised message, plus its tone cues."""
     tokens = words(normalized)
     grams = list(tokens)
     for n in range(2, ngram_max + 1):
         grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-    grams.extend(cues(text))
+    grams.extend(cue_words)
     return grams
 
 
@@ -79,8 +80,8 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def _analyze(self, texts: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
         word_docs, char_docs = [], []
         for text in texts:
-            normalized = normalize(text)
-            word_docs.append(word_features(text, normalized, self.word_ngram_max))
+            normalized, cue_words = analyze(text)
+            word_docs.append(word_features(normalized, cue_words, self.word_ngram_max))
             char_docs.append(char_features(normalized, self.char_ngram_min, self.char_ngram_max))
         return word_docs, char_docs
 
@@ -117,31 +118,81 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return sp.hstack([word, char], format="csr")
 
     def transform_fast(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Same matrix as :meth:`transform`, built directly (see module docstring)."""
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        idf = self.idf_
-        for text in texts:
-            normalized = normalize(text)
-            for grams, index, weight in (
-                (word_features(text, normalized, self.word_ngram_max), self.word_index_, 1.0),
-                (char_features(normalized, self.char_ngram_min, self.char_ngram_max), self.char_index_, self.char_weight),
-            ):
-                counts = Counter(index[g] for g in grams if g in index)
-                if not counts:
-                    continue
-                cols = list(counts)
-                values = [(1.0 + math.log(counts[c])) * idf[c] for c in cols]
-                norm = math.sqrt(sum(v * v for v in values))
-                scale = weight / norm
-                indices.extend(cols)
-                data.extend(v * scale for v in values)
-            indptr.append(len(indices))
+        """Same matrix as :meth:`transform`, built directly (see module docstring).
+
+        Per message, Python work is only: normalise, split on spaces, look each chunk up
+        in a cache of (word tokens, character n-gram columns), look up the word n-grams.
+        Counting, sublinear tf, idf and the per-block L2 norms run vectorised over the
+        whole batch. A chunk's tokens and character n-grams depend on the chunk alone
+        (spaCy splits on whitespace first, char_wb n-grams never cross a space), so the
+        cache changes nothing but the time.
+        """
+        n = len(texts)
+        word_index = self.word_index_
+        ngram_max = self.word_ngram_max
+        chunk = self._chunk
+        word_cols: list[int] = []
+        word_rows: list[int] = []
+        char_parts: list[np.ndarray] = []
+        char_sizes: list[int] = []
+        for i, text in enumerate(texts):
+            tokens: list[str] = []
+            char_cols: list[np.ndarray] = []
+            normalized, cue_words = analyze(text)
+            for piece in normalized.split():
+                toks, cols = chunk(piece)
+                tokens.extend(toks)
+                char_cols.append(cols)
+            grams = list(tokens)
+            for k in range(2, ngram_max + 1):
+                grams.extend(" ".join(tokens[j : j + k]) for j in range(len(tokens) - k + 1))
+            grams.extend(cue_words)
+            found = [word_index[g] for g in grams if g in word_index]
+            word_cols.extend(found)
+            word_rows.extend([i] * len(found))
+            size = 0
+            for cols in char_cols:
+                if len(cols):
+                    char_parts.append(cols)
+                    size += len(cols)
+            char_sizes.append(size)
+        cols_all = np.concatenate([np.asarray(word_cols, dtype=np.int64), *char_parts]) if char_parts else np.asarray(word_cols, dtype=np.int64)
+        rows_all = np.concatenate([np.asarray(word_rows, dtype=np.int64), np.repeat(np.arange(n, dtype=np.int64), char_sizes)])
+        # COO -> CSR sums the duplicates (the term counts) and sorts columns within rows.
+        counts = sp.coo_matrix((np.ones(len(cols_all)), (rows_all, cols_all)), shape=(n, self.n_features_out_)).tocsr()
+        counts.sum_duplicates()
+        indices = counts.indices
+        values = (1.0 + np.log(counts.data)) * self.idf_[indices]
+        row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(counts.indptr))
+        # Each block (word, char) of each row is L2-normalised on its own, then weighted.
+        is_char = indices >= self.n_word_features_
+        group = 2 * row_of + is_char
+        norms = np.sqrt(np.bincount(group, weights=values * values, minlength=2 * n))
+        scale = np.where(is_char, self.char_weight, 1.0) / norms[group]
         return sp.csr_matrix(
-            (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
-            shape=(len(texts), self.n_features_out_),
+            (values * scale, indices.astype(np.int32, copy=False), counts.indptr.astype(np.int64, copy=False)),
+            shape=(n, self.n_features_out_),
         )
+
+    def _chunk(self, piece: str) -> tuple[tuple[str, ...], np.ndarray]:
+        """Word tokens and character n-gram columns of one space-free chunk, cached."""
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = self.__dict__["_cache"] = {}
+        hit = cache.get(piece)
+        if hit is None:
+            index = self.char_index_
+            grams = char_features(piece, self.char_ngram_min, self.char_ngram_max)
+            cols = np.asarray([index[g] for g in grams if g in index], dtype=np.int64)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()  # bounded memory on endless novel text; refills with the common chunks
+            hit = cache[piece] = (tuple(words(piece)), cols)
+        return hit
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(super().__getstate__())
+        state.pop("_cache", None)  # a runtime cache, not part of the model
+        return state
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.concatenate([

@@ -118,8 +118,7 @@ class Model:
 
     def score_batch(self, texts: Sequence[str]) -> list[Prediction]:
         """Score many messages; the result for each equals ``score`` on it alone."""
-        probabilities = self.predict_proba(texts)
-        return [self._prediction(probabilities, i) for i in range(len(texts))]
+        return self._predictions(self.predict_proba(texts), len(texts))
 
     def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head, columns in :meth:`labels` order."""
@@ -147,31 +146,43 @@ class Model:
         scores = np.asarray(X @ self._weights) + self._bias
         return {name: softmax(scores[:, sl]) for name, sl in self._slices.items()}
 
-    def _prediction(self, probabilities: Mapping[str, np.ndarray], i: int) -> Prediction:
-        fields: dict[str, Any] = {}
-        ranking: tuple[tuple[str, float], ...] = ()
+    def _predictions(self, probabilities: Mapping[str, np.ndarray], n: int) -> list[Prediction]:
+        # Vectorised over the batch: top label and confidence per head, the intent ranking
+        # from one argsort, frustration for all rows; then one small dataclass per row.
+        none: list[Any] = [None] * n
+        top: dict[str, list[Any]] = {}
+        conf: dict[str, list[Any]] = {}
+        rankings: list[tuple[tuple[str, float], ...]] = [()] * n
         for head in HEADS:
             if head not in probabilities:
-                fields[head], fields[f"{head}_confidence"] = None, None
+                top[head], conf[head] = none, none
                 continue
-            row = probabilities[head][i]
-            order = np.argsort(-row, kind="stable")
+            p = probabilities[head]
             labels = self._classes[head]
-            fields[head] = labels[order[0]]
-            fields[f"{head}_confidence"] = float(row[order[0]])
+            # A stable argsort of -p puts the first of tied maxima first, like argmax.
+            order = np.argsort(-p, axis=1, kind="stable")
+            best = order[:, 0] if n else np.zeros(0, dtype=np.int64)
+            top[head] = [labels[j] for j in best.tolist()]
+            conf[head] = p[np.arange(n), best].tolist()
             if head == "intent":
-                ranking = tuple((labels[j], float(row[j])) for j in order)
-        frustration = float(self.frustration({k: v[i : i + 1] for k, v in probabilities.items()})[0]) if probabilities else 0.0
-        return Prediction(
-            intent=fields["intent"],
-            confidence=fields["intent_confidence"],
-            ranking=ranking,
-            sentiment=fields["sentiment"],
-            sentiment_confidence=fields["sentiment_confidence"],
-            emotion=fields["emotion"],
-            emotion_confidence=fields["emotion_confidence"],
-            frustration=frustration,
-        )
+                ranked = np.take_along_axis(p, order, axis=1).tolist()
+                rankings = [
+                    tuple(zip([labels[j] for j in o], r, strict=True)) for o, r in zip(order.tolist(), ranked, strict=True)
+                ]
+        frustration = self.frustration(probabilities).tolist() if probabilities else [0.0] * n
+        return [
+            Prediction(
+                intent=top["intent"][i],
+                confidence=conf["intent"][i],
+                ranking=rankings[i],
+                sentiment=top["sentiment"][i],
+                sentiment_confidence=conf["sentiment"][i],
+                emotion=top["emotion"][i],
+                emotion_confidence=conf["emotion"][i],
+                frustration=frustration[i],
+            )
+            for i in range(n)
+        ]
 
 
 def _check_texts(texts: Sequence[str]) -> None:

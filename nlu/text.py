@@ -8,7 +8,7 @@ Two views of a message:
 
 * :func:`clean` is for display and storage: Unicode-normalised, control characters and
   broken surrogates removed, whitespace collapsed, accents and case kept.
-* :func:`normalize` is for features: placeholders for URLs, e-mails, phones, order
+* :func:`normalize` is for features: placeholders for URLs, e-mails, @mentions, phones, order
   numbers, amounts and numbers; lower case; laughter and elongations collapsed; accents
   folded (ñ kept: "año" is not "ano"); chat abbreviations expanded. Emoji are kept,
   they carry sentiment.
@@ -32,7 +32,8 @@ ORDER = "xorder"
 MONEY = "xmoney"
 NUMBER = "xnum"
 LAUGH = "xrisa"
-PLACEHOLDERS = frozenset({URL, EMAIL, PHONE, ORDER, MONEY, NUMBER, LAUGH})
+MENTION = "xuser"
+PLACEHOLDERS = frozenset({URL, EMAIL, PHONE, ORDER, MONEY, NUMBER, LAUGH, MENTION})
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufeff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -54,10 +55,14 @@ _MONEY_RE = re.compile(
     r"|\b\d[\d.,]*\s?(?:pesos|soles|euros|€|d[oó]lares|usd|bol[ií]vares|lucas|luquitas|palos|mil pesos)\b"
 )
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
-_LAUGH_RE = re.compile(r"(?i)\b(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]?j+){3,}|(?:j+s+){2,}j*|(?:ha){2,}h?|(?:he){2,}h?|lo+l|xd+)\b")
+_DIGIT_RE = re.compile(r"\d")
+# Chat and social-media handles: "@Iberia", and "USER" (how public tweet corpora anonymise them).
+_MENTION_RE = re.compile(r"(?<![\w@.])@\w+|\bUSER\b")
+# The lookahead only lets the engine skip positions that cannot start a laugh (2x faster).
+_LAUGH_RE = re.compile(r"(?i)\b(?=[jhlxaeiou])(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]?j+){3,}|(?:j+s+){2,}j*|(?:ha){2,}h?|(?:he){2,}h?|lo+l|xd+)\b")
 # Three or more of the same letter: "holaaaa" -> "hola", "nooo" -> "no". Spanish words
 # never triple a letter; doubles (ll, rr, cc, ee) are left alone.
-_ELONGATION_RE = re.compile(r"([^\W\d_wx])\1{2,}")
+_ELONGATION_RE = re.compile(r"([^\W\d_wx])\1\1+")
 _PUNCT_RUN_RE = re.compile(r"([!?¡¿.])\1+")
 
 # Accent folding that keeps ñ (and Ñ): año/ano, diseño/diseno differ in meaning.
@@ -106,18 +111,27 @@ def clean(text: str) -> str:
 
 def fold_accents(text: str) -> str:
     """Remove Spanish accents and diaeresis but keep ñ: "Información" -> "Informacion"."""
-    return text.translate(_FOLD)
+    return text if text.isascii() else text.translate(_FOLD)
 
 
 def replace_entities(text: str) -> str:
-    """Replace URLs, e-mails, order numbers, phones, amounts and numbers by placeholders.
+    """Replace URLs, e-mails, @mentions, order numbers, phones, amounts and numbers by placeholders.
 
     Order matters: a URL may contain digits, an order number may look like a phone.
+    Each pattern runs only when a character it needs is present ("@", ".", a digit):
+    a cheap membership test saves most of the scoring time of short chat messages.
     """
-    text = _EMAIL_RE.sub(f" {EMAIL} ", text)
-    text = _URL_RE.sub(f" {URL} ", text)
+    if "@" in text:
+        text = _EMAIL_RE.sub(f" {EMAIL} ", text)
+    if "@" in text or "USER" in text:
+        text = _MENTION_RE.sub(f" {MENTION} ", text)
+    if "." in text or "://" in text:
+        text = _URL_RE.sub(f" {URL} ", text)
+    if _DIGIT_RE.search(text) is None:
+        return text
     text = _ORDER_AFTER_WORD_RE.sub(rf"\1 {ORDER} ", text)
-    text = _ORDER_HASH_RE.sub(f" {ORDER} ", text)
+    if "#" in text:
+        text = _ORDER_HASH_RE.sub(f" {ORDER} ", text)
     text = _PHONE_RE.sub(f" {PHONE} ", text)
     text = _MONEY_RE.sub(f" {MONEY} ", text)
     return _NUMBER_RE.sub(f" {NUMBER} ", text)
@@ -125,13 +139,37 @@ def replace_entities(text: str) -> str:
 
 def normalize(text: str) -> str:
     """Feature form of a chat message (see the module docstring)."""
+    return analyze(text)[0]
+
+
+def analyze(text: str) -> tuple[str, list[str]]:
+    """:func:`normalize` and :func:`cues` of a message in one pass (the scoring hot path).
+
+    Cues are read on the way: shouting on the cleaned text (URLs and e-mails already
+    replaced), laughter and elongation from the substitutions that remove them.
+    """
     text = replace_entities(clean(text))
-    text = text.lower()
-    text = _LAUGH_RE.sub(f" {LAUGH} ", text)
-    text = _ELONGATION_RE.sub(r"\1", text)
+    found: list[str] = []
+    # Shouting: more than 60% of at least 8 letters upper case. Counted only when the
+    # message has upper-case letters at all (one lower() rejects most messages).
+    lowered = text.lower()
+    if lowered != text:
+        letters = "".join(filter(str.isalpha, text))
+        if len(letters) >= 8 and sum(map(str.isupper, letters)) / len(letters) > 0.6:
+            found.append("cue_caps")
+    if "!!" in text:
+        found.append("cue_exclaim")
+    if "??" in text or "?¿" in text:
+        found.append("cue_question")
+    text, laughs = _LAUGH_RE.subn(f" {LAUGH} ", lowered)
+    text, elongations = _ELONGATION_RE.subn(r"\1", text)
+    if elongations:
+        found.append("cue_elongation")
+    if laughs:
+        found.append("cue_laugh")
     text = _PUNCT_RUN_RE.sub(r"\1\1", text)
     text = fold_accents(text)
-    return _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", text).strip(), found
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,22 +202,8 @@ def words(normalized: str) -> list[str]:
 
 
 def cues(text: str) -> list[str]:
-    """Tone cues read from the raw message: shouting, "!!!", "??", elongation, laughter.
+    """Tone cues of a message: shouting, "!!!", "??", elongation, laughter.
 
     Returned as pseudo-words ("cue_caps", ...) so they join the word features.
     """
-    found: list[str] = []
-    text = _URL_RE.sub(" ", text)
-    letters = [c for c in text if c.isalpha()]
-    upper = sum(1 for c in letters if c.isupper())
-    if len(letters) >= 8 and upper / len(letters) > 0.6:
-        found.append("cue_caps")
-    if "!!" in text:
-        found.append("cue_exclaim")
-    if "??" in text or "?¿" in text:
-        found.append("cue_question")
-    if _ELONGATION_RE.search(text):
-        found.append("cue_elongation")
-    if _LAUGH_RE.search(text):
-        found.append("cue_laugh")
-    return found
+    return analyze(text)[1]
