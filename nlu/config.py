@@ -67,11 +67,133 @@ class TrainConfig:
             raise ConfigError(f"train.class_weight must be \"balanced\" or absent, got {self.class_weight!r}")
 
 
+# Legal threats: regular expressions matched against the lower-cased, accent-folded
+# message (see nlu.routing). Consumer-protection agencies of MX, ES, PE, CO, CL, AR.
+_LEGAL_PATTERNS: tuple[str, ...] = (
+    r"\babogad[oa]s?\b",
+    r"\bdemand(a|as|ar|are|aremos|arlos|arlas|o)\b",
+    r"\bdenunci(a|as|ar|are|aremos|arlos|arlas|o)\b",
+    r"\bprofeco\b",
+    r"\bocu\b",
+    r"\bindecopi\b",
+    r"\bsic\b",
+    r"\bsernac\b",
+    r"defensa del consumidor",
+    r"\b(libro|hoja)s? de reclamaciones\b",
+    r"\b(accion|acciones|via) (legal|legales|judicial)\b",
+)
+
+# An explicit request for a person, matched like the legal patterns. They catch what the
+# intent model misses ("pásame con alguien" inside a longer complaint).
+_HUMAN_PATTERNS: tuple[str, ...] = (
+    r"\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
+    r"(asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
+    r"\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
+    r"(alguien|persona|asesor|asesora|agente|humano|humana|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor|jefe)\b",
+    r"\b(un|una) (humano|humana|persona real|persona de verdad)\b",
+    r"\b(alguien|persona) (real|de verdad|de carne y hueso)\b",
+    r"\bno quiero (hablar|chatear) con (un|el|una|la) (bot|robot|maquina)\b",
+    r"^\W*(asesor|asesora|agente|humano|operador|operadora|persona)\W*$",
+)
+
+# Opt-out wording in the whole message ("BAJA", "STOP", "no me escriban más"), so an
+# opt-out is honoured even when the intent model misses it.
+_OPT_OUT_PATTERNS: tuple[str, ...] = (
+    r"^\W*(stop|baja|unsubscribe|darme de baja|dar de baja)\W*$",
+    r"\bno (me )?(escriban|manden|envien|mandes|escribas) mas\b",
+    r"\bdejar de recibir\b",
+)
+
+# A small insult lexicon (folded, lower case, whole words) across the Spanish-speaking
+# countries; "ladrones" and "estafadores" are accusations but route the same way.
+_INSULTS: tuple[str, ...] = (
+    "idiota", "idiotas", "imbecil", "imbeciles", "estupido", "estupida", "estupidos",
+    "inutil", "inutiles", "pendejo", "pendejos", "pendeja", "boludo", "boludos", "pelotudo",
+    "pelotudos", "huevon", "huevones", "weon", "weones", "gilipollas", "cabron", "cabrones",
+    "mierda", "basura", "ladrones", "ratas", "rateros", "estafadores", "hdp", "malparido",
+    "malparidos", "hijueputa", "hijoputa", "putos", "puta", "mamones", "tarado", "tarados",
+    "incompetentes", "incompetente", "payasos", "sinverguenzas", "chupapijas", "forros",
+    "culeros", "culero", "pajeros", "carajo", "coño",
+)
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """When the bot answers, asks back with options, or hands the conversation to a person.
+
+    Read by :func:`nlu.routing.decide`; the order of the checks is documented there.
+    Label names are the bundled data's; a model with its own intents sets its own.
+    """
+
+    # Top intent probability needed to answer. The names answer_threshold and
+    # frustration_threshold are fixed: `nlu thresholds` writes them.
+    answer_threshold: float = 0.5
+    # P(frustrated) from the emotion head (or negative sentiment) that escalates.
+    frustration_threshold: float = 0.4
+    # An intent is a plausible option for a clarifying question from this probability.
+    clarify_min_probability: float = 0.1
+    # 2-3 plausible intents become reply buttons, up to this many a list message
+    # (WhatsApp allows 10 rows); more than this escalates.
+    clarify_max_options: int = 10
+    sensitive_intents: tuple[str, ...] = ("queja", "cancelar_pedido")
+    legal_patterns: tuple[str, ...] = _LEGAL_PATTERNS
+    human_intents: tuple[str, ...] = ("hablar_con_humano",)
+    human_patterns: tuple[str, ...] = _HUMAN_PATTERNS
+    opt_out_intents: tuple[str, ...] = ("darse_de_baja",)
+    opt_out_patterns: tuple[str, ...] = _OPT_OUT_PATTERNS
+    opt_in_intents: tuple[str, ...] = ("suscribirse",)
+    # Answered with a polite "not something I can help with", never offered as an option.
+    out_of_scope_intent: str | None = "fuera_de_alcance"
+    insults: tuple[str, ...] = _INSULTS
+    # Low-confidence turns in a row (this one included) that escalate instead of asking again.
+    low_confidence_streak: int = 2
+    # Negative-sentiment turns in a row (this one included) that escalate.
+    negative_streak: int = 3
+    negative_sentiments: tuple[str, ...] = ("negativo", "negative", "neg", "N")
+    # The same intent right after the bot answered it means the answer did not help;
+    # except for these, which people repeat naturally.
+    repeat_exempt_intents: tuple[str, ...] = ("saludo", "agradecimiento", "despedida")
+    # Shouting: at least this many letters, this share in capitals, and a run of "!!!".
+    shouting_min_letters: int = 8
+    shouting_caps_ratio: float = 0.8
+    # Ask for consent (WhatsApp opt-in, data processing) before anything is stored.
+    require_consent: bool = True
+    # Recent turns kept in the conversation view and copied into a ticket.
+    history_turns: int = 10
+
+    def __post_init__(self) -> None:
+        import re
+
+        for name in ("answer_threshold", "frustration_threshold", "clarify_min_probability", "shouting_caps_ratio"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"routing.{name} must be between 0 and 1, got {value}")
+        if not 2 <= self.clarify_max_options <= 10:
+            raise ConfigError(f"routing.clarify_max_options must be 2..10 (WhatsApp lists hold 10 rows), got {self.clarify_max_options}")
+        for name in ("low_confidence_streak", "negative_streak", "history_turns"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"routing.{name} must be at least 1, got {value}")
+        if max(self.low_confidence_streak, self.negative_streak) > self.history_turns + 1:
+            raise ConfigError("routing.history_turns must cover the streak lengths")
+        if self.shouting_min_letters < 1:
+            raise ConfigError(f"routing.shouting_min_letters must be at least 1, got {self.shouting_min_letters}")
+        for name in ("legal_patterns", "human_patterns", "opt_out_patterns"):
+            for pattern in getattr(self, name):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ConfigError(f"routing.{name}: invalid regular expression {pattern!r}: {exc}") from None
+        if self.out_of_scope_intent is not None and self.out_of_scope_intent in self.sensitive_intents:
+            raise ConfigError(f"routing.out_of_scope_intent {self.out_of_scope_intent!r} is also a sensitive intent")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole ``nlu.toml``: one attribute per section."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -98,6 +220,12 @@ def load_config(path: str | Path | None = None) -> Config:
 def config_from_mapping(raw: Mapping[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config` from nested mappings, refusing unknown sections and keys."""
     return _build(Config, raw, source)
+
+
+def routing_from_mapping(raw: Mapping[str, Any], source: str = "routing") -> RoutingPolicy:
+    """A :class:`RoutingPolicy` from a mapping (``meta.json`` "routing"), unknown keys refused."""
+    policy: RoutingPolicy = _build(RoutingPolicy, raw, source)
+    return policy
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

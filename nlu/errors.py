@@ -25,3 +25,11 @@ class ArtifactError(NLUError):
 
 class InputError(NLUError):
     """A caller passed something the API cannot score (e.g. a non-string text)."""
+
+
+class QueueError(NLUError):
+    """The human-agent queue refused an operation or its database failed (locked, full, corrupt)."""
+
+
+class UnknownTicket(QueueError):
+    """No ticket has the requested id."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .classifier import CalibratedLinearClassifier
-from .config import TrainConfig, config_to_dict
+from .config import RoutingPolicy, TrainConfig, config_to_dict
 from .data import TEXT, Dataset, load_training_data, split_by_head
 from .errors import DataError
 from .features import ChatFeaturizer
@@ -28,6 +28,7 @@ def train(
     data: Dataset | Sequence[str | Path],
     config: TrainConfig | None = None,
     progress: Progress | None = None,
+    routing: RoutingPolicy | None = None,
 ) -> Model:
     """Train a model on labelled data (a :class:`Dataset` or data file paths).
 
@@ -81,6 +82,8 @@ def train(
             "rows": rows,
         },
         "config": config_to_dict(config),
+        # The routing policy the model ships with; a service without [routing] uses it.
+        "routing": config_to_dict(routing or RoutingPolicy()),
         "metrics": {"cv": cv_metrics},
         "n_features": featurizer.n_features_out_,
         "fit_seconds": round(time.perf_counter() - started, 2),

@@ -1,0 +1,581 @@
+"""The human-agent queue: a small protocol and its SQLite backend.
+
+A ticket is one customer message the bot should not handle alone. The queue promises:
+
+* **nothing acknowledged is lost**: ``enqueue`` returns only after its transaction is
+  committed (``synchronous=FULL`` in WAL mode, so a power cut loses nothing either);
+* **nothing is doubled**: ``enqueue`` is idempotent on ``message_id`` (a retried webhook
+  gets the existing ticket back), and ``claim`` hands a ticket to one agent only, even
+  across processes (``BEGIN IMMEDIATE`` takes SQLite's single write lock first);
+* **no claim is lost**: a claim is a lease; when it expires the ticket is claimable again;
+* **no PII at rest**: ``enqueue`` redacts the text and the turns itself, whatever the caller did.
+
+Operational errors (database locked for longer than the busy timeout, disk full, not a
+database) become :class:`QueueError`, never a silent drop. The database file is shared with
+other modules (conversation state), so every object here is named ``tickets*`` and the
+schema version lives in our own ``tickets_meta`` table rather than in ``PRAGMA user_version``,
+which belongs to the whole file and would be fought over by every module that versions itself.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import numbers
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from .errors import ConfigError, QueueError, UnknownTicket
+from .privacy import redact, redact_values
+
+__all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue"]
+
+DEFAULT_DB = "var/nlu.db"
+STATUSES = ("queued", "claimed", "resolved")
+SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+_COLUMNS = (
+    "id, conversation_id, message_id, text, prediction, reasons, priority, status, agent, "
+    "lease_until, created_at, updated_at, turns, resolution"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tickets (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after purge
+    conversation_id TEXT NOT NULL,
+    message_id      TEXT NOT NULL UNIQUE,               -- the idempotency key
+    text            TEXT NOT NULL,                      -- PII-redacted
+    prediction      TEXT NOT NULL,                      -- JSON object
+    reasons         TEXT NOT NULL,                      -- JSON array of reason codes
+    priority        REAL NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('queued', 'claimed', 'resolved')),
+    agent           TEXT,
+    lease_until     REAL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    turns           TEXT NOT NULL,                      -- JSON array of redacted turns
+    resolution      TEXT,
+    CHECK ((status = 'claimed') = (lease_until IS NOT NULL)),
+    CHECK (status = 'queued' OR agent IS NOT NULL)
+);
+-- claim: the best queued ticket is the first row of this index.
+CREATE INDEX IF NOT EXISTS tickets_by_status_order ON tickets (status, priority DESC, created_at, id);
+CREATE INDEX IF NOT EXISTS tickets_by_conversation ON tickets (conversation_id, status);
+CREATE TABLE IF NOT EXISTS tickets_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Expired claims are few (one per agent at most, usually none), so the second branch is a
+# short scan; the first reads one row of the index. Both are ordered the same way.
+_CLAIM = f"""
+UPDATE tickets
+   SET status = 'claimed', agent = :agent, lease_until = :lease_until, updated_at = :now
+ WHERE id = (
+    SELECT id FROM (
+        SELECT * FROM (SELECT id, priority, created_at FROM tickets WHERE status = 'queued'
+                       ORDER BY priority DESC, created_at, id LIMIT 1)
+        UNION ALL
+        SELECT * FROM (SELECT id, priority, created_at FROM tickets
+                       WHERE status = 'claimed' AND lease_until <= :now
+                       ORDER BY priority DESC, created_at, id LIMIT 1)
+    ) ORDER BY priority DESC, created_at, id LIMIT 1)
+RETURNING {_COLUMNS}
+"""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One message waiting for, or handled by, a person. ``text`` and ``turns`` are redacted."""
+
+    id: int
+    conversation_id: str
+    message_id: str
+    text: str
+    prediction: dict[str, Any]
+    reasons: tuple[str, ...]
+    priority: float
+    status: str  # "queued" | "claimed" | "resolved"
+    agent: str | None
+    lease_until: float | None  # unix seconds; set while claimed
+    created_at: float
+    updated_at: float
+    turns: tuple[dict[str, Any], ...]
+    resolution: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "text": self.text,
+            "prediction": self.prediction,
+            "reasons": list(self.reasons),
+            "priority": self.priority,
+            "status": self.status,
+            "agent": self.agent,
+            "lease_until": self.lease_until,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "turns": list(self.turns),
+            "resolution": self.resolution,
+        }
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """What the service, the HTTP routes and the CLI need from a queue backend."""
+
+    def enqueue(
+        self,
+        *,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        prediction: Mapping[str, Any],
+        reasons: Sequence[str],
+        priority: float,
+        turns: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[Ticket, bool]:
+        """Store a ticket; return it and whether it was created (False: same message_id seen)."""
+        ...
+
+    def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
+        """Give the highest-priority, oldest claimable ticket to ``agent``; None when empty."""
+        ...
+
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
+        """Close a ticket; only the agent holding the claim may."""
+        ...
+
+    def release(self, ticket_id: int, agent: str) -> Ticket:
+        """Give a claimed ticket back to the queue, in its original place."""
+        ...
+
+    def get(self, ticket_id: int) -> Ticket:
+        """The ticket with this id, or :class:`UnknownTicket`."""
+        ...
+
+    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
+        """Tickets, optionally of one status."""
+        ...
+
+    def depth(self) -> int:
+        """Tickets an agent could claim now: queued, plus claimed ones whose lease expired."""
+        ...
+
+    def open_for_conversation(self, conversation_id: str) -> Ticket | None:
+        """The newest unresolved ticket of a conversation, if any."""
+        ...
+
+    def purge(self, older_than_days: float) -> int:
+        """Delete resolved tickets last updated more than N days ago; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources; later calls raise QueueError."""
+        ...
+
+
+class SQLiteQueue:
+    """The queue in one SQLite file (WAL mode), safe across threads and processes.
+
+    One connection guarded by a lock serves the threads of a process; processes coordinate
+    through SQLite's own locks. Every operation is one short transaction, and every write
+    transaction starts with ``BEGIN IMMEDIATE`` so it takes the write lock up front (a
+    deferred transaction that upgrades from read to write can fail with SQLITE_BUSY without
+    waiting for the busy timeout). ``clock`` is injectable so tests can expire leases.
+
+    Waiting for a busy database (``timeout`` seconds) is done here, not by SQLite's busy
+    handler: that handler sleeps 1, 2, 5 ... 100 ms between attempts, so a process in a
+    tight loop keeps re-taking the lock and another process starves (measured: one of two
+    claimers got 1 ticket of 2,000 and waited 0.5-5.7 s for it, past a 5 s timeout). Short
+    jittered polls give both a fair chance at the same throughput.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 5.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
+            raise ConfigError(f"queue synchronous={synchronous!r}: use FULL, EXTRA or NORMAL")
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= 0):
+            raise ConfigError(f"queue timeout={timeout!r}: must be a number of seconds >= 0")
+        self.path = str(path)
+        self._clock = clock
+        self._timeout = float(timeout)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise QueueError(f"{self.path}: cannot create the database folder: {exc}") from exc
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise QueueError(f"{self.path}: cannot open the queue database: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        try:
+            self._setup(conn, synchronous.upper())
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")  # we wait ourselves, see the class docstring
+            mode = self._patiently(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if mode.lower() not in ("wal", "memory"):
+                raise QueueError(f"{self.path}: cannot switch the database to WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+        except sqlite3.Error as exc:
+            raise self._error("open the queue database", exc) from exc
+        with self._write("create the tickets tables") as c:
+            # Not executescript: it COMMITs first, which would end our transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            row = c.execute("SELECT value FROM tickets_meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO tickets_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise QueueError(
+                    f"{self.path}: tickets schema version {row[0]} is newer than this nlu understands "
+                    f"({SCHEMA_VERSION}); upgrade nlu"
+                )
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise QueueError(f"{self.path}: the queue is closed")
+        return self._conn
+
+    def _error(self, what: str, exc: sqlite3.Error) -> QueueError:
+        message = str(exc)
+        if _is_busy(exc):
+            message += f" (another process held it longer than the {self._timeout:g}s busy timeout)"
+        return QueueError(f"{self.path}: cannot {what}: {message}")
+
+    def _patiently(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` until the database is not busy or the timeout is spent."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.0002, 0.002))
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                self._patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
+            except sqlite3.Error as exc:
+                raise self._error(what, exc) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):  # the original error is the one worth reporting
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(what, exc) from exc
+                raise
+
+    def _read(self, what: str, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> builtins.list[sqlite3.Row]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return self._patiently(lambda: conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise self._error(what, exc) from exc
+
+    def _ticket(self, row: sqlite3.Row) -> Ticket:
+        return Ticket(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            message_id=row["message_id"],
+            text=row["text"],
+            prediction=json.loads(row["prediction"]),
+            reasons=tuple(json.loads(row["reasons"])),
+            priority=row["priority"],
+            status=row["status"],
+            agent=row["agent"],
+            lease_until=row["lease_until"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            turns=tuple(json.loads(row["turns"])),
+            resolution=row["resolution"],
+        )
+
+    def _fetch(self, conn: sqlite3.Connection, ticket_id: int) -> Ticket:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
+        return self._ticket(row)
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        prediction: Mapping[str, Any],
+        reasons: Sequence[str],
+        priority: float,
+        turns: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[Ticket, bool]:
+        conversation_id = _nonempty("conversation_id", conversation_id)
+        message_id = _nonempty("message_id", message_id)
+        if not isinstance(text, str):
+            raise QueueError(f"ticket text must be a string, got {type(text).__name__}")
+        if isinstance(reasons, str) or not all(isinstance(r, str) for r in reasons):
+            raise QueueError(f"ticket reasons must be a list of reason codes, got {reasons!r}")
+        if isinstance(priority, bool) or not isinstance(priority, numbers.Real) or not math.isfinite(priority):
+            raise QueueError(f"ticket priority must be a finite number, got {priority!r}")
+        if hasattr(prediction, "to_dict") and not isinstance(prediction, Mapping):
+            prediction = prediction.to_dict()  # a Prediction object: accept it as its JSON form
+        if not isinstance(prediction, Mapping):
+            raise QueueError(f"ticket prediction must be a mapping, got {type(prediction).__name__}")
+        if isinstance(turns, str | Mapping) or not all(isinstance(t, Mapping) for t in turns):
+            raise QueueError("ticket turns must be a list of mappings")
+        # Redact here as well as upstream: the queue is where text comes to rest.
+        values = {
+            "text": redact(text),
+            "prediction": _to_json("prediction", redact_values(prediction)),
+            "reasons": _to_json("reasons", list(reasons)),
+            "priority": float(priority),
+            "turns": _to_json("turns", redact_values(list(turns))),
+        }
+        now = self._clock()
+        with self._write("enqueue a ticket") as conn:
+            row = conn.execute(
+                "INSERT INTO tickets (conversation_id, message_id, text, prediction, reasons, priority,"
+                " status, created_at, updated_at, turns)"
+                " VALUES (:conversation_id, :message_id, :text, :prediction, :reasons, :priority,"
+                " 'queued', :now, :now, :turns)"
+                f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
+                {**values, "conversation_id": conversation_id, "message_id": message_id, "now": now},
+            ).fetchone()
+            created = row is not None
+            if row is None:
+                row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (message_id,)).fetchone()
+            ticket = self._ticket(row)
+        if ticket.conversation_id != conversation_id:
+            # Message ids are unique per channel; the same id in another conversation means
+            # the caller mixed something up, and attaching it silently would mislead an agent.
+            raise QueueError(
+                f"message_id {message_id!r} already belongs to ticket {ticket.id} of conversation "
+                f"{ticket.conversation_id!r}, not {conversation_id!r}"
+            )
+        return ticket, created
+
+    def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
+        agent = _nonempty("agent", agent)
+        lease = _positive("lease_seconds", lease_seconds)
+        now = self._clock()
+        with self._write("claim a ticket") as conn:
+            row = conn.execute(_CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
+            return None if row is None else self._ticket(row)
+
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        agent = _nonempty("agent", agent)
+        if not isinstance(resolution, str):
+            raise QueueError(f"resolution must be a string, got {type(resolution).__name__}")
+        with self._write(f"resolve ticket {ticket_id}") as conn:
+            ticket = self._fetch(conn, ticket_id)
+            if ticket.status == "resolved" and ticket.agent == agent:
+                return ticket  # a retried resolve (e.g. after a timeout) is not an error
+            self._check_holder(ticket, agent, "resolve")
+            row = conn.execute(
+                "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
+                f" WHERE id = ? RETURNING {_COLUMNS}",
+                (redact(resolution), self._clock(), ticket_id),
+            ).fetchone()
+            return self._ticket(row)
+
+    def release(self, ticket_id: int, agent: str) -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        agent = _nonempty("agent", agent)
+        with self._write(f"release ticket {ticket_id}") as conn:
+            self._check_holder(self._fetch(conn, ticket_id), agent, "release")
+            row = conn.execute(
+                "UPDATE tickets SET status = 'queued', agent = NULL, lease_until = NULL, updated_at = ?"
+                f" WHERE id = ? RETURNING {_COLUMNS}",
+                (self._clock(), ticket_id),
+            ).fetchone()
+            return self._ticket(row)
+
+    def _check_holder(self, ticket: Ticket, agent: str, action: str) -> None:
+        # An expired lease still belongs to its agent until someone else claims the ticket:
+        # finishing late is better than making the customer start again.
+        if ticket.status == "resolved":
+            raise QueueError(f"cannot {action} ticket {ticket.id}: already resolved by {ticket.agent}")
+        if ticket.status != "claimed":
+            raise QueueError(f"cannot {action} ticket {ticket.id}: it is {ticket.status}, claim it first")
+        if ticket.agent != agent:
+            raise QueueError(f"cannot {action} ticket {ticket.id}: it is claimed by {ticket.agent}, not {agent}")
+
+    def get(self, ticket_id: int) -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        rows = self._read(f"read ticket {ticket_id}", f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,))
+        if not rows:
+            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
+        return self._ticket(rows[0])
+
+    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
+        if status is not None and status not in STATUSES:
+            raise QueueError(f"unknown ticket status {status!r}; use one of {', '.join(STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise QueueError(f"limit must be a positive integer, got {limit!r}")
+        # Queued and claimed tickets in the order agents take them; resolved ones newest first.
+        order = "updated_at DESC, id DESC" if status == "resolved" else "priority DESC, created_at, id"
+        where = "" if status is None else "WHERE status = ?"
+        params: tuple[Any, ...] = (limit,) if status is None else (status, limit)
+        rows = self._read("list tickets", f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY {order} LIMIT ?", params)
+        return [self._ticket(row) for row in rows]
+
+    def depth(self) -> int:
+        rows = self._read(
+            "count queued tickets",
+            "SELECT (SELECT count(*) FROM tickets WHERE status = 'queued')"
+            " + (SELECT count(*) FROM tickets WHERE status = 'claimed' AND lease_until <= ?)",
+            (self._clock(),),
+        )
+        return int(rows[0][0])
+
+    def open_for_conversation(self, conversation_id: str) -> Ticket | None:
+        conversation_id = _nonempty("conversation_id", conversation_id)
+        rows = self._read(
+            "read the conversation's ticket",
+            f"SELECT {_COLUMNS} FROM tickets WHERE conversation_id = ? AND status IN ('queued', 'claimed')"
+            " ORDER BY created_at DESC, id DESC LIMIT 1",
+            (conversation_id,),
+        )
+        return self._ticket(rows[0]) if rows else None
+
+    def purge(self, older_than_days: float) -> int:
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, numbers.Real) or not (
+            math.isfinite(older_than_days) and older_than_days >= 0
+        ):
+            raise QueueError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
+        cutoff = self._clock() - float(older_than_days) * 86400.0
+        with self._write("purge resolved tickets") as conn:
+            return conn.execute(
+                "DELETE FROM tickets WHERE status = 'resolved' AND updated_at < ?", (cutoff,)
+            ).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                conn.close()
+
+    def __enter__(self) -> SQLiteQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteQueue({self.path!r})"
+
+
+def open_queue(url_or_path: str | os.PathLike[str] | None = None, **options: Any) -> Queue:
+    """Open the queue named by a URL or path; ``None`` reads ``NLU_DB`` (default ``var/nlu.db``).
+
+    ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (SQLAlchemy's spelling) and
+    plain paths open :class:`SQLiteQueue`; ``options`` go to its constructor.
+    """
+    target = os.fspath(url_or_path) if url_or_path is not None else ""
+    if not target.strip():
+        target = os.environ.get("NLU_DB", "").strip() or DEFAULT_DB
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        return SQLiteQueue(target, **options)
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise ConfigError("PostgreSQL backend not available yet; use an SQLite path or sqlite:///path")
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path:
+            raise ConfigError(f"queue database URL {target!r} names no file; use sqlite:///path/to/nlu.db")
+        return SQLiteQueue(path, **options)
+    raise ConfigError(f"queue database URL {target!r}: unsupported scheme {scheme!r}; use sqlite:/// or a path")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    # SQLITE_BUSY ("database is locked") and SQLITE_LOCKED ("database table is locked").
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _nonempty(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise QueueError(f"{name} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _positive(name: str, value: Any) -> float:
+    seconds = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise QueueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _ticket_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise QueueError(f"ticket id must be an integer, got {value!r}")
+    return value
+
+
+def _to_json(field: str, value: Any) -> str:
+    """JSON for a column; numpy numbers become plain ones and NaN/inf become null."""
+
+    def clean(v: Any) -> Any:
+        if v is None or isinstance(v, str | bool):
+            return v
+        if isinstance(v, numbers.Integral):
+            return int(v)
+        if isinstance(v, numbers.Real):
+            f = float(v)
+            return f if math.isfinite(f) else None
+        if isinstance(v, Mapping):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        raise QueueError(f"ticket {field} holds a {type(v).__name__}, which cannot be stored as JSON")
+
+    return json.dumps(clean(value), ensure_ascii=False, allow_nan=False)

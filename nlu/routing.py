@@ -1,0 +1,331 @@
+"""Routing: answer, ask back with options, or hand the conversation to a person.
+
+:func:`decide` is a pure function of the model's prediction, a snapshot of the
+conversation, the policy and the message text. It runs these checks in this order and
+stops at the first that fires; the reason codes are stable strings that travel into the
+ticket, the logs and the evaluation report:
+
+1. ``opt_out`` -> answer (the opt-out confirmation): an opt-out intent at answer
+   confidence or opt-out wording ("BAJA", "no me escriban más"). Honoured before
+   anything else, consent or not.
+   ``opt_in`` -> answer: consent is not granted and the customer asks to subscribe.
+   ``no_consent`` -> answer (the consent question): consent is required and not granted.
+2. ``human_requested`` -> escalate: a human-request intent at answer confidence, or
+   wording that asks for a person ("pásame con alguien", "un humano por favor"), so it
+   works when the intent model misses.
+3. ``legal_threat`` / ``sensitive_intent`` -> escalate: legal wording (abogado, demanda,
+   PROFECO, ...) in any message; a sensitive intent (complaint, cancellation) at answer
+   confidence.
+4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
+5. Conversation signals -> escalate, all that apply are listed:
+   ``insult`` (lexicon, accents folded), ``shouting`` (all caps with "!!!"),
+   ``negative_streak`` (this and the previous turns negative), ``repeated_intent`` (the
+   bot just answered this intent and the customer asks it again),
+   ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
+6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one; the bot declines
+   politely rather than offering unrelated options.
+7. Low confidence: ``ambiguous`` -> clarify with reply buttons (2-3 plausible intents) or
+   a list message (4 up to ``clarify_max_options``); ``low_confidence`` -> escalate when
+   fewer than two or more than that many intents are plausible.
+8. Otherwise answer the top intent (no reasons).
+
+Reasons of checks 2-5 accumulate within a check, so a ticket says "insult, shouting".
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .config import RoutingPolicy
+from .model import Prediction
+from .text import clean, fold_accents
+
+Action = Literal["answer", "clarify", "escalate"]
+Kind = Literal["buttons", "list"]
+Consent = Literal["unknown", "granted", "revoked"]
+
+# Every reason code decide() can return, in check order.
+REASONS: tuple[str, ...] = (
+    "opt_out",
+    "opt_in",
+    "no_consent",
+    "human_requested",
+    "legal_threat",
+    "sensitive_intent",
+    "frustration",
+    "insult",
+    "shouting",
+    "negative_streak",
+    "repeated_intent",
+    "repeated_low_confidence",
+    "out_of_scope",
+    "ambiguous",
+    "low_confidence",
+)
+
+MAX_BUTTONS = 3  # WhatsApp reply buttons per message
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the conversation remembers of one earlier customer message."""
+
+    message_id: str
+    text: str  # PII-redacted
+    intent: str | None
+    confidence: float | None
+    sentiment: str | None
+    emotion: str | None
+    frustration: float
+    action: str
+    reasons: tuple[str, ...] = ()
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "text": self.text,
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "sentiment": self.sentiment,
+            "emotion": self.emotion,
+            "frustration": self.frustration,
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """A read-only snapshot of one conversation, as routing needs it.
+
+    ``turns`` are the earlier customer messages, oldest first, not including the one
+    being decided. ``pending_options`` are the intents offered by the last clarifying
+    question (a button reply picks one of them).
+    """
+
+    conversation_id: str = ""
+    consent: Consent = "granted"
+    human_active: bool = False
+    ticket_id: int | None = None
+    turns: tuple[Turn, ...] = ()
+    pending_options: tuple[str, ...] = ()
+    disclosed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "consent": self.consent,
+            "human_active": self.human_active,
+            "ticket_id": self.ticket_id,
+            "turns": [t.to_dict() for t in self.turns],
+            "pending_options": list(self.pending_options),
+            "disclosed": self.disclosed,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one message and why."""
+
+    action: Action
+    reasons: tuple[str, ...] = ()
+    intent: str | None = None
+    options: tuple[str, ...] = ()
+    kind: Kind | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "intent": self.intent,
+            "options": list(self.options),
+            "kind": self.kind,
+        }
+
+
+# -- text signals ------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """Lower case, accents folded (ñ kept), elongations shortened, spaces collapsed."""
+    text = fold_accents(clean(text).lower())
+    text = re.sub(r"([^\W\d_])\1{2,}", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
+
+
+def matches_any(folded: str, patterns: tuple[str, ...]) -> bool:
+    return any(p.search(folded) for p in _compiled(patterns))
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def has_insult(folded: str, insults: Sequence[str]) -> bool:
+    lexicon = set(insults)
+    return any(word in lexicon for word in _WORD.findall(folded))
+
+
+def is_shouting(text: str, policy: RoutingPolicy) -> bool:
+    """All caps (mostly) with a run of three or more exclamation marks."""
+    if not re.search(r"!{3,}|¡{3,}", text):
+        return False
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < policy.shouting_min_letters:
+        return False
+    return sum(c.isupper() for c in letters) / len(letters) >= policy.shouting_caps_ratio
+
+
+# -- the decision --------------------------------------------------------------------------
+
+
+def _confident(prediction: Prediction, policy: RoutingPolicy) -> bool:
+    return prediction.confidence is not None and prediction.confidence >= policy.answer_threshold
+
+
+def _is_low(confidence: float | None, policy: RoutingPolicy) -> bool:
+    return confidence is None or confidence < policy.answer_threshold
+
+
+def plausible_options(prediction: Prediction, policy: RoutingPolicy) -> tuple[str, ...]:
+    """Intents worth offering, best first: probability at or over the floor, the
+    out-of-scope intent left out. May be longer than ``clarify_max_options``."""
+    return tuple(
+        label
+        for label, p in prediction.ranking
+        if p >= policy.clarify_min_probability and label != policy.out_of_scope_intent
+    )
+
+
+def decide(prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str = "") -> Decision:
+    """Route one message; see the module docstring for the order of the checks."""
+    folded = fold(text)
+    intent = prediction.intent
+    confident = _confident(prediction, policy)
+
+    # 1. Opt-out, opt-in, consent.
+    if (confident and intent in policy.opt_out_intents) or matches_any(folded, policy.opt_out_patterns):
+        return Decision("answer", ("opt_out",), intent=policy.opt_out_intents[0] if policy.opt_out_intents else intent)
+    if policy.require_consent and conversation.consent != "granted":
+        if confident and intent in policy.opt_in_intents:
+            return Decision("answer", ("opt_in",), intent=intent)
+        return Decision("answer", ("no_consent",))
+
+    # 2. An explicit request for a person.
+    if (confident and intent in policy.human_intents) or matches_any(folded, policy.human_patterns):
+        return Decision("escalate", ("human_requested",), intent=intent)
+
+    # 3. Legal threats and sensitive intents.
+    sensitive: list[str] = []
+    if matches_any(folded, policy.legal_patterns):
+        sensitive.append("legal_threat")
+    if confident and intent in policy.sensitive_intents:
+        sensitive.append("sensitive_intent")
+    if sensitive:
+        return Decision("escalate", tuple(sensitive), intent=intent)
+
+    # 4. Frustration.
+    if prediction.frustration >= policy.frustration_threshold:
+        return Decision("escalate", ("frustration",), intent=intent)
+
+    # 5. Conversation signals.
+    signals = _conversation_signals(prediction, conversation, policy, text, folded)
+    if signals:
+        return Decision("escalate", signals, intent=intent)
+
+    # 6. Out of scope: decline politely, never offer unrelated options.
+    if intent is not None and intent == policy.out_of_scope_intent:
+        return Decision("answer", ("out_of_scope",), intent=intent)
+
+    # 7. Low confidence: clarify when the plausible set is small, else escalate.
+    if not confident:
+        options = plausible_options(prediction, policy)
+        if 2 <= len(options) <= MAX_BUTTONS:
+            return Decision("clarify", ("ambiguous",), intent=intent, options=options, kind="buttons")
+        if MAX_BUTTONS < len(options) <= policy.clarify_max_options:
+            return Decision("clarify", ("ambiguous",), intent=intent, options=options, kind="list")
+        return Decision("escalate", ("low_confidence",), intent=intent)
+
+    # 8. Answer.
+    return Decision("answer", (), intent=intent)
+
+
+def _conversation_signals(
+    prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str, folded: str
+) -> tuple[str, ...]:
+    found: list[str] = []
+    if has_insult(folded, policy.insults):
+        found.append("insult")
+    if is_shouting(text, policy):
+        found.append("shouting")
+    turns = conversation.turns
+    negative = set(policy.negative_sentiments)
+    if prediction.sentiment in negative and len(turns) >= policy.negative_streak - 1:
+        earlier = turns[len(turns) - (policy.negative_streak - 1) :] if policy.negative_streak > 1 else ()
+        if all(t.sentiment in negative for t in earlier):
+            found.append("negative_streak")
+    if turns and _confident(prediction, policy) and prediction.intent not in policy.repeat_exempt_intents:
+        last = turns[-1]
+        if last.action == "answer" and last.intent == prediction.intent and not (set(last.reasons) & {"opt_in", "no_consent", "opt_out"}):
+            found.append("repeated_intent")
+    if _is_low(prediction.confidence, policy) and len(turns) >= policy.low_confidence_streak - 1:
+        earlier = turns[len(turns) - (policy.low_confidence_streak - 1) :] if policy.low_confidence_streak > 1 else ()
+        # A turn the customer resolved by picking a button counts as confident.
+        if all(_is_low(t.confidence, policy) and t.action != "answer" for t in earlier):
+            found.append("repeated_low_confidence")
+    return tuple(found)
+
+
+def first_message_decisions(predictions: Sequence[Prediction], texts: Sequence[str], policy: RoutingPolicy) -> list[Decision]:
+    """Each message routed as the first of a new conversation whose consent is granted
+    (how the evaluation report measures routing)."""
+    fresh = ConversationView(consent="granted")
+    return [decide(p, fresh, policy, t) for p, t in zip(predictions, texts, strict=True)]
+
+
+def routing_summary(
+    decisions: Sequence[Decision],
+    predicted_intents: Sequence[str | None],
+    gold_intents: Sequence[str | None] | None = None,
+    frustrated: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """Shares answered / clarified / escalated; intent accuracy over answered rows (when
+    gold intents are given); share of gold-frustrated rows escalated (when given).
+
+    Messages answered for consent or opt-out reasons count as answered. Accuracy compares
+    the answered intent with the gold one; a row without a gold intent is not counted.
+    """
+    n = len(decisions)
+    out: dict[str, Any] = {"n": n}
+    for action, key in (("answer", "answered"), ("clarify", "clarified"), ("escalate", "escalated")):
+        out[key] = sum(d.action == action for d in decisions) / n if n else 0.0
+    if gold_intents is not None:
+        pairs = [
+            (pred if d.intent is None else d.intent, gold)
+            for d, pred, gold in zip(decisions, predicted_intents, gold_intents, strict=True)
+            if d.action == "answer" and gold
+        ]
+        out["answered_n"] = len(pairs)
+        out["answered_accuracy"] = sum(p == g for p, g in pairs) / len(pairs) if pairs else 0.0
+    if frustrated is not None:
+        rows = [d for d, f in zip(decisions, frustrated, strict=True) if f]
+        out["frustrated_n"] = len(rows)
+        out["frustrated_escalated"] = sum(d.action == "escalate" for d in rows) / len(rows) if rows else 0.0
+        # An angry "stop writing to me" is honoured as an opt-out, not escalated.
+        out["frustrated_opted_out"] = sum("opt_out" in d.reasons for d in rows) / len(rows) if rows else 0.0
+    reasons: dict[str, int] = {}
+    for d in decisions:
+        for r in d.reasons:
+            reasons[r] = reasons.get(r, 0) + 1
+    out["reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return out

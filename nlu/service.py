@@ -1,0 +1,402 @@
+"""The bot service: one inbound message in, one outcome out.
+
+:meth:`Service.handle` is what the HTTP layer and any in-process bot call. In order:
+
+1. **Retries.** A message id already processed returns the stored outcome again
+   (``duplicate=True``): no second reply, no second ticket.
+2. **Handover.** While a person holds the conversation (it was escalated and its ticket
+   is not resolved), the bot stays quiet: action ``"handover"``, no reply; the message is
+   recorded so the history stays complete. Once the ticket is resolved the bot takes the
+   conversation back and earlier turns stop counting towards streaks.
+3. **Consent.** With ``require_consent``, nothing about the customer is stored before
+   consent: the first message gets the virtual-assistant disclosure and the consent
+   question (buttons "Sí, acepto" / "No"); accepting (button or typed "sí", "acepto")
+   grants it. An opt-out ("BAJA", the opt-out intent) is honoured at once, confirmed,
+   and from then on the bot is silent (action ``"silent"``, no reply, only the message
+   id kept for retries) until the customer opts in again ("ACEPTO", the opt-in intent).
+4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
+   is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
+   intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
+   the id ``human`` asks for a person.
+5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
+   buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
+   prediction, the reasons, the recent turns and a priority (frustration first), reply
+   "Te paso con una persona...", and mark the conversation as held by a person.
+6. **Record** the turn (redacted text, prediction summary, action) and the outcome in
+   one transaction.
+
+Outcome actions: ``answer``, ``clarify``, ``escalate`` (from routing), ``handover`` and
+``silent`` (no bot reply). Consent questions and opt-out confirmations are ``answer``
+with the reason codes ``no_consent`` / ``opt_out``.
+
+Concurrency: state lives in SQLite, so several processes can serve the same database.
+Two deliveries of the same message id at the very same moment may both be scored, but
+only one ticket and one stored outcome result (both writes are idempotent on the id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config, RoutingPolicy, load_config, routing_from_mapping
+from .conversation import ConversationStore, open_conversations
+from .errors import ConfigError, InputError
+from .model import Model, Prediction, load_model
+from .privacy import redact
+from .queue import DEFAULT_DB, Queue, Ticket, open_queue
+from .responses import (
+    CONSENT_NO_ID,
+    CONSENT_YES_ID,
+    HUMAN_ID,
+    INTENT_PREFIX,
+    Catalogue,
+    Reply,
+    load_catalogue,
+)
+from .routing import ConversationView, Decision, Turn, decide, fold
+
+MAX_TEXT = 4096  # WhatsApp's own limit for a text message
+
+# Typed acceptance of the consent question ("sí", "si acepto", "ACEPTO", "dale").
+_ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? acepto|si,? claro|acepto,? gracias)\W*$")
+# After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not.
+_REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
+_DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
+
+# Priority bonus per reason: frustration first, legal threats above everything.
+_PRIORITY_BONUS: dict[str, float] = {
+    "legal_threat": 1.0,
+    "insult": 0.5,
+    "shouting": 0.5,
+    "frustration": 0.5,
+    "negative_streak": 0.5,
+    "sensitive_intent": 0.25,
+    "repeated_intent": 0.25,
+    "repeated_low_confidence": 0.25,
+}
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One customer message. ``button_id`` is set when it is a button or list reply."""
+
+    conversation_id: str
+    message_id: str
+    text: str
+    button_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("conversation_id", "message_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"{name} must be a non-empty string, got {value!r}")
+            if len(value) > 512:
+                raise InputError(f"{name} is longer than 512 characters")
+        if not isinstance(self.text, str):
+            raise InputError(f"text must be a string, got {type(self.text).__name__}")
+        if len(self.text) > MAX_TEXT:
+            raise InputError(f"text is longer than {MAX_TEXT} characters")
+        if self.button_id is not None and (not isinstance(self.button_id, str) or len(self.button_id) > 256):
+            raise InputError("button_id must be a string of at most 256 characters")
+        if not self.text.strip() and not self.button_id:
+            raise InputError("text is empty")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> InboundMessage:
+        if not isinstance(raw, Mapping):
+            raise InputError("expected a JSON object with conversation_id, message_id and text")
+        missing = [k for k in ("conversation_id", "message_id", "text") if k not in raw]
+        if missing:
+            raise InputError(f"missing field(s): {', '.join(missing)}")
+        unknown = sorted(set(raw) - {"conversation_id", "message_id", "text", "button_id"})
+        if unknown:
+            raise InputError(f"unknown field(s): {', '.join(unknown)}")
+        return cls(raw["conversation_id"], raw["message_id"], raw["text"], raw.get("button_id"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the service did with a message. ``reply`` is None when the bot stays quiet."""
+
+    action: str
+    reply: Reply | None
+    prediction: Prediction | None
+    reasons: tuple[str, ...]
+    ticket: Ticket | None
+    duplicate: bool = False
+    intent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reply": None if self.reply is None else self.reply.to_dict(),
+            "prediction": None if self.prediction is None else self.prediction.to_dict(),
+            "reasons": list(self.reasons),
+            "intent": self.intent,
+            "ticket": None if self.ticket is None else self.ticket.to_dict(),
+            "duplicate": self.duplicate,
+        }
+
+
+def _stored(outcome: Outcome) -> dict[str, Any]:
+    # What is kept for retries: the outcome with the ticket as its id (re-read on a retry,
+    # so the caller sees its current status).
+    out = outcome.to_dict()
+    out["ticket"] = None if outcome.ticket is None else outcome.ticket.id
+    out.pop("duplicate")
+    return out
+
+
+def _prediction_from_dict(raw: Mapping[str, Any] | None) -> Prediction | None:
+    if raw is None:
+        return None
+    fields = dict(raw)
+    fields["ranking"] = tuple((str(label), float(p)) for label, p in fields.get("ranking", ()))
+    return Prediction(**fields)
+
+
+def policy_for(model: Model, config: Config | str | Path | None = None) -> RoutingPolicy:
+    """The routing policy: ``[routing]`` of the config if it has one, else the model's
+    ``meta.json`` "routing", else the defaults. A :class:`Config` object counts as given."""
+    if isinstance(config, Config):
+        return config.routing
+    if config is not None:
+        path = Path(config)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw = {}  # load_config below reports the problem properly
+        loaded = load_config(path)
+        if "routing" in raw:
+            return loaded.routing
+    meta_routing = model.meta.get("routing")
+    if isinstance(meta_routing, Mapping):
+        return routing_from_mapping(meta_routing, source=f"{model.name}/meta.json routing")
+    return RoutingPolicy()
+
+
+class Service:
+    """Scores, routes and answers messages; escalates to the human-agent queue."""
+
+    def __init__(
+        self,
+        model: Model,
+        queue: Queue,
+        conversations: ConversationStore,
+        catalogue: Catalogue,
+        policy: RoutingPolicy | None = None,
+    ) -> None:
+        self.model = model
+        self.queue = queue
+        self.conversations = conversations
+        self.catalogue = catalogue
+        self.policy = policy or policy_for(model)
+        if "intent" in model.heads:
+            lacking = [i for i in model.labels("intent") if i not in catalogue]
+            if lacking:
+                raise ConfigError(f"{catalogue.source}: intents: no answer for {', '.join(lacking)}")
+
+    @classmethod
+    def from_paths(
+        cls,
+        model_dir: str | Path,
+        db: str | Path | None = None,
+        config: str | Path | None = None,
+        catalogue: str | Path | None = None,
+    ) -> Service:
+        """Load the model, open the queue and conversation tables in ``db`` (one SQLite
+        file; default ``NLU_DB`` or ``var/nlu.db``) and the response catalogue (the bundled
+        Spanish one by default)."""
+        db = db if db is not None and str(db).strip() else (os.environ.get("NLU_DB", "").strip() or DEFAULT_DB)
+        model = load_model(model_dir)
+        policy = policy_for(model, config)
+        intents = model.labels("intent") if "intent" in model.heads else None
+        answers = load_catalogue(catalogue, intents=intents)
+        # Conversations first: the store creates the database's directory.
+        conversations = open_conversations(db, history_turns=policy.history_turns)
+        try:
+            queue = open_queue(str(db))
+        except BaseException:
+            conversations.close()
+            raise
+        return cls(model, queue, conversations, answers, policy)
+
+    def close(self) -> None:
+        self.conversations.close()
+        self.queue.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one entry point ---------------------------------------------------------
+
+    def handle(self, message: InboundMessage) -> Outcome:
+        """Process one inbound message (see the module docstring for the steps)."""
+        if not isinstance(message, InboundMessage):
+            raise InputError(f"expected an InboundMessage, got {type(message).__name__}")
+        stored = self.conversations.outcome(message.message_id)
+        if stored is not None:
+            return self._replayed(stored)
+
+        view = self.conversations.view(message.conversation_id)
+        if view.human_active:
+            ticket = self.queue.open_for_conversation(message.conversation_id)
+            if ticket is not None:
+                return self._handover(message, ticket)
+            self.conversations.end_handover(message.conversation_id)
+            view = self.conversations.view(message.conversation_id)
+
+        if self.policy.require_consent:
+            consent = self._consent_reply(message, view)
+            if consent is not None:
+                return consent
+
+        text = message.text
+        if not text.strip() and (message.button_id or "").startswith(INTENT_PREFIX):
+            # A button reply without its title: score the title it showed instead.
+            text = self.catalogue.title(message.button_id[len(INTENT_PREFIX) :])  # type: ignore[index]
+        prediction = self.model.score(text)
+        routed, chosen = self._chosen(prediction, message)
+        if message.button_id == HUMAN_ID:
+            decision = Decision("escalate", ("human_requested",), intent=prediction.intent)
+        else:
+            decision = decide(routed, view, self.policy, message.text)
+        return self._act(message, view, prediction, routed, decision, chosen)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _replayed(self, stored: Mapping[str, Any]) -> Outcome:
+        ticket = None
+        if stored.get("ticket") is not None:
+            ticket = self.queue.get(int(stored["ticket"]))
+        return Outcome(
+            action=stored["action"],
+            reply=None if stored.get("reply") is None else Reply.from_dict(stored["reply"]),
+            prediction=_prediction_from_dict(stored.get("prediction")),
+            reasons=tuple(stored.get("reasons", ())),
+            ticket=ticket,
+            duplicate=True,
+            intent=stored.get("intent"),
+        )
+
+    def _save(self, message: InboundMessage, outcome: Outcome, **changes: Any) -> Outcome:
+        _, fresh = self.conversations.record(message.conversation_id, message.message_id, _stored(outcome), **changes)
+        if not fresh:
+            # Another delivery of the same message id finished first: return its outcome.
+            stored = self.conversations.outcome(message.message_id)
+            if stored is not None:
+                return self._replayed(stored)
+        return outcome
+
+    def _turn(self, message: InboundMessage, prediction: Prediction | None, action: str, reasons: tuple[str, ...]) -> Turn:
+        return Turn(
+            message_id=message.message_id,
+            text=redact(message.text),
+            intent=None if prediction is None else prediction.intent,
+            confidence=None if prediction is None else prediction.confidence,
+            sentiment=None if prediction is None else prediction.sentiment,
+            emotion=None if prediction is None else prediction.emotion,
+            frustration=0.0 if prediction is None else prediction.frustration,
+            action=action,
+            reasons=reasons,
+        )
+
+    def _handover(self, message: InboundMessage, ticket: Ticket) -> Outcome:
+        outcome = Outcome("handover", None, None, ("human_active",), ticket)
+        return self._save(message, outcome, turn=self._turn(message, None, "handover", outcome.reasons))
+
+    def _with_disclosure(self, reply: Reply, view: ConversationView) -> Reply:
+        return reply if view.disclosed else reply.prefixed(self.catalogue.system["disclosure"].text)
+
+    def _consent_reply(self, message: InboundMessage, view: ConversationView) -> Outcome | None:
+        """Consent buttons and typed answers to the consent question; None to go on."""
+        folded = fold(message.text)
+        if message.button_id == CONSENT_NO_ID or (view.consent == "unknown" and view.disclosed and _DECLINE.match(folded)):
+            reply = self._with_disclosure(self.catalogue.system_reply("consent_declined"), view)
+            outcome = Outcome("answer", reply, None, ("consent_declined",), None)
+            return self._save(message, outcome, consent="revoked", disclosed=True)
+        if view.consent == "granted":
+            return None
+        accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _ACCEPT.match(folded))
+        if message.button_id == CONSENT_YES_ID or accepted:
+            reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
+            outcome = Outcome("answer", reply, None, ("consent_granted",), None)
+            return self._save(message, outcome, consent="granted", disclosed=True)
+        return None  # decide() handles opt-in, opt-out and asking for consent
+
+    def _chosen(self, prediction: Prediction, message: InboundMessage) -> tuple[Prediction, str | None]:
+        """A button reply naming an intent is that intent, at full confidence."""
+        button = message.button_id or ""
+        if button.startswith(INTENT_PREFIX):
+            label = button[len(INTENT_PREFIX) :]
+            if label in self.catalogue:
+                ranking = ((label, 1.0), *((other, 0.0) for other, _ in prediction.ranking if other != label))
+                return dataclasses.replace(prediction, intent=label, confidence=1.0, ranking=ranking), label
+        return prediction, None
+
+    def _priority(self, prediction: Prediction, reasons: tuple[str, ...]) -> float:
+        return round(min(1.0, max(0.0, prediction.frustration)) + sum(_PRIORITY_BONUS.get(r, 0.0) for r in set(reasons)), 4)
+
+    def _act(
+        self,
+        message: InboundMessage,
+        view: ConversationView,
+        prediction: Prediction,
+        routed: Prediction,
+        decision: Decision,
+        chosen: str | None,
+    ) -> Outcome:
+        reasons = decision.reasons + (("button_choice",) if chosen else ())
+        if "opt_out" in decision.reasons and view.consent == "revoked":
+            return self._save(message, Outcome("silent", None, None, reasons, None))
+        if "opt_out" in decision.reasons:
+            # Honoured at once; the opt-out message itself is not kept.
+            reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
+            return self._save(message, Outcome("answer", reply, None, reasons, None, intent=decision.intent), consent="revoked", disclosed=True, pending_options=())
+        if "no_consent" in decision.reasons:
+            if view.consent == "revoked":
+                return self._save(message, Outcome("silent", None, None, reasons, None))
+            consent = self.catalogue.system_reply("consent")
+            reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
+            return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)
+
+        consent_change = {"consent": "granted"} if "opt_in" in decision.reasons else {}
+        if decision.action == "answer":
+            # Never None here: a model without an intent head has no confidence, so it
+            # never reaches "answer" without a reason that names the intent.
+            intent = decision.intent or routed.intent or ""
+            reply = self._with_disclosure(self.catalogue.answer(intent, message.text), view)
+            outcome = Outcome("answer", reply, prediction, reasons, None, intent=intent)
+            turn = self._turn(message, routed, "answer", reasons)
+            return self._save(message, outcome, turn=turn, disclosed=True, pending_options=(), **consent_change)
+        if decision.action == "clarify":
+            reply = self._with_disclosure(self.catalogue.clarify(decision.options, decision.kind or "buttons"), view)
+            outcome = Outcome("clarify", reply, prediction, reasons, None, intent=decision.intent)
+            turn = self._turn(message, routed, "clarify", reasons)
+            return self._save(message, outcome, turn=turn, disclosed=True, pending_options=decision.options)
+
+        ticket, _ = self.queue.enqueue(
+            conversation_id=message.conversation_id,
+            message_id=message.message_id,
+            text=redact(message.text),
+            prediction=prediction.to_dict(),
+            reasons=reasons,
+            priority=self._priority(prediction, reasons),
+            turns=[t.to_dict() for t in view.turns],
+        )
+        reply = self._with_disclosure(self.catalogue.system_reply("escalate"), view)
+        outcome = Outcome("escalate", reply, prediction, reasons, ticket, intent=decision.intent)
+        turn = self._turn(message, routed, "escalate", reasons)
+        return self._save(
+            message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
+        )

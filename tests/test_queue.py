@@ -1,0 +1,563 @@
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from nlu.cli import app
+from nlu.errors import ConfigError, QueueError, UnknownTicket
+from nlu.queue import Queue, SQLiteQueue, Ticket, open_queue
+
+PREDICTION = {"intent": "estado_pedido", "confidence": 0.41, "sentiment": "negativo", "frustration": 0.8}
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "nlu.db"
+
+
+@pytest.fixture
+def queue(db: Path, clock: FakeClock) -> Iterator[SQLiteQueue]:
+    q = SQLiteQueue(db, clock=clock)
+    yield q
+    q.close()
+
+
+def add(queue: Queue, message_id: str, priority: float = 0.5, conversation_id: str = "conv-1", text: str = "¿dónde está mi pedido #A-48213?") -> Ticket:
+    ticket, created = queue.enqueue(
+        conversation_id=conversation_id, message_id=message_id, text=text, prediction=PREDICTION,
+        reasons=["frustration"], priority=priority,
+    )
+    assert created
+    return ticket
+
+
+# -- round trip, idempotency, order --------------------------------------------------------
+
+
+def test_queue_round_trip_enqueue_claim_resolve(queue: SQLiteQueue, clock: FakeClock) -> None:
+    ticket = add(queue, "wamid.1")
+    assert (ticket.status, ticket.agent, ticket.lease_until) == ("queued", None, None)
+    assert ticket.prediction == PREDICTION and ticket.reasons == ("frustration",)
+    assert queue.depth() == 1
+
+    clock.advance(5)
+    claimed = queue.claim("ana", lease_seconds=60)
+    assert claimed is not None
+    assert (claimed.id, claimed.status, claimed.agent) == (ticket.id, "claimed", "ana")
+    assert claimed.lease_until == clock.now + 60
+    assert queue.depth() == 0
+    assert queue.claim("luis") is None
+
+    resolved = queue.resolve(ticket.id, "ana", "le di el número de seguimiento")
+    assert (resolved.status, resolved.agent, resolved.lease_until) == ("resolved", "ana", None)
+    assert resolved.resolution == "le di el número de seguimiento"
+    assert queue.get(ticket.id) == resolved
+    assert json.loads(json.dumps(resolved.to_dict()))["reasons"] == ["frustration"]
+
+
+def test_queue_release_puts_ticket_back_in_its_place(queue: SQLiteQueue, clock: FakeClock) -> None:
+    first = add(queue, "m1")
+    clock.advance(1)
+    add(queue, "m2")
+    assert queue.claim("ana").id == first.id  # type: ignore[union-attr]
+    released = queue.release(first.id, "ana")
+    assert (released.status, released.agent, released.lease_until) == ("queued", None, None)
+    assert released.created_at == first.created_at
+    assert queue.claim("luis").id == first.id  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("second", [
+    {"text": "otra cosa", "priority": 0.9},  # a retried webhook may carry different details
+    {"text": "¿dónde está mi pedido #A-48213?", "priority": 0.5},
+])
+def test_queue_enqueue_is_idempotent_on_message_id(queue: SQLiteQueue, second: dict[str, Any]) -> None:
+    first = add(queue, "wamid.ABC")
+    again, created = queue.enqueue(
+        conversation_id="conv-1", message_id="wamid.ABC", prediction={}, reasons=[], **second
+    )
+    assert not created
+    assert again == first
+    assert len(queue.list()) == 1
+
+
+def test_queue_enqueue_same_message_id_in_another_conversation_is_refused(queue: SQLiteQueue) -> None:
+    add(queue, "wamid.ABC", conversation_id="conv-1")
+    with pytest.raises(QueueError, match="already belongs to ticket 1 of conversation 'conv-1'"):
+        add(queue, "wamid.ABC", conversation_id="conv-2")
+
+
+@pytest.mark.parametrize(("tickets", "expected"), [
+    ([("a", 0.2), ("b", 0.9), ("c", 0.5)], ["b", "c", "a"]),  # priority first
+    ([("a", 0.5), ("b", 0.5), ("c", 0.5)], ["a", "b", "c"]),  # then the oldest
+    ([("a", 0.1), ("b", 0.8), ("c", 0.8), ("d", 0.1)], ["b", "c", "a", "d"]),
+])
+def test_queue_claims_by_priority_then_age(
+    queue: SQLiteQueue, clock: FakeClock, tickets: list[tuple[str, float]], expected: list[str]
+) -> None:
+    for message_id, priority in tickets:
+        add(queue, message_id, priority)
+        clock.advance(1)
+    assert [t.message_id for t in queue.list("queued")] == expected
+    claimed = [queue.claim("ana") for _ in tickets]
+    assert [t.message_id for t in claimed if t] == expected
+    assert queue.claim("ana") is None
+
+
+def test_queue_expired_lease_returns_ticket_to_the_queue(queue: SQLiteQueue, clock: FakeClock) -> None:
+    urgent = add(queue, "urgent", priority=0.9)
+    clock.advance(1)
+    add(queue, "later", priority=0.1)
+    assert queue.claim("ana", lease_seconds=30).id == urgent.id  # type: ignore[union-attr]
+    clock.advance(29)
+    assert queue.depth() == 1
+    assert queue.claim("luis").message_id == "later"  # type: ignore[union-attr]
+
+    clock.advance(1)  # ana's lease is over: the urgent ticket is claimable again, first
+    assert queue.depth() == 1
+    again = queue.claim("luis", lease_seconds=30)
+    assert again is not None and (again.id, again.agent) == (urgent.id, "luis")
+    with pytest.raises(QueueError, match="claimed by luis, not ana"):
+        queue.resolve(urgent.id, "ana")
+    assert queue.resolve(urgent.id, "luis").status == "resolved"
+
+
+def test_queue_expired_lease_still_lets_its_agent_finish(queue: SQLiteQueue, clock: FakeClock) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana", lease_seconds=10)
+    clock.advance(60)  # nobody else took it meanwhile
+    assert queue.resolve(ticket.id, "ana").status == "resolved"
+
+
+@pytest.mark.parametrize("action", ["resolve", "release"])
+def test_queue_only_the_claiming_agent_may_finish(queue: SQLiteQueue, action: str) -> None:
+    ticket = add(queue, "m1")
+    with pytest.raises(QueueError, match="it is queued, claim it first"):
+        getattr(queue, action)(ticket.id, "ana")
+    queue.claim("ana")
+    with pytest.raises(QueueError, match="claimed by ana, not luis"):
+        getattr(queue, action)(ticket.id, "luis")
+    assert queue.get(ticket.id).agent == "ana"
+
+
+def test_queue_resolve_is_idempotent_for_its_agent_only(queue: SQLiteQueue) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana")
+    first = queue.resolve(ticket.id, "ana", "hecho")
+    assert queue.resolve(ticket.id, "ana", "hecho") == first  # a retried request
+    with pytest.raises(QueueError, match="already resolved by ana"):
+        queue.resolve(ticket.id, "luis")
+    with pytest.raises(QueueError, match="already resolved"):
+        queue.release(ticket.id, "ana")
+
+
+@pytest.mark.parametrize("call", [
+    lambda q: q.get(999),
+    lambda q: q.resolve(999, "ana"),
+    lambda q: q.release(999, "ana"),
+])
+def test_queue_unknown_ticket(queue: SQLiteQueue, call: Any) -> None:
+    with pytest.raises(UnknownTicket, match="no ticket 999"):
+        call(queue)
+    assert issubclass(UnknownTicket, QueueError)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda q: q.claim(""), "agent must be a non-empty string"),
+    (lambda q: q.claim("ana", lease_seconds=0), "lease_seconds must be a positive"),
+    (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be a positive"),
+    (lambda q: q.get("1"), "ticket id must be an integer"),
+    (lambda q: q.list("pending"), "unknown ticket status 'pending'"),
+    (lambda q: q.list(limit=0), "limit must be a positive integer"),
+    (lambda q: q.purge(-1), "older_than_days must be a number >= 0"),
+    (lambda q: q.enqueue(conversation_id="c", message_id=" ", text="x", prediction={}, reasons=[], priority=0), "message_id must be"),
+    (lambda q: q.enqueue(conversation_id="c", message_id="m", text=None, prediction={}, reasons=[], priority=0), "text must be a string"),
+    (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={}, reasons="frustration", priority=0), "reasons must be a list"),
+    (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={}, reasons=[], priority=float("inf")), "priority must be a finite"),
+    (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={"x": object()}, reasons=[], priority=0), "cannot be stored as JSON"),
+])
+def test_queue_rejects_bad_arguments(queue: SQLiteQueue, call: Any, message: str) -> None:
+    with pytest.raises(QueueError, match=message):
+        call(queue)
+    assert queue.list() == []
+
+
+def test_queue_redacts_text_turns_and_resolution(queue: SQLiteQueue, db: Path) -> None:
+    ticket, _ = queue.enqueue(
+        conversation_id="conv-9", message_id="m1",
+        text="mi pedido #A-48213 no llega, llámame al 3104567821 o escribe a ana.p@gmail.com",
+        prediction={**PREDICTION, "confidence": float("nan")}, reasons=["frustration"], priority=0.8,
+        turns=[{"role": "user", "text": "mi cédula es 1020304050", "message_id": "m0"}, {"role": "bot", "text": "¿Me das tu número de pedido?"}],
+    )
+    assert ticket.text == "mi pedido #A-48213 no llega, llámame al [TELEFONO] o escribe a [EMAIL]"
+    assert ticket.turns[0] == {"role": "user", "text": "mi cédula es [DOCUMENTO]", "message_id": "m0"}
+    assert ticket.prediction["confidence"] is None  # NaN is stored as null, never as invalid JSON
+    queue.claim("ana")
+    assert queue.resolve(ticket.id, "ana", "lo llamé al 3104567821").resolution == "lo llamé al [TELEFONO]"
+    raw = db.read_bytes() + (db.parent / "nlu.db-wal").read_bytes()
+    assert b"3104567821" not in raw and b"ana.p@gmail.com" not in raw and b"1020304050" not in raw
+
+
+def test_queue_open_for_conversation(queue: SQLiteQueue, clock: FakeClock) -> None:
+    assert queue.open_for_conversation("conv-1") is None
+    old = add(queue, "m1", conversation_id="conv-1")
+    queue.claim("ana")
+    queue.resolve(old.id, "ana")
+    assert queue.open_for_conversation("conv-1") is None
+    clock.advance(1)
+    new = add(queue, "m2", conversation_id="conv-1")
+    add(queue, "m3", conversation_id="conv-2")
+    assert queue.open_for_conversation("conv-1") == new
+    queue.claim("ana")  # claimed is still open
+    assert queue.open_for_conversation("conv-1").id == new.id  # type: ignore[union-attr]
+
+
+def test_queue_purge_deletes_only_old_resolved_tickets(queue: SQLiteQueue, clock: FakeClock) -> None:
+    for i in range(3):
+        add(queue, f"m{i}")
+    for ticket_id in (1, 2):
+        queue.claim("ana")
+        queue.resolve(ticket_id, "ana")
+    clock.advance(10 * 86400)
+    queue.claim("ana")
+    queue.resolve(3, "ana")  # resolved just now
+    add(queue, "m4")  # still queued
+    assert queue.purge(30) == 0
+    assert queue.purge(7) == 2
+    assert [t.id for t in queue.list()] == [3, 4]
+    with pytest.raises(UnknownTicket):
+        queue.get(1)
+    assert add(queue, "m5").id == 5  # ids are never reused
+
+
+def test_queue_list_filters_and_orders(queue: SQLiteQueue, clock: FakeClock) -> None:
+    for i, priority in enumerate([0.1, 0.9, 0.5]):
+        add(queue, f"m{i}", priority)
+        clock.advance(1)
+    queue.claim("ana")
+    assert [t.message_id for t in queue.list("queued")] == ["m2", "m0"]
+    assert [t.message_id for t in queue.list("claimed")] == ["m1"]
+    assert [t.message_id for t in queue.list(limit=2)] == ["m1", "m2"]
+
+
+# -- the database file -------------------------------------------------------------------
+
+
+def test_queue_shares_the_file_and_creates_folders(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    other = sqlite3.connect(db)
+    other.execute("CREATE TABLE conversations (id TEXT PRIMARY KEY)")
+    other.execute("PRAGMA user_version = 7")  # another module's business
+    other.commit()
+    other.close()
+    with SQLiteQueue(db) as q:
+        add(q, "m1")
+    with SQLiteQueue(db) as q:  # reopening keeps everything
+        assert [t.message_id for t in q.list()] == ["m1"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"conversations", "tickets", "tickets_meta"} <= tables
+    conn.close()
+
+
+def test_queue_refuses_a_newer_schema(db: Path) -> None:
+    SQLiteQueue(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE tickets_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(QueueError, match="schema version 99 is newer"):
+        SQLiteQueue(db)
+
+
+def test_queue_not_a_database_is_a_queue_error(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(QueueError, match="nlu.db"):
+        SQLiteQueue(path)
+
+
+def test_queue_locked_database_raises_instead_of_dropping(db: Path) -> None:
+    q = SQLiteQueue(db, timeout=0.05)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(QueueError, match="database is locked"):
+            add(q, "m1")
+        with pytest.raises(QueueError, match="locked"):
+            q.claim("ana")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    add(q, "m1")  # works again once the lock is gone
+    q.close()
+
+
+def test_queue_full_database_raises_and_keeps_nothing(queue: SQLiteQueue) -> None:
+    add(queue, "m1")
+    conn = queue._conn
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+    with pytest.raises(QueueError, match="full"):
+        add(queue, "m2", text="x" * 20_000)
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    assert [t.message_id for t in queue.list()] == ["m1"]
+
+
+def test_queue_crash_inside_a_transaction_leaves_no_partial_ticket(queue: SQLiteQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    add(queue, "m0")
+
+    def crash(self: SQLiteQueue, row: Any) -> Ticket:
+        raise RuntimeError("crash between the write and the commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(SQLiteQueue, "_ticket", crash)
+        with pytest.raises(RuntimeError):
+            add(queue, "m1")  # INSERT done, COMMIT not reached
+        with pytest.raises(RuntimeError):
+            queue.claim("ana")  # UPDATE done, COMMIT not reached
+    assert [(t.message_id, t.status) for t in queue.list()] == [("m0", "queued")]
+    assert add(queue, "m1").message_id == "m1"  # the retry creates it: nothing half-written
+
+
+def test_queue_threads_share_one_queue(queue: SQLiteQueue) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(n: int) -> list[int]:
+        for i in range(20):
+            add(queue, f"t{n}-{i}")
+        return [t.id for _ in range(20) if (t := queue.claim(f"agent-{n}")) is not None]
+
+    with ThreadPoolExecutor(4) as pool:
+        claimed = [i for ids in pool.map(work, range(4)) for i in ids]
+    assert len(claimed) == len(set(claimed)) == 80
+    assert queue.depth() == 0
+
+
+def test_queue_is_closed_after_close(db: Path) -> None:
+    q = SQLiteQueue(db)
+    q.close()
+    q.close()  # idempotent
+    with pytest.raises(QueueError, match="closed"):
+        q.depth()
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("{tmp}/a.db", "{tmp}/a.db"),
+    ("sqlite:///{tmp}/b.db", "{tmp}/b.db"),
+    ("SQLITE:///{tmp}/c.db", "{tmp}/c.db"),
+    (None, "{tmp}/env.db"),  # NLU_DB
+])
+def test_open_queue_paths_and_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str | None, expected: str) -> None:
+    monkeypatch.setenv("NLU_DB", f"{tmp_path}/env.db")
+    q = open_queue(None if target is None else target.format(tmp=tmp_path))
+    assert isinstance(q, SQLiteQueue) and isinstance(q, Queue)
+    assert q.path == expected.format(tmp=tmp_path)
+    q.close()
+
+
+def test_open_queue_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NLU_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    open_queue().close()
+    assert (tmp_path / "var" / "nlu.db").is_file()
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("postgresql://user@localhost/nlu", "PostgreSQL backend not available yet"),
+    ("postgres://localhost/nlu", "PostgreSQL backend not available yet"),
+    ("mysql://localhost/nlu", "unsupported scheme 'mysql'"),
+    ("sqlite:///", "names no file"),
+])
+def test_open_queue_rejects_other_backends(target: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_queue(target)
+
+
+# -- processes ---------------------------------------------------------------------------
+# Workers are module-level so the "spawn" start method can import them in the child.
+
+
+def _claim_all(path: str, agent: str, start: Any, out: Any) -> None:
+    q = SQLiteQueue(path, timeout=30)
+    start.wait()
+    ids = []
+    while (ticket := q.claim(agent)) is not None:
+        ids.append(ticket.id)
+    q.close()
+    out.put(ids)
+
+
+def _work_until_killed(path: str, conn: Any, crash_mid_transaction: bool) -> None:
+    q = SQLiteQueue(path)
+    if crash_mid_transaction:
+        add(q, "before")
+        conn.send(("enqueued", "before"))
+
+        def die(self: SQLiteQueue, row: Any) -> Ticket:
+            os.kill(os.getpid(), signal.SIGKILL)  # after the INSERT, before the COMMIT
+            raise AssertionError("unreachable")
+
+        SQLiteQueue._ticket = die  # type: ignore[method-assign]
+        add(q, "doomed")
+    for i in range(100_000):
+        add(q, f"m{i}", priority=(i % 7) / 7)
+        conn.send(("enqueued", f"m{i}"))  # the acknowledgement a caller would act on
+        if i % 3 == 2 and (ticket := q.claim("ana", lease_seconds=60)) is not None:
+            conn.send(("claimed", ticket.message_id))
+
+
+def test_queue_two_processes_never_claim_the_same_ticket(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        for i in range(200):
+            add(q, f"m{i}", priority=(i % 5) / 5)
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_claim_all, args=(str(db), f"agent-{n}", start, out)) for n in range(2)]
+    for w in workers:
+        w.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    claimed = [i for ids in results for i in ids]
+    assert len(claimed) == len(set(claimed)) == 200
+    with SQLiteQueue(db) as q:
+        assert q.depth() == 0 and len(q.list("claimed", limit=500)) == 200
+
+
+@pytest.mark.parametrize("crash_mid_transaction", [False, True], ids=["while-working", "mid-transaction"])
+def test_queue_sigkill_loses_nothing_acknowledged(db: Path, crash_mid_transaction: bool) -> None:
+    ctx = mp.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=_work_until_killed, args=(str(db), sender, crash_mid_transaction))
+    worker.start()
+    sender.close()
+    acks: list[tuple[str, str]] = []
+    try:
+        while len(acks) < 40 and receiver.poll(60):
+            acks.append(receiver.recv())
+            if crash_mid_transaction and acks == [("enqueued", "before")]:
+                break  # the worker now kills itself inside its next transaction
+    except EOFError:
+        pass
+    if worker.is_alive():
+        os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]  # at whatever point it is
+    worker.join(timeout=30)
+    assert worker.exitcode == -signal.SIGKILL
+    try:
+        while receiver.poll(0.1):
+            acks.append(receiver.recv())
+    except EOFError:
+        pass
+    enqueued = {m for kind, m in acks if kind == "enqueued"}
+    claimed = {m for kind, m in acks if kind == "claimed"}
+
+    # Reopen an hour later: every lease the dead worker held has expired.
+    with SQLiteQueue(db, clock=lambda: time.time() + 3600) as q:
+        tickets = q.list(limit=100_000)
+        stored = [t.message_id for t in tickets]
+        assert len(stored) == len(set(stored))  # nothing doubled
+        assert enqueued <= set(stored)  # nothing acknowledged lost
+        assert claimed <= {t.message_id for t in tickets if t.status == "claimed"}
+        assert q.depth() == len(stored)  # every claim came back to the queue with its lease
+    if crash_mid_transaction:
+        assert stored == ["before"]  # the killed transaction left nothing behind
+    else:
+        assert len(enqueued) >= 20 and claimed
+        assert len(stored) <= len(enqueued) + 1  # at most the one in flight when killed
+
+
+# -- command line -------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_queue_cli_list_claim_resolve_release(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1", priority=0.2, text="¿dónde está mi pedido 1029384?")
+        add(q, "m2", priority=0.9, text="QUIERO HABLAR CON UNA PERSONA, mi cel 3104567821")
+    base = ["--db", str(db)]
+
+    result = runner.invoke(app, ["queue", "list", *base])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("#2") and "[TELEFONO]" in lines[0] and "pedido 1029384" in lines[1]
+
+    result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--lease", "60", *base])
+    assert result.exit_code == 0, result.output
+    ticket = json.loads(result.stdout)
+    assert (ticket["id"], ticket["status"], ticket["agent"]) == (2, "claimed", "ana")
+
+    result = runner.invoke(app, ["queue", "release", "2", "--agent", "ana", *base])
+    assert result.exit_code == 0 and "released ticket 2" in result.stdout
+
+    monkeypatch.setenv("NLU_DB", str(db))  # --db defaults to $NLU_DB
+    result = runner.invoke(app, ["queue", "claim", "--agent", "luis"])
+    assert json.loads(result.stdout)["id"] == 2
+    result = runner.invoke(app, ["queue", "resolve", "2", "--agent", "luis", "--note", "lo llamé al 3104567821"])
+    assert result.exit_code == 0 and "resolved ticket 2" in result.stdout
+
+    result = runner.invoke(app, ["queue", "list", "--status", "resolved", "--json"])
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["resolution"] == "lo llamé al [TELEFONO]"
+
+
+def test_queue_cli_claim_on_empty_queue(db: Path) -> None:
+    result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", str(db)])
+    assert result.exit_code == 0
+    assert result.stdout == "" and "queue empty" in result.stderr
+    result = runner.invoke(app, ["queue", "list", "--db", str(db)])
+    assert result.stdout.strip() == "no tickets"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["queue", "resolve", "7", "--agent", "ana"], "no ticket 7"),
+    (["queue", "release", "1", "--agent", "luis"], "claimed by ana, not luis"),
+    (["queue", "resolve", "1", "--agent", "luis"], "claimed by ana, not luis"),
+    (["queue", "list", "--status", "pending"], "unknown ticket status 'pending'"),
+    (["queue", "claim", "--agent", "  "], "agent must be a non-empty string"),
+])
+def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1")
+        q.claim("ana")
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_queue_cli_postgres_url_is_a_clean_error() -> None:
+    result = runner.invoke(app, ["queue", "list", "--db", "postgresql://localhost/nlu"])
+    assert result.exit_code == 1
+    assert "PostgreSQL backend not available yet" in result.stderr

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nlu import ConfigError, load_config
+from nlu.config import RoutingPolicy, routing_from_mapping
+from nlu.model import Prediction
+from nlu.routing import REASONS, ConversationView, Turn, decide, first_message_decisions, fold, routing_summary
+
+POLICY = RoutingPolicy(answer_threshold=0.5, frustration_threshold=0.5, clarify_min_probability=0.1)
+OTHERS = ("factura", "reembolso", "devolucion", "garantia", "metodos_pago", "ofertas", "tiempo_entrega")
+
+
+def pred(
+    intent: str = "estado_pedido",
+    confidence: float = 0.9,
+    rest: tuple[float, ...] = (),
+    sentiment: str = "neutral",
+    frustration: float = 0.0,
+) -> Prediction:
+    """A prediction whose top intent has ``confidence``; ``rest`` are the runners-up."""
+    rest = rest or ((1 - confidence) / len(OTHERS),) * len(OTHERS)
+    others = [o for o in OTHERS if o != intent]
+    ranking = ((intent, confidence), *zip(others, rest, strict=False))
+    return Prediction(intent, confidence, tuple(ranking), sentiment, 0.9, "neutral", 0.9, frustration)
+
+
+def turn(intent: str = "estado_pedido", confidence: float = 0.9, sentiment: str = "neutral", action: str = "answer") -> Turn:
+    return Turn("m0", "texto", intent, confidence, sentiment, "neutral", 0.0, action)
+
+
+FRESH = ConversationView(consent="granted")
+NEG2 = ConversationView(consent="granted", turns=(turn(sentiment="negativo", intent="factura"), turn(sentiment="negativo", intent="reembolso")))
+NEG1 = ConversationView(consent="granted", turns=(turn(sentiment="negativo", intent="factura"),))
+ANSWERED = ConversationView(consent="granted", turns=(turn("estado_pedido", action="answer"),))
+LOW_BEFORE = ConversationView(consent="granted", turns=(turn("factura", 0.3, action="clarify"),))
+
+# (id, prediction, conversation, text, action, reasons, kind)
+CASES: list[tuple[str, Prediction, ConversationView, str, str, tuple[str, ...], str | None]] = [
+    ("answer", pred(), FRESH, "dónde está mi pedido?", "answer", (), None),
+    ("opt_out_intent", pred("darse_de_baja"), FRESH, "ya no quiero recibir promos", "answer", ("opt_out",), None),
+    ("opt_out_keyword", pred("estado_pedido", 0.3), FRESH, "BAJA", "answer", ("opt_out",), None),
+    ("opt_out_before_consent", pred("darse_de_baja"), ConversationView(consent="unknown"), "baja", "answer", ("opt_out",), None),
+    ("opt_out_before_human", pred("hablar_con_humano"), FRESH, "no me escriban más, quiero hablar con un asesor", "answer", ("opt_out",), None),
+    ("no_consent", pred(), ConversationView(consent="unknown"), "dónde está mi pedido?", "answer", ("no_consent",), None),
+    ("no_consent_before_human", pred("hablar_con_humano"), ConversationView(consent="revoked"), "un humano por favor", "answer", ("no_consent",), None),
+    ("opt_in", pred("suscribirse"), ConversationView(consent="revoked"), "quiero suscribirme", "answer", ("opt_in",), None),
+    ("human_intent", pred("hablar_con_humano"), FRESH, "me atiende alguien?", "escalate", ("human_requested",), None),
+    ("human_asesor", pred("estado_pedido", 0.3), FRESH, "quiero hablar con un asesor", "escalate", ("human_requested",), None),
+    ("human_pasame", pred("precio_producto"), FRESH, "pásame con alguien", "escalate", ("human_requested",), None),
+    ("human_humano", pred("saludo"), FRESH, "un humano por favor", "escalate", ("human_requested",), None),
+    ("human_before_sensitive", pred("cancelar_pedido"), FRESH, "quiero cancelar, pásenme con una persona", "escalate", ("human_requested",), None),
+    ("legal_threat", pred("estado_pedido"), FRESH, "si no llega pongo una denuncia en PROFECO", "escalate", ("legal_threat",), None),
+    ("legal_sic", pred("factura"), FRESH, "me quejaré ante la SIC", "escalate", ("legal_threat",), None),
+    ("legal_and_sensitive", pred("queja"), FRESH, "mi abogado se va a enterar de esto", "escalate", ("legal_threat", "sensitive_intent"), None),
+    ("sensitive_queja", pred("queja"), FRESH, "pésimo servicio", "escalate", ("sensitive_intent",), None),
+    ("sensitive_cancel", pred("cancelar_pedido"), FRESH, "cancelen mi pedido", "escalate", ("sensitive_intent",), None),
+    ("sensitive_before_frustration", pred("queja", frustration=0.9), FRESH, "pésimo servicio", "escalate", ("sensitive_intent",), None),
+    ("frustration", pred(frustration=0.8), FRESH, "otra vez no llegó mi pedido", "escalate", ("frustration",), None),
+    ("frustration_before_insult", pred(frustration=0.9), FRESH, "son unos inútiles", "escalate", ("frustration",), None),
+    ("insult_folded", pred(), FRESH, "son unos INÚTILES", "escalate", ("insult",), None),
+    ("insult_elongated", pred(), FRESH, "imbécilesss", "escalate", ("insult",), None),
+    ("shouting", pred(), FRESH, "DÓNDE ESTÁ MI PEDIDO!!!", "escalate", ("shouting",), None),
+    ("insult_and_shouting", pred(), FRESH, "LADRONES, DEVUELVAN MI PLATA!!!", "escalate", ("insult", "shouting"), None),
+    ("caps_without_bangs", pred(), FRESH, "DÓNDE ESTÁ MI PEDIDO", "answer", (), None),
+    ("bangs_without_caps", pred(), FRESH, "dónde está mi pedido!!!", "answer", (), None),
+    ("negative_streak", pred(sentiment="negativo"), NEG2, "sigue sin llegar", "escalate", ("negative_streak",), None),
+    ("negative_two_only", pred(sentiment="negativo"), NEG1, "sigue sin llegar", "answer", (), None),
+    ("repeated_intent", pred("estado_pedido"), ANSWERED, "pero dónde está mi pedido?", "escalate", ("repeated_intent",), None),
+    ("repeat_exempt", pred("saludo"), ConversationView(consent="granted", turns=(turn("saludo"),)), "hola", "answer", (), None),
+    ("repeated_low_confidence", pred("factura", 0.35, (0.3, 0.2)), LOW_BEFORE, "eso no", "escalate", ("repeated_low_confidence",), None),
+    ("signals_accumulate", pred(sentiment="negativo"), NEG2, "INÚTILES!!! dónde está", "escalate", ("insult", "negative_streak"), None),
+    ("out_of_scope", pred("fuera_de_alcance"), FRESH, "qué hora es en Japón", "answer", ("out_of_scope",), None),
+    ("out_of_scope_low", pred("fuera_de_alcance", 0.4, (0.3, 0.2)), FRESH, "y el clima?", "answer", ("out_of_scope",), None),
+    ("ambiguous_buttons", pred("factura", 0.4, (0.35, 0.2, 0.05)), FRESH, "lo del pago", "clarify", ("ambiguous",), "buttons"),
+    ("ambiguous_two", pred("factura", 0.45, (0.4, 0.05, 0.05)), FRESH, "lo del pago", "clarify", ("ambiguous",), "buttons"),
+    ("ambiguous_list", pred("factura", 0.3, (0.2, 0.15, 0.15, 0.1, 0.05)), FRESH, "tengo un tema", "clarify", ("ambiguous",), "list"),
+    ("low_confidence_single", pred("factura", 0.45, (0.09, 0.09, 0.09)), FRESH, "mmm", "escalate", ("low_confidence",), None),
+]
+
+
+@pytest.mark.parametrize(("prediction", "conversation", "text", "action", "reasons", "kind"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_routing_decide_table(
+    prediction: Prediction, conversation: ConversationView, text: str, action: str, reasons: tuple[str, ...], kind: str | None
+) -> None:
+    decision = decide(prediction, conversation, POLICY, text)
+    assert (decision.action, decision.reasons, decision.kind) == (action, reasons, kind)
+    if action == "clarify":
+        assert 2 <= len(decision.options) <= POLICY.clarify_max_options
+        assert decision.options[0] == prediction.intent
+
+
+def test_routing_table_covers_every_reason_code() -> None:
+    seen = {r for case in CASES for r in case[5]}
+    assert seen == set(REASONS)
+
+
+def test_routing_clarify_too_many_options_escalates() -> None:
+    policy = dataclasses.replace(POLICY, clarify_max_options=4)
+    p = pred("factura", 0.25, (0.2, 0.15, 0.15, 0.15, 0.1))
+    assert decide(p, FRESH, policy, "tengo un tema").reasons == ("low_confidence",)
+
+
+def test_routing_clarify_leaves_out_of_scope_out() -> None:
+    p = Prediction("factura", 0.4, (("factura", 0.4), ("fuera_de_alcance", 0.3), ("reembolso", 0.3)), "neutral", 0.9, "neutral", 0.9, 0.0)
+    decision = decide(p, FRESH, POLICY, "eso")
+    assert decision.options == ("factura", "reembolso")
+
+
+def test_routing_sensitive_needs_confidence() -> None:
+    # A complaint the model is unsure of is asked about, not escalated as a complaint.
+    p = pred("queja", 0.35, (0.3, 0.2))
+    assert decide(p, FRESH, POLICY, "mmm lo del pedido").action == "clarify"
+
+
+def test_routing_without_consent_requirement() -> None:
+    policy = dataclasses.replace(POLICY, require_consent=False)
+    assert decide(pred(), ConversationView(consent="unknown"), policy, "hola").action == "answer"
+
+
+def test_routing_label_names_are_configurable() -> None:
+    policy = dataclasses.replace(POLICY, sensitive_intents=("complaint",), human_intents=("agent",), out_of_scope_intent=None)
+    assert decide(pred("complaint"), FRESH, policy, "bad").reasons == ("sensitive_intent",)
+    assert decide(pred("agent"), FRESH, policy, "agent").reasons == ("human_requested",)
+    assert decide(pred("queja"), FRESH, policy, "x").action == "answer"
+
+
+def test_routing_model_without_intent_head_escalates() -> None:
+    p = Prediction(None, None, (), "neutral", 0.9, None, None, 0.0)
+    assert decide(p, FRESH, POLICY, "hola").reasons == ("low_confidence",)
+
+
+def test_routing_fold() -> None:
+    assert fold("  ¿DÓNDE   estáaaa?  ") == "¿donde esta?"
+    assert fold("Año") == "año"
+
+
+def test_routing_summary_figures() -> None:
+    preds = [pred(), pred("queja"), pred("factura", 0.4, (0.35, 0.2, 0.05)), pred("factura")]
+    texts = ["a", "b", "c", "d"]
+    decisions = first_message_decisions(preds, texts, POLICY)
+    summary = routing_summary(decisions, [p.intent for p in preds], ["estado_pedido", "queja", "factura", "reembolso"], [False, True, False, False])
+    assert summary["answered"] == 0.5 and summary["clarified"] == 0.25 and summary["escalated"] == 0.25
+    assert summary["answered_accuracy"] == 0.5
+    assert summary["frustrated_escalated"] == 1.0
+
+
+# -- the policy in config --------------------------------------------------------------------
+
+
+def test_routing_policy_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.toml"
+    path.write_text('[routing]\nanswer_threshold = 0.7\nfrustration_threshold = 1\nsensitive_intents = ["complaint"]\n')
+    policy = load_config(path).routing
+    assert policy.answer_threshold == 0.7 and policy.frustration_threshold == 1.0
+    assert policy.sensitive_intents == ("complaint",)
+    assert load_config(None).routing == RoutingPolicy()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"answer_threshold": 1.5}, "answer_threshold must be between 0 and 1"),
+        ({"frustration_threshold": -0.1}, "frustration_threshold must be between 0 and 1"),
+        ({"clarify_max_options": 11}, "clarify_max_options must be 2..10"),
+        ({"negative_streak": 0}, "negative_streak must be at least 1"),
+        ({"human_patterns": ["("]}, "human_patterns: invalid regular expression"),
+        ({"answer_treshold": 0.5}, r"unknown key\(s\) answer_treshold"),
+        ({"out_of_scope_intent": "queja"}, "also a sensitive intent"),
+    ],
+)
+def test_routing_policy_validates(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        routing_from_mapping(raw)
+
+
+def test_routing_policy_round_trips_through_meta() -> None:
+    from nlu.config import config_to_dict
+
+    policy = dataclasses.replace(RoutingPolicy(), answer_threshold=0.65, insults=("tonto",))
+    assert routing_from_mapping(config_to_dict(policy)) == policy

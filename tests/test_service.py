@@ -1,0 +1,330 @@
+"""Conversation scenarios through Service with a real SQLite file.
+
+Most scenarios use a scripted stand-in for the model (fixed predictions per message), so
+each one controls exactly what routing sees and stays stable when the featuriser
+changes; the last tests run the real tiny model end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nlu import InputError, Model
+from nlu.config import RoutingPolicy
+from nlu.conversation import open_conversations
+from nlu.model import Prediction
+from nlu.queue import open_queue
+from nlu.responses import load_catalogue
+from nlu.service import InboundMessage, Outcome, Service, policy_for
+
+INTENTS = (
+    "estado_pedido", "factura", "reembolso", "devolucion", "queja", "cancelar_pedido", "hablar_con_humano",
+    "saludo", "agradecimiento", "suscribirse", "darse_de_baja", "fuera_de_alcance", "precio_producto",
+)
+
+
+def P(intent: str, confidence: float = 0.95, sentiment: str = "neutral", frustration: float = 0.05, rest: tuple[tuple[str, float], ...] = ()) -> Prediction:
+    ranking = ((intent, confidence), *rest) if rest else ((intent, confidence), *((i, (1 - confidence) / 12) for i in INTENTS if i != intent))
+    emotion = "frustracion" if frustration > 0.5 else "neutral"
+    return Prediction(intent, confidence, tuple(ranking), sentiment, 0.9, emotion, 0.9, frustration)
+
+
+SCRIPT: dict[str, Prediction] = {
+    "hola": P("saludo"),
+    "dónde está mi pedido #A-48213?": P("estado_pedido"),
+    "la factura salió con otro nombre": P("factura", sentiment="negativo", frustration=0.2),
+    "y el reembolso nunca llegó": P("reembolso", sentiment="negativo", frustration=0.3),
+    "llámenme al +52 55 1234 5678, esto ya es demasiado": P("devolucion", sentiment="negativo", frustration=0.3),
+    "lo del pago": P("factura", 0.45, rest=(("reembolso", 0.35), ("fuera_de_alcance", 0.15), ("estado_pedido", 0.05))),
+    "BAJA": P("darse_de_baja"),
+    "hola?": P("saludo"),
+    "quiero hablar con un asesor": P("hablar_con_humano"),
+    "¿ya me atienden?": P("hablar_con_humano", 0.6),
+    "gracias": P("agradecimiento", sentiment="positivo"),
+    "quiero suscribirme a las ofertas": P("suscribirse"),
+    "Factura": P("factura", 0.6),
+    "Cancelar pedido": P("cancelar_pedido", 0.6),
+}
+
+
+class ScriptedModel:
+    """Quacks like Model: ``score`` returns the scripted prediction for a text."""
+
+    heads: dict[str, Any] = {"intent": None, "sentiment": None, "emotion": None}
+    name = "scripted"
+
+    def __init__(self, script: dict[str, Prediction]) -> None:
+        self.script = script
+        self.meta: dict[str, Any] = {}
+
+    def labels(self, head: str) -> list[str]:
+        return list(INTENTS)
+
+    def score(self, text: str) -> Prediction:
+        return self.script.get(text, P("fuera_de_alcance", 0.9))
+
+
+POLICY = RoutingPolicy(answer_threshold=0.5, frustration_threshold=0.5)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "nlu.db"
+
+
+def make_service(db: Path, policy: RoutingPolicy = POLICY, model: Any = None) -> Service:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return Service(
+        model or ScriptedModel(SCRIPT),
+        open_queue(str(db)),
+        open_conversations(db, history_turns=policy.history_turns),
+        load_catalogue(),
+        policy,
+    )
+
+
+@pytest.fixture
+def service(db: Path) -> Iterator[Service]:
+    with make_service(db) as svc:
+        yield svc
+
+
+class Chat:
+    """One customer's side of a conversation, numbering message ids."""
+
+    def __init__(self, service: Service, conversation_id: str = "5215512345678") -> None:
+        self.service, self.conversation_id, self.n = service, conversation_id, 0
+
+    def say(self, text: str, button_id: str | None = None, message_id: str | None = None) -> Outcome:
+        self.n += 1
+        return self.service.handle(InboundMessage(self.conversation_id, message_id or f"wamid.{self.n}", text, button_id))
+
+    def consent(self) -> None:
+        first = self.say("hola")
+        assert first.reasons == ("no_consent",)
+        assert self.say("Sí, acepto", button_id="consent:yes").reasons == ("consent_granted",)
+
+
+def test_service_asks_consent_before_storing_anything(service: Service) -> None:
+    chat = Chat(service)
+    first = chat.say("dónde está mi pedido #A-48213?")
+    assert first.action == "answer" and first.reasons == ("no_consent",)
+    assert first.reply is not None and "asistente virtual" in first.reply.text
+    assert [b.id for b in first.reply.buttons] == ["consent:yes", "consent:no"]
+    assert first.prediction is None
+    view = service.conversations.view(chat.conversation_id)
+    assert view.turns == () and view.consent == "unknown"
+    granted = chat.say("sí")  # typed, not the button
+    assert granted.reasons == ("consent_granted",) and "asistente virtual" not in (granted.reply.text if granted.reply else "")
+    answer = chat.say("dónde está mi pedido #A-48213?")
+    assert answer.action == "answer" and answer.intent == "estado_pedido"
+    assert answer.reply is not None and "tu pedido #A-48213" in answer.reply.text
+    assert "asistente virtual" not in answer.reply.text
+    assert [t.intent for t in service.conversations.view(chat.conversation_id).turns] == ["estado_pedido"]
+
+
+def test_service_three_negative_turns_escalate(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    first = chat.say("la factura salió con otro nombre")
+    second = chat.say("y el reembolso nunca llegó")
+    third = chat.say("llámenme al +52 55 1234 5678, esto ya es demasiado")
+    assert (first.action, second.action) == ("answer", "answer")
+    assert third.action == "escalate" and third.reasons == ("negative_streak",)
+    assert third.reply is not None and third.reply.text.startswith("Te paso con una persona")
+    ticket = third.ticket
+    assert ticket is not None and ticket.status == "queued" and ticket.reasons == ("negative_streak",)
+    assert "1234" not in ticket.text  # the phone number is redacted in the ticket
+    assert [t["intent"] for t in ticket.turns] == ["factura", "reembolso"]  # the agent sees the history
+    assert ticket.priority >= 0.5  # frustration signals go first
+    assert service.conversations.view(chat.conversation_id).human_active
+
+
+def test_service_clarification_answered_by_a_button(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    asked = chat.say("lo del pago")
+    assert asked.action == "clarify" and asked.reply is not None and asked.reply.kind == "buttons"
+    assert [b.id for b in asked.reply.buttons] == ["intent:factura", "intent:reembolso", "human"]
+    chosen = chat.say("Factura", button_id="intent:factura")
+    assert chosen.action == "answer" and chosen.intent == "factura" and "button_choice" in chosen.reasons
+    assert chosen.reply is not None and chosen.reply.text == load_catalogue().answer("factura").text
+    # A chosen intent still goes through routing: a cancellation reaches a person.
+    cancel = chat.say("Cancelar pedido", button_id="intent:cancelar_pedido")
+    assert cancel.action == "escalate" and "sensitive_intent" in cancel.reasons
+
+
+def test_service_human_button_escalates(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("lo del pago")
+    outcome = chat.say("Hablar con asesor", button_id="human")
+    assert outcome.action == "escalate" and outcome.reasons == ("human_requested",)
+
+
+def test_service_opt_out_then_silence(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("hola")
+    bye = chat.say("BAJA")
+    assert bye.action == "answer" and bye.reasons == ("opt_out",)
+    assert bye.reply is not None and "no te enviaremos más mensajes" in bye.reply.text
+    for text in ("hola?", "quiero hablar con un asesor", "ok", "BAJA"):
+        quiet = chat.say(text)
+        assert quiet.action == "silent" and quiet.reply is None and quiet.ticket is None
+    view = service.conversations.view(chat.conversation_id)
+    assert view.consent == "revoked" and [t.intent for t in view.turns] == ["saludo"]
+    assert service.queue.depth() == 0
+    back = chat.say("ACEPTO")
+    assert back.reasons == ("consent_granted",)
+    assert chat.say("hola").action == "answer"
+
+
+def test_service_opt_in_after_opt_out(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("BAJA")
+    outcome = chat.say("quiero suscribirme a las ofertas")
+    assert outcome.action == "answer" and outcome.reasons == ("opt_in",) and outcome.intent == "suscribirse"
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_retried_message_is_answered_once(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    first = chat.say("quiero hablar con un asesor", message_id="wamid.X")
+    again = chat.say("quiero hablar con un asesor", message_id="wamid.X")
+    assert first.action == again.action == "escalate" and not first.duplicate and again.duplicate
+    assert again.reply == first.reply and again.reasons == first.reasons and again.prediction == first.prediction
+    assert first.ticket is not None and again.ticket is not None and again.ticket.id == first.ticket.id
+    assert len(service.queue.list()) == 1
+    answered = chat.say("gracias", message_id="wamid.Y")  # held by a person: handover
+    repeat = chat.say("gracias", message_id="wamid.Y")
+    assert repeat.duplicate and repeat.action == answered.action == "handover"
+    assert len(service.conversations.view(chat.conversation_id).turns) == 2
+
+
+def test_service_retry_survives_restart(db: Path) -> None:
+    with make_service(db) as svc:
+        chat = Chat(svc)
+        chat.consent()
+        first = chat.say("dónde está mi pedido #A-48213?", message_id="wamid.R")
+    with make_service(db) as svc:
+        again = svc.handle(InboundMessage(chat.conversation_id, "wamid.R", "dónde está mi pedido #A-48213?"))
+    assert again.duplicate and again.reply == first.reply and again.action == "answer"
+
+
+def test_service_quiet_while_a_person_holds_the_conversation(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    escalated = chat.say("quiero hablar con un asesor")
+    assert escalated.ticket is not None
+    for text in ("¿ya me atienden?", "hola"):
+        held = chat.say(text)
+        assert held.action == "handover" and held.reply is None
+        assert held.ticket is not None and held.ticket.id == escalated.ticket.id
+    claimed = service.queue.claim("ana")
+    assert claimed is not None and claimed.id == escalated.ticket.id
+    assert chat.say("gracias").action == "handover"  # claimed is still held
+    service.queue.resolve(claimed.id, "ana", "resuelto por teléfono")
+    back = chat.say("hola")
+    assert back.action == "answer" and back.intent == "saludo"
+    view = service.conversations.view(chat.conversation_id)
+    assert not view.human_active and [t.message_id for t in view.turns] == [f"wamid.{chat.n}"]
+
+
+def test_service_discloses_once_without_consent_requirement(db: Path) -> None:
+    with make_service(db, dataclasses.replace(POLICY, require_consent=False)) as svc:
+        chat = Chat(svc)
+        first = chat.say("hola")
+        second = chat.say("dónde está mi pedido #A-48213?")
+    assert first.action == "answer" and first.reply is not None and "asistente virtual" in first.reply.text
+    assert second.reply is not None and "asistente virtual" not in second.reply.text
+
+
+def test_service_outcome_is_json(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    outcome = chat.say("quiero hablar con un asesor")
+    data = json.loads(json.dumps(outcome.to_dict(), ensure_ascii=False))
+    assert data["action"] == "escalate" and data["ticket"]["status"] == "queued"
+    assert data["prediction"]["intent"] == "hablar_con_humano" and data["reply"]["kind"] == "text"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"conversation_id": "c", "message_id": "m"}, "missing field"),
+        ({"conversation_id": "", "message_id": "m", "text": "hola"}, "conversation_id must be a non-empty string"),
+        ({"conversation_id": "c", "message_id": "m", "text": 3}, "text must be a string"),
+        ({"conversation_id": "c", "message_id": "m", "text": "  "}, "text is empty"),
+        ({"conversation_id": "c", "message_id": "m", "text": "x" * 5000}, "longer than 4096"),
+        ({"conversation_id": "c", "message_id": "m", "text": "hola", "extra": 1}, "unknown field"),
+    ],
+)
+def test_service_rejects_bad_messages(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        InboundMessage.from_dict(raw)
+
+
+# -- the real tiny model --------------------------------------------------------------
+
+
+def test_service_with_the_tiny_model(db: Path, tiny_model: Model) -> None:
+    policy = dataclasses.replace(RoutingPolicy(), require_consent=False, sensitive_intents=(), out_of_scope_intent=None)
+    catalogue = load_catalogue(intents=tiny_model.labels("intent"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with Service(tiny_model, open_queue(str(db)), open_conversations(db), catalogue, policy) as svc:
+        greeting = svc.handle(InboundMessage("c1", "m1", "hola buenas tardes"))
+        person = svc.handle(InboundMessage("c1", "m2", "pásame con alguien, porfa"))
+    assert greeting.action == "answer" and greeting.intent == "saludo"
+    assert person.action == "escalate" and person.reasons == ("human_requested",)
+    assert person.prediction is not None and person.prediction.intent in tiny_model.labels("intent")
+
+
+def test_service_from_paths_policy_sources(tmp_path: Path, tiny_model_dir: Path, tiny_model: Model) -> None:
+    # The tiny model records the default policy in meta.json.
+    assert tiny_model.meta["routing"]["answer_threshold"] == RoutingPolicy().answer_threshold
+    assert policy_for(tiny_model) == RoutingPolicy()
+    config = tmp_path / "nlu.toml"
+    config.write_text("[routing]\nanswer_threshold = 0.8\nrequire_consent = false\n")
+    db = tmp_path / "state" / "nlu.db"
+    with Service.from_paths(tiny_model_dir, db=db, config=config) as svc:
+        assert svc.policy.answer_threshold == 0.8 and not svc.policy.require_consent
+        assert svc.handle(InboundMessage("c1", "m1", "hola buenas tardes")).intent == "saludo"
+    no_routing = tmp_path / "train_only.toml"
+    no_routing.write_text("[train]\ncv = 3\n")
+    with Service.from_paths(tiny_model_dir, db=db, config=no_routing) as svc:
+        assert svc.policy == RoutingPolicy()  # from meta.json
+    assert db.exists()
+
+
+def test_service_refuses_a_catalogue_missing_model_intents(db: Path) -> None:
+    from nlu import ConfigError
+
+    model = ScriptedModel(SCRIPT)
+    model.labels = lambda head: [*INTENTS, "pedir_pizza"]  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match="no answer for pedir_pizza"):
+        make_service(db, model=model)
+
+
+def test_service_cli_train_records_the_routing_policy(tmp_path: Path, tiny_csv: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nlu.cli import app
+
+    config = tmp_path / "nlu.toml"
+    config.write_text("[train]\ncv = 3\nchar_min_df = 1\n[routing]\nanswer_threshold = 0.7\n")
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, ["train", str(tiny_csv), "--out", str(out), "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert meta["routing"]["answer_threshold"] == 0.7
+    with Service.from_paths(out, db=tmp_path / "nlu.db") as svc:
+        assert svc.policy.answer_threshold == 0.7  # no config given: the model's policy
