@@ -83,11 +83,12 @@ def train(
 
     if out.exists() and not force:
         raise ArtifactError(f"{out}: already exists; pass --force to replace it")
-    settings = load_config(config).train
+    loaded = load_config(config)
+    settings = loaded.train
     if cv is not None:
         settings = dataclasses.replace(settings, cv=cv)
     progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
-    model = train_model([str(p) for p in data], settings, progress=progress)
+    model = train_model([str(p) for p in data], settings, progress=progress, routing=loaded.routing)
     save_model(model, out, force=force)
     typer.echo(f"saved {out}")
 
@@ -109,6 +110,190 @@ def score(
         out = {"text": text, **prediction.to_dict()}
         out["ranking"] = out["ranking"][:top]
         typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+# -- batch scoring (nlu/batch.py) -------------------------------------------------------
+
+
+@app.command("score-batch")
+@fails_cleanly
+def score_batch(
+    model_dir: ModelDir,
+    input: Annotated[Path, typer.Argument(help="CSV/TSV file, Parquet file, or a folder of Parquet parts.", show_default=False)],
+    output: Annotated[Path, typer.Argument(help="Parquet to write: a file (local) or a folder of parts (dask).", show_default=False)],
+    engine: Annotated[str, typer.Option("--engine", help="local (streams in chunks) or dask (a cluster).")] = "local",
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler (default: start a local cluster).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes of the local Dask cluster.")] = 2,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per chunk (local) or per partition (dask).")] = 50_000,
+    text_column: Annotated[str, typer.Option("--text-column", help="Column holding the messages.")] = "text",
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose routing table replaces the model's policy.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUTPUT.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score every message of a file with all heads and the routing decision; write Parquet."""
+    from .batch import BatchProgress, score_file
+    from .model import load_model
+    from .service import policy_for
+
+    model = load_model(model_dir)
+    steps = 1000
+    with typer.progressbar(length=steps, label="scoring", file=sys.stderr, hidden=quiet or not sys.stderr.isatty(), item_show_func=lambda rows: rows) as bar:
+        shown = 0
+
+        def progress(p: BatchProgress) -> None:
+            nonlocal shown
+            target = shown if p.fraction is None else max(shown, round(p.fraction * steps))
+            bar.current_item = f"{p.rows:,} messages"  # this typer's update() takes no item
+            if target > shown:
+                bar.update(target - shown)
+            else:
+                bar.render_progress()
+            shown = target
+
+        result = score_file(
+            model, input, output, engine=engine, text_column=text_column, chunk_size=chunk_size,
+            policy=policy_for(model, config), force=force, progress=progress, scheduler=scheduler, n_workers=workers,
+        )
+    typer.echo(f"scored {result.rows:,} messages in {result.seconds:.1f} s ({result.rate:,.0f}/s) -> {result.output}")
+
+
+# -- evaluation reports (nlu/evaluate.py, nlu/report.py) -------------------------------
+
+
+@app.command()
+@fails_cleanly
+def evaluate(
+    paths: Annotated[list[Path], typer.Argument(help="MODEL_DIR then DATA files; with --cv, DATA files only.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder to write (metrics.json, report.html, PNG, CSV).")] = None,
+    cv: Annotated[int | None, typer.Option("--cv", min=2, help="Cross-validate: train and test on K stratified folds of DATA (no model).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml: its [routing] replaces the model's policy; [train] is used by --cv.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
+) -> None:
+    """Evaluate a model on labelled data and write an analyst report, or cross-validate with --cv."""
+    from .data import load_data
+    from .errors import DataError
+    from .evaluate import policy_from_config
+
+    policy = policy_from_config(config)
+
+    if cv is not None:
+        from .config import load_config
+        from .evaluate import cross_validate
+
+        progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
+        cross = cross_validate(load_data([str(p) for p in paths]), cv, load_config(config).train, progress=progress, policy=policy)
+        typer.echo(f"{cross.k}-fold cross-validation, stratified by {cross.stratified_by}")
+        typer.echo(f"{'':<10} {'metric':<22} {'mean':>7}   {'std':>6}")
+        for section, stats in cross.summary.items():
+            for name, s in stats.items():
+                typer.echo(f"{section:<10} {name:<22} {s['mean']:>7.3f} ± {s['std']:.3f}")
+        if out is not None:
+            from .report import write_json
+
+            typer.echo(f"wrote {write_json(out / 'metrics_cv.json', cross.to_dict())}")
+        return
+
+    from .evaluate import evaluate as run_evaluation
+    from .model import load_model
+    from .report import write_report
+
+    if len(paths) < 2:
+        raise DataError("give MODEL_DIR and at least one data file (or --cv K with data files)")
+    if out is None:
+        raise DataError("--out REPORT_DIR is required")
+    model = load_model(paths[0])
+    evaluation = run_evaluation(model, load_data([str(p) for p in paths[1:]]), policy=policy)
+    files = write_report(evaluation, out)
+    for head, result in evaluation.heads.items():
+        m = result.metrics
+        unseen = f", {sum(result.unseen.values())} rows with unseen labels" if result.unseen else ""
+        typer.echo(f"{head:<10} n={m['n']:<6} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ECE {m['ece']:.3f}{unseen}")
+    if evaluation.routing is not None:
+        r = evaluation.routing
+        typer.echo(
+            f"routing    threshold {r.answer_threshold:.2f}: answered {r.answered:.1%} (accuracy {r.answered_accuracy:.3f}), "
+            f"clarified {r.clarified:.1%}, escalated {r.escalated:.1%}, frustrated escalated {r.frustrated_escalated:.1%}"
+        )
+    typer.echo(f"wrote {files.html}")
+
+
+@app.command()
+@fails_cleanly
+def compare(
+    report_a: Annotated[Path, typer.Argument(help="Report folder (or metrics.json) of the current model.", show_default=False)],
+    report_b: Annotated[Path, typer.Argument(help="Report folder (or metrics.json) of the candidate.", show_default=False)],
+) -> None:
+    """Compare two evaluation reports: what got better or worse per head and per label."""
+    from .evaluate import compare_reports
+
+    comparison = compare_reports(report_a, report_b)
+
+    def fmt(value: float | None, metric: str) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.0f}" if metric in ("n", "support") else f"{value:.3f}"
+
+    typer.echo(f"A = {comparison.a}\nB = {comparison.b}")
+    typer.echo(f"{'head':<10} {'label':<28} {'metric':<22} {'A':>7} {'B':>7} {'B-A':>7}  verdict")
+    for row in comparison.rows:
+        delta = "–" if row.delta is None else (f"{row.delta:+.0f}" if row.metric == "n" else f"{row.delta:+.3f}")
+        typer.echo(
+            f"{row.section:<10} {row.label or '(all)':<28} {row.metric:<22} "
+            f"{fmt(row.a, row.metric):>7} {fmt(row.b, row.metric):>7} {delta:>7}  {row.verdict}"
+        )
+    typer.echo(f"{len(comparison.better)} better, {len(comparison.worse)} worse")
+
+
+@app.command()
+@fails_cleanly
+def thresholds(
+    model_dir: ModelDir,
+    data: DataFiles,
+    target_accuracy: Annotated[float | None, typer.Option("--target-accuracy", help="Lowest answer threshold keeping answered intent accuracy >= this.")] = None,
+    max_escalation: Annotated[float | None, typer.Option("--max-escalation", help="Highest answer threshold keeping the escalated share <= this.")] = None,
+    write: Annotated[Path | None, typer.Option("--write", help="nlu.toml whose [routing] answer_threshold to set to the choice.")] = None,
+    step: Annotated[float, typer.Option("--step", min=0.01, max=0.5, help="Threshold step of the printed table.")] = 0.05,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces the model's policy in the sweep.")] = None,
+) -> None:
+    """Sweep the answer threshold on labelled data; pick one for a target accuracy or escalation budget."""
+    from .data import load_data
+    from .errors import ConfigError
+    from .evaluate import policy_from_config, write_toml_values
+    from .evaluate import thresholds as sweep_thresholds
+    from .model import load_model
+
+    choice = sweep_thresholds(
+        load_model(model_dir), load_data([str(p) for p in data]), target_accuracy, max_escalation, policy=policy_from_config(config)
+    )
+    every = max(1, round(step * 100))
+    typer.echo(f"{'threshold':>9} {'answered':>9} {'accuracy':>9} {'clarified':>9} {'escalated':>9}")
+    for point in choice.sweep:
+        marks = []
+        if point is choice.chosen:
+            marks.append("chosen")
+        if point is choice.production:
+            marks.append("current")
+        if round(point.threshold * 100) % every and not marks:
+            continue
+        accuracy = "–" if point.answered_accuracy is None else f"{point.answered_accuracy:.3f}"
+        typer.echo(
+            f"{point.threshold:>9.2f} {point.answered:>9.1%} {accuracy:>9} {point.clarified:>9.1%} {point.escalated:>9.1%}"
+            + (f"  <- {', '.join(marks)}" if marks else "")
+        )
+    typer.echo(choice.message)
+    if choice.criterion != "none" and choice.threshold is None:
+        raise ConfigError(choice.message)
+    if choice.chosen is not None:
+        p = choice.chosen
+        typer.echo(
+            f"answer_threshold = {p.threshold:.2f}: answered {p.answered:.1%}, accuracy {p.answered_accuracy or 0:.3f}, "
+            f"escalated {p.escalated:.1%}"
+        )
+    if write is not None:
+        if choice.threshold is None:
+            raise ConfigError("--write needs --target-accuracy or --max-escalation to choose a threshold")
+        write_toml_values(write, "routing", {"answer_threshold": choice.threshold})
+        typer.echo(f"wrote [routing] answer_threshold = {choice.threshold:.2f} to {write}")
 
 
 @data_app.command("check")
@@ -133,6 +318,147 @@ def data_check(data: DataFiles) -> None:
     if not report.ok:
         raise DataError(f"{len(report.errors)} problem(s) found")
     typer.echo("ok")
+
+
+# -- human-agent queue (nlu/queue.py) ---------------------------------------------------
+
+queue_app = typer.Typer(help="Work the human-agent queue: list, claim, resolve and release tickets.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+QueueDb = Annotated[
+    str | None,
+    typer.Option("--db", help="Queue database: a path or sqlite:///path [default: $NLU_DB or var/nlu.db].", show_default=False),
+]
+AgentName = Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)]
+TicketId = Annotated[int, typer.Argument(help="Ticket id.", show_default=False)]
+
+
+def _ticket_json(ticket: Any) -> str:
+    return json.dumps(ticket.to_dict(), ensure_ascii=False)
+
+
+@queue_app.command("list")
+@fails_cleanly
+def queue_list(
+    status: Annotated[str | None, typer.Option("--status", help="Only tickets in this status: queued, claimed or resolved.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many tickets.")] = 50,
+    db: QueueDb = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per ticket and line.")] = False,
+) -> None:
+    """List tickets: queued and claimed ones in the order agents take them, resolved ones newest first."""
+    import time
+
+    from .queue import open_queue
+
+    queue = open_queue(db)
+    try:
+        tickets = queue.list(status, limit)
+    finally:
+        queue.close()
+    if as_json:
+        for ticket in tickets:
+            typer.echo(_ticket_json(ticket))
+        return
+    if not tickets:
+        typer.echo("no tickets")
+    now = time.time()
+    for t in tickets:
+        holder = ""
+        if t.status == "claimed":
+            expired = t.lease_until is not None and t.lease_until <= now
+            holder = f" by {t.agent}" + (" (lease expired)" if expired else "")
+        elif t.status == "resolved":
+            holder = f" by {t.agent}"
+        text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
+        typer.echo(
+            f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
+            f"  [{t.conversation_id}] {text}"
+        )
+
+
+@queue_app.command("claim")
+@fails_cleanly
+def queue_claim(
+    agent: AgentName,
+    lease: Annotated[float, typer.Option("--lease", min=1, help="Seconds the claim lasts before the ticket returns to the queue.")] = 300,
+    db: QueueDb = None,
+) -> None:
+    """Take the most urgent, oldest ticket; print it as JSON ("queue empty" on stderr when none)."""
+    from .queue import open_queue
+
+    queue = open_queue(db)
+    try:
+        ticket = queue.claim(agent, lease)
+    finally:
+        queue.close()
+    if ticket is None:
+        typer.echo("queue empty", err=True)
+        return
+    typer.echo(_ticket_json(ticket))
+
+
+@queue_app.command("resolve")
+@fails_cleanly
+def queue_resolve(
+    ticket_id: TicketId,
+    agent: AgentName,
+    note: Annotated[str, typer.Option("--note", help="How it was resolved (PII is redacted).")] = "",
+    db: QueueDb = None,
+) -> None:
+    """Close a ticket you have claimed."""
+    from .queue import open_queue
+
+    queue = open_queue(db)
+    try:
+        ticket = queue.resolve(ticket_id, agent, note)
+    finally:
+        queue.close()
+    typer.echo(f"resolved ticket {ticket.id}")
+
+
+@queue_app.command("release")
+@fails_cleanly
+def queue_release(ticket_id: TicketId, agent: AgentName, db: QueueDb = None) -> None:
+    """Give a ticket you have claimed back to the queue, in its original place."""
+    from .queue import open_queue
+
+    queue = open_queue(db)
+    try:
+        ticket = queue.release(ticket_id, agent)
+    finally:
+        queue.close()
+    typer.echo(f"released ticket {ticket.id}")
+
+
+# -- HTTP service (nlu/server.py) -------------------------------------------------------
+
+
+@app.command()
+@fails_cleanly
+def serve(
+    model_dir: ModelDir,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model).")] = 1,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml with [routing] settings.")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Queue and conversation database [default: $NLU_DB or var/nlu.db].", show_default=False),
+    ] = None,
+    webhook: Annotated[bool, typer.Option("--webhook/--no-webhook", help="Serve the WhatsApp webhook (needs NLU_WHATSAPP_VERIFY_TOKEN and NLU_WHATSAPP_APP_SECRET).")] = True,
+    agents: Annotated[bool, typer.Option("--agents/--no-agents", help="Serve the agent queue routes (needs NLU_AGENT_TOKEN).")] = True,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (query strings dropped).")] = True,
+    log_level: Annotated[str, typer.Option("--log-level", help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Serve the model over HTTP: scoring, conversations, the agent queue and the WhatsApp webhook."""
+    from .server import ServerSettings
+    from .server import serve as run_server
+
+    settings = ServerSettings.from_env(
+        model_dir=str(model_dir), host=host, port=port, workers=workers, config=None if config is None else str(config),
+        db=db, webhook=webhook, agents=agents, access_log=access_log, log_level=log_level,
+    )
+    run_server(settings)
 
 
 def main() -> None:

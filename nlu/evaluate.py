@@ -1,0 +1,770 @@
+"""Evaluation for analysts: per-head metrics, routing outcomes, threshold sweeps,
+cross-validation and report comparison.
+
+Everything here returns data (frozen dataclasses and JSON-ready dicts); the files of a
+report folder (plots, HTML, CSV) are written by :mod:`nlu.report`, and only ``cli.py``
+prints. The ``metrics.json`` shape is a contract (see docs/DESIGN.md):
+
+    {head: {n, accuracy, macro_f1, ece, per_label: {label: {precision, recall, f1, support}}},
+     "routing": {answered, answered_accuracy, clarified, escalated, frustrated_escalated}}
+
+Only heads that the model has *and* the data labels appear. Extra keys (``unseen_labels``,
+``model``, ``data``, counts inside ``routing``) are additions the contract allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import tempfile
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import HEADS, TrainConfig
+from .data import TEXT, Dataset
+from .errors import ConfigError, DataError, NLUError
+from .metrics import head_metrics
+from .model import Model, Prediction
+
+# Answer thresholds tried by the sweep. Steps of 0.01 are finer than any analyst will set
+# and keep the sweep (one routing decision per row and threshold) to a few seconds.
+SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
+
+# Gold emotions that, together with a negative sentiment label, mark a frustrated
+# customer even when the policy's frustration emotions leave anger out.
+ANGER_EMOTIONS: frozenset[str] = frozenset({"enojo", "ira", "anger", "enfado", "rabia"})
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """One head on the rows that carry its gold label."""
+
+    head: str
+    labels: tuple[str, ...]  # the model's labels, in probability-column order
+    texts: tuple[str, ...]
+    gold: tuple[str, ...]
+    predicted: tuple[str, ...]
+    confidence: np.ndarray
+    metrics: dict[str, Any]  # head_metrics(): n, accuracy, macro_f1, ece, per_label
+    unseen: dict[str, int]  # gold labels the model never saw in training -> rows
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.asarray(self.gold, dtype=object) == np.asarray(self.predicted, dtype=object)
+
+
+@dataclass(frozen=True)
+class RoutingSummary:
+    """What the routing policy does with every row taken as a conversation's first message."""
+
+    answered: float
+    answered_accuracy: float  # intent accuracy over answered rows with a gold intent (0 if none)
+    clarified: float
+    escalated: float
+    frustrated_escalated: float  # share of gold-frustrated rows escalated (0 if none)
+    n: int
+    n_answered_labelled: int
+    n_frustrated: int
+    answer_threshold: float
+    frustration_threshold: float
+    policy_source: str  # "model" (meta.json routing) or "default"
+    reasons: dict[str, int] = field(default_factory=dict)  # reason code -> rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """The routing outcome had the answer threshold been ``threshold``."""
+
+    threshold: float
+    answered: float
+    answered_accuracy: float | None  # None when nothing labelled is answered
+    clarified: float
+    escalated: float
+    n_answered: int
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The sweep and the answer threshold it recommends (None: the goal is unreachable)."""
+
+    sweep: tuple[SweepPoint, ...]
+    criterion: str  # "target_accuracy", "max_escalation" or "none"
+    goal: float | None
+    threshold: float | None
+    chosen: SweepPoint | None
+    production: SweepPoint | None  # the sweep row at the model's current threshold
+    frustration_threshold: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything a report shows; ``metrics`` is the metrics.json document."""
+
+    metrics: dict[str, Any]
+    heads: dict[str, HeadResult]
+    routing: RoutingSummary | None
+    sweep: tuple[SweepPoint, ...]
+    predictions: pd.DataFrame
+    model_name: str
+    model_meta: dict[str, Any]
+    data_files: tuple[dict[str, Any], ...]
+
+
+# -- routing: the only place that knows how the policy is applied ----------------------
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One row's routing decision: the action, the intent acted on, the reason codes."""
+
+    action: str
+    intent: str | None
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Router:
+    """How rows are routed: the policy and a function from (prediction, text, policy) to
+    (action, reason codes). Kept behind one seam so the report and the sweep agree."""
+
+    policy: Any
+    source: str
+    route: Callable[[Prediction, str, Any], Routed]
+    answer_threshold: float
+    frustration_threshold: float
+
+    def with_answer_threshold(self, threshold: float) -> Router:
+        policy = dataclasses.replace(self.policy, answer_threshold=threshold)
+        return dataclasses.replace(self, policy=policy, answer_threshold=threshold)
+
+
+def routing_for(model: Model, policy: Any = None) -> Router:
+    """Route with ``policy`` when given (e.g. the service's nlu.toml [routing]), else the
+    model's production policy (meta.json ``routing``), else the defaults."""
+    from .config import RoutingPolicy, routing_from_mapping
+    from .routing import ConversationView, decide
+
+    raw = model.meta.get("routing")
+    if policy is not None:
+        source = "config"
+    elif isinstance(raw, Mapping):
+        policy = routing_from_mapping(raw, source=f"{model.name}/meta.json routing")
+        source = "model"
+    else:
+        policy = RoutingPolicy()
+        source = "default"
+    # Each row is the first message of its own conversation, consent already given.
+    fresh = ConversationView(consent="granted")
+
+    def route(prediction: Prediction, text: str, policy: Any) -> Routed:
+        decision = decide(prediction, fresh, policy, text)
+        # The intent the bot acts on: decide() may substitute one (an opt-out reply).
+        intent = decision.intent if decision.intent is not None else prediction.intent
+        return Routed(str(decision.action), intent, tuple(str(r) for r in decision.reasons))
+
+    return Router(
+        policy=policy,
+        source=source,
+        route=route,
+        answer_threshold=float(policy.answer_threshold),
+        frustration_threshold=float(policy.frustration_threshold),
+    )
+
+
+def policy_from_config(path: str | Path | None) -> Any:
+    """The ``[routing]`` policy of an nlu.toml, or None when there is no file or no such
+    table (then the model's own policy applies, as in the service)."""
+    from .config import load_config
+
+    if path is None:
+        return None
+    config = load_config(path)  # validates the whole file, naming bad keys
+    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return config.routing if "routing" in raw else None
+
+
+def route_rows(routing: Router, predictions: Sequence[Prediction], texts: Sequence[str]) -> list[Routed]:
+    """Route every row as the first message of a new conversation with consent granted."""
+    return [routing.route(p, t, routing.policy) for p, t in zip(predictions, texts, strict=True)]
+
+
+def gold_frustrated(frame: pd.DataFrame, frustration_emotions: Sequence[str], negative_sentiments: Sequence[str]) -> np.ndarray:
+    """Rows whose gold labels mark a frustrated customer: a frustration emotion, or a
+    negative sentiment together with anger. Rows without an emotion label are not."""
+    n = len(frame)
+    emotion = frame["emotion"].to_numpy(dtype=object) if "emotion" in frame.columns else np.full(n, "", dtype=object)
+    sentiment = frame["sentiment"].to_numpy(dtype=object) if "sentiment" in frame.columns else np.full(n, "", dtype=object)
+    frustrated = np.isin(emotion, list(frustration_emotions))
+    angry_negative = np.isin(sentiment, list(negative_sentiments)) & np.isin(emotion, list(ANGER_EMOTIONS))
+    return np.asarray(frustrated | angry_negative, dtype=bool)
+
+
+def routing_summary(
+    routed: Sequence[Routed],
+    gold_intent: Sequence[str],
+    frustrated: np.ndarray,
+    routing: Router,
+) -> RoutingSummary:
+    """The ``routing`` block of metrics.json from per-row routing decisions."""
+    n = len(routed)
+    kinds = np.asarray([r.action for r in routed], dtype=object)
+    answered = kinds == "answer"
+    gold = np.asarray(gold_intent, dtype=object)
+    labelled = answered & (gold != "")
+    right = np.asarray([r.intent for r in routed], dtype=object) == gold
+    escalated = kinds == "escalate"
+    reasons: Counter[str] = Counter(code for r in routed for code in r.reasons)
+    return RoutingSummary(
+        answered=_share(answered.sum(), n),
+        answered_accuracy=_share((right & labelled).sum(), labelled.sum()),
+        clarified=_share((kinds == "clarify").sum(), n),
+        escalated=_share(escalated.sum(), n),
+        frustrated_escalated=_share((escalated & frustrated).sum(), frustrated.sum()),
+        n=n,
+        n_answered_labelled=int(labelled.sum()),
+        n_frustrated=int(frustrated.sum()),
+        answer_threshold=routing.answer_threshold,
+        frustration_threshold=routing.frustration_threshold,
+        policy_source=routing.source,
+        reasons=dict(reasons.most_common()),
+    )
+
+
+def _share(part: Any, whole: Any) -> float:
+    return float(part) / float(whole) if whole else 0.0
+
+
+def threshold_sweep(
+    routing: Router,
+    predictions: Sequence[Prediction],
+    texts: Sequence[str],
+    gold_intent: Sequence[str],
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+) -> tuple[SweepPoint, ...]:
+    """Routing outcomes over a grid of answer thresholds, all else equal.
+
+    This is the table behind the risk-coverage curve. Raising the threshold can only move
+    rows out of "answer", so ``answered`` never increases along the sweep.
+    """
+    gold = np.asarray(gold_intent, dtype=object)
+    has_gold = gold != ""
+    n = len(predictions)
+    points = []
+    for t in thresholds:
+        routed = route_rows(routing.with_answer_threshold(float(t)), predictions, texts)
+        kinds = np.asarray([r.action for r in routed], dtype=object)
+        right = np.asarray([r.intent for r in routed], dtype=object) == gold
+        answered = kinds == "answer"
+        labelled = answered & has_gold
+        points.append(SweepPoint(
+            threshold=float(t),
+            answered=_share(answered.sum(), n),
+            answered_accuracy=_share((right & labelled).sum(), labelled.sum()) if labelled.any() else None,
+            clarified=_share((kinds == "clarify").sum(), n),
+            escalated=_share((kinds == "escalate").sum(), n),
+            n_answered=int(answered.sum()),
+        ))
+    return tuple(points)
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: Any = None) -> Evaluation:
+    """Score every row of ``dataset`` and measure each head the data labels.
+
+    Heads the model lacks or the data does not label are left out; gold labels the model
+    never saw are counted as errors and listed under ``unseen_labels``. Routing (and the
+    threshold sweep) needs an intent head; without one both are empty. ``policy`` (a
+    :class:`nlu.config.RoutingPolicy`) overrides the model's own routing policy.
+    """
+    frame = dataset.frame
+    if len(frame) == 0:
+        raise DataError("no rows to evaluate")
+    texts = frame[TEXT].tolist()
+    probabilities = model.predict_proba(texts)
+    predictions = model.score_batch(texts)
+
+    heads: dict[str, HeadResult] = {}
+    for head in HEADS:
+        if head not in model.heads or head not in dataset.heads:
+            continue
+        gold_all = frame[head].to_numpy(dtype=object)
+        mask = gold_all != ""
+        if not mask.any():
+            continue
+        heads[head] = _head_result(head, model.labels(head), np.asarray(texts, dtype=object)[mask], gold_all[mask], probabilities[head][mask])
+    if not heads:
+        have = ", ".join(model.heads) or "none"
+        labelled = ", ".join(h for h in dataset.heads if dataset.labelled(h).shape[0]) or "none"
+        raise DataError(f"nothing to evaluate: the model has heads {have}, the data labels {labelled}")
+
+    routing: RoutingSummary | None = None
+    points: tuple[SweepPoint, ...] = ()
+    routed: list[Routed] | None = None
+    if "intent" in model.heads:
+        router = routing_for(model, policy)
+        routed = route_rows(router, predictions, texts)
+        config = model.meta.get("config", {})
+        frustrated = gold_frustrated(
+            frame,
+            config.get("frustration_emotions", TrainConfig.frustration_emotions),
+            config.get("negative_sentiments", TrainConfig.negative_sentiments),
+        )
+        gold_intent = frame["intent"].tolist() if "intent" in frame.columns else [""] * len(frame)
+        routing = routing_summary(routed, gold_intent, frustrated, router)
+        if sweep:
+            points = threshold_sweep(router, predictions, texts, gold_intent)
+
+    metrics: dict[str, Any] = {head: result.metrics for head, result in heads.items()}
+    if routing is not None:
+        metrics["routing"] = routing.to_dict()
+    metrics["unseen_labels"] = {head: result.unseen for head, result in heads.items() if result.unseen}
+    files = tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in dataset.files)
+    metrics["model"] = {
+        "name": model.name,
+        "created_at": model.meta.get("created_at"),
+        "model_sha256": model.meta.get("model_sha256"),
+        "heads": {h: model.labels(h) for h in model.heads},
+    }
+    metrics["data"] = {"files": list(files), "rows": len(frame)}
+    return Evaluation(
+        metrics=metrics,
+        heads=heads,
+        routing=routing,
+        sweep=points,
+        predictions=_predictions_frame(frame, model, probabilities, predictions, routed),
+        model_name=model.name,
+        model_meta=dict(model.meta),
+        data_files=files,
+    )
+
+
+def _head_result(head: str, labels: Sequence[str], texts: np.ndarray, gold: np.ndarray, proba: np.ndarray) -> HeadResult:
+    top = np.argmax(proba, axis=1)
+    predicted = np.asarray(labels, dtype=object)[top]
+    known = set(labels)
+    unseen = Counter(str(g) for g in gold if g not in known)
+    return HeadResult(
+        head=head,
+        labels=tuple(labels),
+        texts=tuple(str(t) for t in texts),
+        gold=tuple(str(g) for g in gold),
+        predicted=tuple(str(p) for p in predicted),
+        confidence=proba[np.arange(len(top)), top],
+        metrics=head_metrics(list(gold), proba, list(labels)),
+        unseen=dict(unseen.most_common()),
+    )
+
+
+def _predictions_frame(
+    frame: pd.DataFrame,
+    model: Model,
+    probabilities: Mapping[str, np.ndarray],
+    predictions: Sequence[Prediction],
+    routed: Sequence[Routed] | None,
+) -> pd.DataFrame:
+    """One row per input row: text, and per head gold / predicted / confidence / correct."""
+    out: dict[str, Any] = {"text": frame[TEXT].tolist()}
+    for head in model.heads:
+        proba = probabilities[head]
+        top = np.argmax(proba, axis=1)
+        predicted = np.asarray(model.labels(head), dtype=object)[top]
+        gold = frame[head].to_numpy(dtype=object) if head in frame.columns else np.full(len(frame), "", dtype=object)
+        out[f"{head}_gold"] = gold
+        out[f"{head}_predicted"] = predicted
+        out[f"{head}_confidence"] = np.round(proba[np.arange(len(top)), top], 4)
+        # Empty when the row has no gold label for this head (not "wrong").
+        out[f"{head}_correct"] = np.where(gold == "", "", np.where(gold == predicted, "1", "0"))
+    out["frustration"] = [round(p.frustration, 4) for p in predictions]
+    if routed is not None:
+        out["action"] = [r.action for r in routed]
+        out["reasons"] = [" ".join(r.reasons) for r in routed]
+    return pd.DataFrame(out)
+
+
+def errors_frame(evaluation: Evaluation) -> pd.DataFrame:
+    """Every wrong prediction of every head, most confident first."""
+    rows = []
+    for head, result in evaluation.heads.items():
+        for text, gold, predicted, confidence in zip(result.texts, result.gold, result.predicted, result.confidence, strict=True):
+            if gold != predicted:
+                rows.append({"text": text, "gold": gold, "predicted": predicted, "confidence": round(float(confidence), 4), "head": head})
+    columns = ["text", "gold", "predicted", "confidence", "head"]
+    errors = pd.DataFrame(rows, columns=columns)
+    return errors.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# -- thresholds --------------------------------------------------------------------------
+
+
+def choose_threshold(
+    sweep: Sequence[SweepPoint],
+    target_accuracy: float | None = None,
+    max_escalation: float | None = None,
+    production_threshold: float | None = None,
+    frustration_threshold: float = 0.0,
+) -> ThresholdChoice:
+    """Pick an answer threshold from a sweep.
+
+    With ``target_accuracy``: the lowest threshold whose answered accuracy reaches the
+    target (the most answered traffic at that accuracy). With ``max_escalation``: the
+    highest threshold whose escalated share stays within the limit (the most accurate
+    bot the agents can keep up with). With neither, just the sweep.
+    """
+    if target_accuracy is not None and max_escalation is not None:
+        raise ConfigError("give either a target accuracy or a maximum escalation share, not both")
+    for name, value in (("target accuracy", target_accuracy), ("maximum escalation", max_escalation)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+    production = _point_at(sweep, production_threshold)
+    chosen: SweepPoint | None = None
+    if target_accuracy is not None:
+        criterion, goal = "target_accuracy", target_accuracy
+        # A tiny epsilon keeps 0.95 from failing on 0.9499999 float noise.
+        ok = [p for p in sweep if p.answered_accuracy is not None and p.n_answered > 0 and p.answered_accuracy >= target_accuracy - 1e-9]
+        chosen = min(ok, key=lambda p: p.threshold) if ok else None
+        message = (
+            f"lowest threshold with answered accuracy >= {target_accuracy:.3f}"
+            if chosen else f"no threshold reaches answered accuracy {target_accuracy:.3f} on this data"
+        )
+    elif max_escalation is not None:
+        criterion, goal = "max_escalation", max_escalation
+        ok = [p for p in sweep if p.escalated <= max_escalation + 1e-9]
+        chosen = max(ok, key=lambda p: p.threshold) if ok else None
+        message = (
+            f"highest threshold with escalated share <= {max_escalation:.3f}"
+            if chosen else f"even the lowest threshold escalates more than {max_escalation:.3f} of messages"
+        )
+    else:
+        criterion, goal, message = "none", None, "no goal given; sweep only"
+    return ThresholdChoice(
+        sweep=tuple(sweep),
+        criterion=criterion,
+        goal=goal,
+        threshold=chosen.threshold if chosen else None,
+        chosen=chosen,
+        production=production,
+        frustration_threshold=frustration_threshold,
+        message=message,
+    )
+
+
+def _point_at(sweep: Sequence[SweepPoint], threshold: float | None) -> SweepPoint | None:
+    if threshold is None or not sweep:
+        return None
+    return min(sweep, key=lambda p: abs(p.threshold - threshold))
+
+
+def thresholds(
+    model: Model,
+    dataset: Dataset,
+    target_accuracy: float | None = None,
+    max_escalation: float | None = None,
+    policy: Any = None,
+) -> ThresholdChoice:
+    """Sweep the answer threshold of the routing policy (``policy``, else the model's)
+    over labelled data."""
+    if "intent" not in model.heads:
+        raise DataError("thresholds need a model with an intent head")
+    if "intent" not in dataset.heads or dataset.labelled("intent").empty:
+        raise DataError("thresholds need data with intent labels (answered accuracy is intent accuracy)")
+    texts = dataset.frame[TEXT].tolist()
+    predictions = model.score_batch(texts)
+    routing = routing_for(model, policy)
+    sweep = threshold_sweep(routing, predictions, texts, dataset.frame["intent"].tolist())
+    return choose_threshold(
+        sweep,
+        target_accuracy=target_accuracy,
+        max_escalation=max_escalation,
+        production_threshold=routing.answer_threshold,
+        frustration_threshold=routing.frustration_threshold,
+    )
+
+
+_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_TABLE_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
+
+
+def write_toml_values(path: str | Path, table: str, values: Mapping[str, float]) -> Path:
+    """Set ``values`` in the flat ``[table]`` of a TOML file, keeping everything else.
+
+    Edits lines instead of re-serialising, so comments, order and the other sections stay
+    exactly as written; the result is re-parsed and checked before it replaces the file
+    (temporary file + rename: readers see the old or the new file, never half of one).
+    A missing file or table is created.
+    """
+    path = Path(path)
+    try:
+        original = path.read_text(encoding="utf-8") if path.exists() else ""
+        before = tomllib.loads(original)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    if table in before and not isinstance(before[table], dict):
+        raise ConfigError(f"{path}: {table} is not a table")
+    for key, value in values.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"{table}.{key}: expected a finite number, got {value!r}")
+
+    lines = original.splitlines()
+    pending = dict(values)
+    start = next((i for i, line in enumerate(lines) if (m := _TABLE_LINE.match(line)) and m.group(1) == table), None)
+    if start is None:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {_toml_number(v)}" for key, v in pending.items())
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        for i in range(start + 1, end):
+            match = _KEY_LINE.match(lines[i])
+            if match and match.group(1) in pending:
+                comment = _trailing_comment(lines[i])
+                key = match.group(1)
+                lines[i] = f"{key} = {_toml_number(pending.pop(key))}{comment}"
+        # New keys go after the table's last key line, before any blank lines/comments.
+        insert_at = end
+        while insert_at > start + 1 and not _KEY_LINE.match(lines[insert_at - 1]):
+            insert_at -= 1
+        lines[insert_at:insert_at] = [f"{key} = {_toml_number(v)}" for key, v in pending.items()]
+    text = "\n".join(lines) + "\n"
+
+    after = tomllib.loads(text)
+    expected = dict(before)
+    expected[table] = {**before.get(table, {}), **{k: float(v) for k, v in values.items()}}
+    if after != expected:  # pragma: no cover - a bug in the line editor, never ship its output
+        raise NLUError(f"{path}: refusing to write: editing [{table}] would change other settings")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _toml_number(value: float) -> str:
+    return repr(float(value))
+
+
+def _trailing_comment(line: str) -> str:
+    # Values we replace are numbers, so a "#" after the "=" starts a comment.
+    _, _, rest = line.partition("=")
+    hash_at = rest.find("#")
+    return "  " + rest[hash_at:].rstrip() if hash_at >= 0 else ""
+
+
+# -- cross-validation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Stratified K-fold results: each fold's metrics and mean/std per metric."""
+
+    k: int
+    stratified_by: str
+    folds: tuple[dict[str, Any], ...]
+    summary: dict[str, dict[str, dict[str, float]]]  # section -> metric -> {mean, std, n}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "stratified_by": self.stratified_by, "summary": self.summary, "folds": list(self.folds)}
+
+
+CV_METRICS = ("accuracy", "macro_f1", "ece")
+CV_ROUTING = ("answered", "answered_accuracy", "clarified", "escalated", "frustrated_escalated")
+
+
+def cross_validate(
+    dataset: Dataset,
+    k: int = 5,
+    config: TrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+    policy: Any = None,
+) -> CrossValidation:
+    """Train on K-1 folds, evaluate on the held-out one, K times.
+
+    Folds are stratified on the intent labels (or the first labelled head). A label with
+    fewer than two examples in a training fold cannot be trained on there: it is blanked
+    in that fold's training rows and shows up as an unseen label in its test fold.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from .train import train
+
+    if k < 2:
+        raise ConfigError(f"--cv must be at least 2, got {k}")
+    config = config or TrainConfig()
+    report = progress or (lambda _: None)
+    frame = dataset.frame.reset_index(drop=True)
+    heads = [h for h in dataset.heads if dataset.labelled(h)[h].nunique() >= 2]
+    if not heads:
+        raise DataError("no head column has two or more labels; nothing to cross-validate")
+    stratify = "intent" if "intent" in heads else heads[0]
+    if len(frame) < k:
+        raise DataError(f"{len(frame)} rows cannot be split into {k} folds")
+    strata = frame[stratify].to_numpy(dtype=object)
+    counts = Counter(strata.tolist())
+    # StratifiedKFold refuses nothing but warns on rare strata; merge them so the warning
+    # does not hide real problems, and so their rows still spread over the folds.
+    strata = np.asarray([s if counts[s] >= k else "__rare__" for s in strata], dtype=object)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=config.seed)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(np.zeros(len(frame)), strata))
+
+    folds: list[dict[str, Any]] = []
+    for number, (train_idx, test_idx) in enumerate(splits, start=1):
+        train_frame = frame.iloc[train_idx].copy()
+        for head in heads:
+            label_counts = train_frame[head].value_counts()
+            rare = [lab for lab, c in label_counts.items() if lab and c < 2]
+            if rare:
+                train_frame.loc[train_frame[head].isin(rare), head] = ""
+        report(f"fold {number}/{k}: training on {len(train_idx)} rows, testing on {len(test_idx)}")
+        model = train(Dataset(frame=train_frame.reset_index(drop=True), files=dataset.files), config)
+        test = Dataset(frame=frame.iloc[test_idx].reset_index(drop=True), files=dataset.files)
+        result = evaluate(model, test, sweep=False, policy=policy)
+        fold = {key: value for key, value in result.metrics.items() if key not in ("model", "data")}
+        fold["rows"] = {"train": len(train_idx), "test": len(test_idx)}
+        folds.append(fold)
+        report(f"fold {number}/{k}: " + ", ".join(f"{h} accuracy {fold[h]['accuracy']:.3f}" for h in heads if h in fold))
+
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for section, names in [*((h, CV_METRICS) for h in heads), ("routing", CV_ROUTING)]:
+        stats = {}
+        for name in names:
+            values = [f[section][name] for f in folds if section in f]
+            if values:
+                arr = np.asarray(values, dtype=float)
+                # Sample std (ddof=1): K folds are a sample of the possible splits.
+                stats[name] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
+        if stats:
+            summary[section] = stats
+    return CrossValidation(k=k, stratified_by=stratify, folds=tuple(folds), summary=summary)
+
+
+# -- comparison ------------------------------------------------------------------------
+
+
+# Whether a higher value of a metric is better (None: a trade-off, no verdict).
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    "accuracy": True, "macro_f1": True, "ece": False, "precision": True, "recall": True, "f1": True,
+    "answered": True, "answered_accuracy": True, "clarified": None, "escalated": None,
+    "frustrated_escalated": True, "n": None, "support": None,
+}
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    section: str  # a head or "routing"
+    label: str | None  # None for head-level metrics
+    metric: str
+    a: float | None  # None: absent in report A
+    b: float | None
+    delta: float | None
+    verdict: str  # "better", "worse", "same", "new", "gone" or "" (no verdict)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    rows: tuple[ComparisonRow, ...]
+
+    @property
+    def better(self) -> tuple[ComparisonRow, ...]:
+        return tuple(r for r in self.rows if r.verdict == "better")
+
+    @property
+    def worse(self) -> tuple[ComparisonRow, ...]:
+        return tuple(r for r in self.rows if r.verdict == "worse")
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """metrics.json of a report folder (or the file itself)."""
+    path = Path(path)
+    file = path / "metrics.json" if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"{file}: not found; expected a report folder written by `nlu evaluate`")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file}: unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{file}: expected a JSON object")
+    return data
+
+
+def compare_reports(a: str | Path, b: str | Path, tolerance: float = 1e-9) -> Comparison:
+    """Per head and per label, what changed from report A to report B."""
+    ma, mb = read_metrics(a), read_metrics(b)
+    rows: list[ComparisonRow] = []
+    sections = [h for h in HEADS if h in ma or h in mb]
+    for head in sections:
+        ha, hb = ma.get(head) or {}, mb.get(head) or {}
+        for metric in ("n", *CV_METRICS):
+            rows.append(_compare_row(head, None, metric, ha.get(metric), hb.get(metric), tolerance))
+        la, lb = ha.get("per_label") or {}, hb.get("per_label") or {}
+        label_rows = [
+            _compare_row(head, label, "f1", (la.get(label) or {}).get("f1"), (lb.get(label) or {}).get("f1"), tolerance)
+            for label in sorted(set(la) | set(lb))
+        ]
+        # Worst change first: that is what blocks a promotion.
+        label_rows.sort(key=lambda r: (r.delta if r.delta is not None else 0.0, r.label or ""))
+        rows.extend(label_rows)
+    if "routing" in ma or "routing" in mb:
+        ra, rb = ma.get("routing") or {}, mb.get("routing") or {}
+        for metric in CV_ROUTING:
+            rows.append(_compare_row("routing", None, metric, ra.get(metric), rb.get(metric), tolerance))
+    return Comparison(a=str(a), b=str(b), rows=tuple(rows))
+
+
+def _compare_row(section: str, label: str | None, metric: str, a: Any, b: Any, tolerance: float) -> ComparisonRow:
+    fa = float(a) if isinstance(a, int | float) else None
+    fb = float(b) if isinstance(b, int | float) else None
+    if fa is None and fb is None:
+        return ComparisonRow(section, label, metric, None, None, None, "")
+    if fa is None:
+        return ComparisonRow(section, label, metric, None, fb, None, "new")
+    if fb is None:
+        return ComparisonRow(section, label, metric, fa, None, None, "gone")
+    delta = fb - fa
+    direction = HIGHER_IS_BETTER.get(metric)
+    if abs(delta) <= tolerance:
+        verdict = "same"
+    elif direction is None:
+        verdict = ""
+    else:
+        verdict = "better" if (delta > 0) == direction else "worse"
+    return ComparisonRow(section, label, metric, fa, fb, delta, verdict)
