@@ -133,7 +133,7 @@ def score_batch(
     """Score every message of a file with all heads and the routing decision; write Parquet."""
     from .batch import BatchProgress, score_file
     from .model import load_model
-    from .service import policy_for
+    from .routing import policy_for
 
     model = load_model(model_dir)
     steps = 1000
@@ -170,18 +170,18 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Evaluate a model on labelled data and write an analyst report, or cross-validate with --cv."""
+    from .config import load_config
     from .data import load_data
     from .errors import DataError
-    from .evaluate import policy_from_config
+    from .routing import policy_for
 
-    policy = policy_from_config(config)
-
+    settings = load_config(config)
     if cv is not None:
-        from .config import load_config
         from .evaluate import cross_validate
 
         progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
-        cross = cross_validate(load_data([str(p) for p in paths]), cv, load_config(config).train, progress=progress, policy=policy)
+        # No model yet: the folds are routed with the config's policy (defaults without one).
+        cross = cross_validate(load_data([str(p) for p in paths]), cv, settings.train, progress=progress, policy=settings.routing)
         typer.echo(f"{cross.k}-fold cross-validation, stratified by {cross.stratified_by}")
         typer.echo(f"{'':<10} {'metric':<22} {'mean':>7}   {'std':>6}")
         for section, stats in cross.summary.items():
@@ -202,7 +202,7 @@ def evaluate(
     if out is None:
         raise DataError("--out REPORT_DIR is required")
     model = load_model(paths[0])
-    evaluation = run_evaluation(model, load_data([str(p) for p in paths[1:]]), policy=policy)
+    evaluation = run_evaluation(model, load_data([str(p) for p in paths[1:]]), policy=policy_for(model, config))
     files = write_report(evaluation, out)
     for head, result in evaluation.heads.items():
         m = result.metrics
@@ -258,12 +258,14 @@ def thresholds(
     """Sweep the answer threshold on labelled data; pick one for a target accuracy or escalation budget."""
     from .data import load_data
     from .errors import ConfigError
-    from .evaluate import policy_from_config, write_toml_values
     from .evaluate import thresholds as sweep_thresholds
+    from .evaluate import write_toml_values
     from .model import load_model
+    from .routing import policy_for
 
+    model = load_model(model_dir)
     choice = sweep_thresholds(
-        load_model(model_dir), load_data([str(p) for p in data]), target_accuracy, max_escalation, policy=policy_from_config(config)
+        model, load_data([str(p) for p in data]), target_accuracy, max_escalation, policy=policy_for(model, config)
     )
     every = max(1, round(step * 100))
     typer.echo(f"{'threshold':>9} {'answered':>9} {'accuracy':>9} {'clarified':>9} {'escalated':>9}")

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import HEADS, TrainConfig
+from .config import HEADS, RoutingPolicy, TrainConfig
 from .data import TEXT, Dataset
 from .errors import ConfigError, DataError, NLUError
 from .metrics import head_metrics
 from .model import Model, Prediction
+from .routing import Decision, first_message_decisions, policy_for
 
 # Answer thresholds tried by the sweep. Steps of 0.01 are finer than any analyst will set
 # and keep the sweep (one routing decision per row and threshold) to a few seconds.
@@ -80,7 +81,6 @@ class RoutingSummary:
     n_frustrated: int
     answer_threshold: float
     frustration_threshold: float
-    policy_source: str  # "model" (meta.json routing) or "default"
     reasons: dict[str, int] = field(default_factory=dict)  # reason code -> rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,82 +127,14 @@ class Evaluation:
     data_files: tuple[dict[str, Any], ...]
 
 
-# -- routing: the only place that knows how the policy is applied ----------------------
+# -- routing ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Routed:
-    """One row's routing decision: the action, the intent acted on, the reason codes."""
-
-    action: str
-    intent: str | None
-    reasons: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Router:
-    """How rows are routed: the policy and a function from (prediction, text, policy) to
-    (action, reason codes). Kept behind one seam so the report and the sweep agree."""
-
-    policy: Any
-    source: str
-    route: Callable[[Prediction, str, Any], Routed]
-    answer_threshold: float
-    frustration_threshold: float
-
-    def with_answer_threshold(self, threshold: float) -> Router:
-        policy = dataclasses.replace(self.policy, answer_threshold=threshold)
-        return dataclasses.replace(self, policy=policy, answer_threshold=threshold)
-
-
-def routing_for(model: Model, policy: Any = None) -> Router:
-    """Route with ``policy`` when given (e.g. the service's nlu.toml [routing]), else the
-    model's production policy (meta.json ``routing``), else the defaults."""
-    from .config import RoutingPolicy, routing_from_mapping
-    from .routing import ConversationView, decide
-
-    raw = model.meta.get("routing")
-    if policy is not None:
-        source = "config"
-    elif isinstance(raw, Mapping):
-        policy = routing_from_mapping(raw, source=f"{model.name}/meta.json routing")
-        source = "model"
-    else:
-        policy = RoutingPolicy()
-        source = "default"
-    # Each row is the first message of its own conversation, consent already given.
-    fresh = ConversationView(consent="granted")
-
-    def route(prediction: Prediction, text: str, policy: Any) -> Routed:
-        decision = decide(prediction, fresh, policy, text)
-        # The intent the bot acts on: decide() may substitute one (an opt-out reply).
-        intent = decision.intent if decision.intent is not None else prediction.intent
-        return Routed(str(decision.action), intent, tuple(str(r) for r in decision.reasons))
-
-    return Router(
-        policy=policy,
-        source=source,
-        route=route,
-        answer_threshold=float(policy.answer_threshold),
-        frustration_threshold=float(policy.frustration_threshold),
+def _acted_intents(decisions: Sequence[Decision], predictions: Sequence[Prediction]) -> np.ndarray:
+    """The intent the bot acts on per row: decide() may substitute one (an opt-out reply)."""
+    return np.asarray(
+        [d.intent if d.intent is not None else p.intent for d, p in zip(decisions, predictions, strict=True)], dtype=object
     )
-
-
-def policy_from_config(path: str | Path | None) -> Any:
-    """The ``[routing]`` policy of an nlu.toml, or None when there is no file or no such
-    table (then the model's own policy applies, as in the service)."""
-    from .config import load_config
-
-    if path is None:
-        return None
-    config = load_config(path)  # validates the whole file, naming bad keys
-    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    return config.routing if "routing" in raw else None
-
-
-def route_rows(routing: Router, predictions: Sequence[Prediction], texts: Sequence[str]) -> list[Routed]:
-    """Route every row as the first message of a new conversation with consent granted."""
-    return [routing.route(p, t, routing.policy) for p, t in zip(predictions, texts, strict=True)]
 
 
 def gold_frustrated(frame: pd.DataFrame, frustration_emotions: Sequence[str], negative_sentiments: Sequence[str]) -> np.ndarray:
@@ -217,20 +149,21 @@ def gold_frustrated(frame: pd.DataFrame, frustration_emotions: Sequence[str], ne
 
 
 def routing_summary(
-    routed: Sequence[Routed],
+    decisions: Sequence[Decision],
+    predictions: Sequence[Prediction],
     gold_intent: Sequence[str],
     frustrated: np.ndarray,
-    routing: Router,
+    policy: RoutingPolicy,
 ) -> RoutingSummary:
     """The ``routing`` block of metrics.json from per-row routing decisions."""
-    n = len(routed)
-    kinds = np.asarray([r.action for r in routed], dtype=object)
+    n = len(decisions)
+    kinds = np.asarray([d.action for d in decisions], dtype=object)
     answered = kinds == "answer"
     gold = np.asarray(gold_intent, dtype=object)
     labelled = answered & (gold != "")
-    right = np.asarray([r.intent for r in routed], dtype=object) == gold
+    right = _acted_intents(decisions, predictions) == gold
     escalated = kinds == "escalate"
-    reasons: Counter[str] = Counter(code for r in routed for code in r.reasons)
+    reasons: Counter[str] = Counter(code for d in decisions for code in d.reasons)
     return RoutingSummary(
         answered=_share(answered.sum(), n),
         answered_accuracy=_share((right & labelled).sum(), labelled.sum()),
@@ -240,9 +173,8 @@ def routing_summary(
         n=n,
         n_answered_labelled=int(labelled.sum()),
         n_frustrated=int(frustrated.sum()),
-        answer_threshold=routing.answer_threshold,
-        frustration_threshold=routing.frustration_threshold,
-        policy_source=routing.source,
+        answer_threshold=policy.answer_threshold,
+        frustration_threshold=policy.frustration_threshold,
         reasons=dict(reasons.most_common()),
     )
 
@@ -252,7 +184,7 @@ def _share(part: Any, whole: Any) -> float:
 
 
 def threshold_sweep(
-    routing: Router,
+    policy: RoutingPolicy,
     predictions: Sequence[Prediction],
     texts: Sequence[str],
     gold_intent: Sequence[str],
@@ -268,9 +200,9 @@ def threshold_sweep(
     n = len(predictions)
     points = []
     for t in thresholds:
-        routed = route_rows(routing.with_answer_threshold(float(t)), predictions, texts)
-        kinds = np.asarray([r.action for r in routed], dtype=object)
-        right = np.asarray([r.intent for r in routed], dtype=object) == gold
+        decisions = first_message_decisions(predictions, texts, dataclasses.replace(policy, answer_threshold=float(t)))
+        kinds = np.asarray([d.action for d in decisions], dtype=object)
+        right = _acted_intents(decisions, predictions) == gold
         answered = kinds == "answer"
         labelled = answered & has_gold
         points.append(SweepPoint(
@@ -287,13 +219,13 @@ def threshold_sweep(
 # -- evaluation -------------------------------------------------------------------------
 
 
-def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: Any = None) -> Evaluation:
+def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: RoutingPolicy | None = None) -> Evaluation:
     """Score every row of ``dataset`` and measure each head the data labels.
 
     Heads the model lacks or the data does not label are left out; gold labels the model
     never saw are counted as errors and listed under ``unseen_labels``. Routing (and the
     threshold sweep) needs an intent head; without one both are empty. ``policy`` (a
-    :class:`nlu.config.RoutingPolicy`) overrides the model's own routing policy.
+    :class:`nlu.config.RoutingPolicy`) overrides the model's own (see :func:`nlu.routing.policy_for`).
     """
     frame = dataset.frame
     if len(frame) == 0:
@@ -318,10 +250,10 @@ def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: Any = N
 
     routing: RoutingSummary | None = None
     points: tuple[SweepPoint, ...] = ()
-    routed: list[Routed] | None = None
+    decisions: list[Decision] | None = None
     if "intent" in model.heads:
-        router = routing_for(model, policy)
-        routed = route_rows(router, predictions, texts)
+        policy = policy or policy_for(model)
+        decisions = first_message_decisions(predictions, texts, policy)
         config = model.meta.get("config", {})
         frustrated = gold_frustrated(
             frame,
@@ -329,9 +261,9 @@ def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: Any = N
             config.get("negative_sentiments", TrainConfig.negative_sentiments),
         )
         gold_intent = frame["intent"].tolist() if "intent" in frame.columns else [""] * len(frame)
-        routing = routing_summary(routed, gold_intent, frustrated, router)
+        routing = routing_summary(decisions, predictions, gold_intent, frustrated, policy)
         if sweep:
-            points = threshold_sweep(router, predictions, texts, gold_intent)
+            points = threshold_sweep(policy, predictions, texts, gold_intent)
 
     metrics: dict[str, Any] = {head: result.metrics for head, result in heads.items()}
     if routing is not None:
@@ -350,7 +282,7 @@ def evaluate(model: Model, dataset: Dataset, sweep: bool = True, policy: Any = N
         heads=heads,
         routing=routing,
         sweep=points,
-        predictions=_predictions_frame(frame, model, probabilities, predictions, routed),
+        predictions=_predictions_frame(frame, model, probabilities, predictions, decisions),
         model_name=model.name,
         model_meta=dict(model.meta),
         data_files=files,
@@ -379,7 +311,7 @@ def _predictions_frame(
     model: Model,
     probabilities: Mapping[str, np.ndarray],
     predictions: Sequence[Prediction],
-    routed: Sequence[Routed] | None,
+    decisions: Sequence[Decision] | None,
 ) -> pd.DataFrame:
     """One row per input row: text, and per head gold / predicted / confidence / correct."""
     out: dict[str, Any] = {"text": frame[TEXT].tolist()}
@@ -394,9 +326,9 @@ def _predictions_frame(
         # Empty when the row has no gold label for this head (not "wrong").
         out[f"{head}_correct"] = np.where(gold == "", "", np.where(gold == predicted, "1", "0"))
     out["frustration"] = [round(p.frustration, 4) for p in predictions]
-    if routed is not None:
-        out["action"] = [r.action for r in routed]
-        out["reasons"] = [" ".join(r.reasons) for r in routed]
+    if decisions is not None:
+        out["action"] = [d.action for d in decisions]
+        out["reasons"] = [" ".join(d.reasons) for d in decisions]
     return pd.DataFrame(out)
 
 
@@ -478,7 +410,7 @@ def thresholds(
     dataset: Dataset,
     target_accuracy: float | None = None,
     max_escalation: float | None = None,
-    policy: Any = None,
+    policy: RoutingPolicy | None = None,
 ) -> ThresholdChoice:
     """Sweep the answer threshold of the routing policy (``policy``, else the model's)
     over labelled data."""
@@ -488,14 +420,14 @@ def thresholds(
         raise DataError("thresholds need data with intent labels (answered accuracy is intent accuracy)")
     texts = dataset.frame[TEXT].tolist()
     predictions = model.score_batch(texts)
-    routing = routing_for(model, policy)
-    sweep = threshold_sweep(routing, predictions, texts, dataset.frame["intent"].tolist())
+    policy = policy or policy_for(model)
+    sweep = threshold_sweep(policy, predictions, texts, dataset.frame["intent"].tolist())
     return choose_threshold(
         sweep,
         target_accuracy=target_accuracy,
         max_escalation=max_escalation,
-        production_threshold=routing.answer_threshold,
-        frustration_threshold=routing.frustration_threshold,
+        production_threshold=policy.answer_threshold,
+        frustration_threshold=policy.frustration_threshold,
     )
 
 
@@ -608,7 +540,7 @@ def cross_validate(
     k: int = 5,
     config: TrainConfig | None = None,
     progress: Callable[[str], None] | None = None,
-    policy: Any = None,
+    policy: RoutingPolicy | None = None,
 ) -> CrossValidation:
     """Train on K-1 folds, evaluate on the held-out one, K times.
 

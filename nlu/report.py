@@ -314,9 +314,6 @@ th{background:#f1f3f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 
-_POLICY_SOURCES = {"model": "model's production (meta.json)", "config": "configured (nlu.toml)", "default": "default"}
-
-
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -371,7 +368,7 @@ def render_html(evaluation: Evaluation, plots: dict[str, bytes]) -> str:
     routing = evaluation.routing
     if routing is not None:
         parts.append(
-            f"<p>With the {_POLICY_SOURCES.get(routing.policy_source, routing.policy_source)} routing policy "
+            f"<p>With the routing policy in force "
             f"(answer threshold {routing.answer_threshold:.2f}, frustration threshold {routing.frustration_threshold:.2f}), "
             f"the bot answers <b>{_pct(routing.answered)}</b> of messages with intent accuracy "
             f"<b>{_num(routing.answered_accuracy)}</b>, asks to clarify {_pct(routing.clarified)} and escalates "

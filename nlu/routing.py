@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from .config import RoutingPolicy
-from .model import Prediction
+from .config import Config, RoutingPolicy, load_config, routing_from_mapping
+from .model import Model, Prediction
 from .text import clean, fold_accents
 
 Action = Literal["answer", "clarify", "escalate"]
@@ -293,39 +295,18 @@ def first_message_decisions(predictions: Sequence[Prediction], texts: Sequence[s
     return [decide(p, fresh, policy, t) for p, t in zip(predictions, texts, strict=True)]
 
 
-def routing_summary(
-    decisions: Sequence[Decision],
-    predicted_intents: Sequence[str | None],
-    gold_intents: Sequence[str | None] | None = None,
-    frustrated: Sequence[bool] | None = None,
-) -> dict[str, Any]:
-    """Shares answered / clarified / escalated; intent accuracy over answered rows (when
-    gold intents are given); share of gold-frustrated rows escalated (when given).
-
-    Messages answered for consent or opt-out reasons count as answered. Accuracy compares
-    the answered intent with the gold one; a row without a gold intent is not counted.
-    """
-    n = len(decisions)
-    out: dict[str, Any] = {"n": n}
-    for action, key in (("answer", "answered"), ("clarify", "clarified"), ("escalate", "escalated")):
-        out[key] = sum(d.action == action for d in decisions) / n if n else 0.0
-    if gold_intents is not None:
-        pairs = [
-            (pred if d.intent is None else d.intent, gold)
-            for d, pred, gold in zip(decisions, predicted_intents, gold_intents, strict=True)
-            if d.action == "answer" and gold
-        ]
-        out["answered_n"] = len(pairs)
-        out["answered_accuracy"] = sum(p == g for p, g in pairs) / len(pairs) if pairs else 0.0
-    if frustrated is not None:
-        rows = [d for d, f in zip(decisions, frustrated, strict=True) if f]
-        out["frustrated_n"] = len(rows)
-        out["frustrated_escalated"] = sum(d.action == "escalate" for d in rows) / len(rows) if rows else 0.0
-        # An angry "stop writing to me" is honoured as an opt-out, not escalated.
-        out["frustrated_opted_out"] = sum("opt_out" in d.reasons for d in rows) / len(rows) if rows else 0.0
-    reasons: dict[str, int] = {}
-    for d in decisions:
-        for r in d.reasons:
-            reasons[r] = reasons.get(r, 0) + 1
-    out["reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
-    return out
+def policy_for(model: Model | None = None, config: Config | str | Path | None = None) -> RoutingPolicy:
+    """The routing policy in force, the one rule every door (service, evaluation,
+    thresholds, batch scoring) applies: the ``[routing]`` table of the config when it has
+    one (a :class:`Config` object always counts), else the model's production policy
+    (``meta.json`` "routing"), else the defaults."""
+    if isinstance(config, Config):
+        return config.routing
+    if config is not None:
+        loaded = load_config(config)  # validates the whole file, naming bad keys
+        if "routing" in tomllib.loads(Path(config).read_text(encoding="utf-8")):
+            return loaded.routing
+    meta_routing = model.meta.get("routing") if model is not None else None
+    if isinstance(meta_routing, Mapping):
+        return routing_from_mapping(meta_routing, source=f"{model.name}/meta.json routing")  # type: ignore[union-attr]
+    return RoutingPolicy()

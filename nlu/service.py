@@ -39,13 +39,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, RoutingPolicy, load_config, routing_from_mapping
+from .config import RoutingPolicy
 from .conversation import ConversationStore, open_conversations
 from .errors import ConfigError, InputError
 from .model import Model, Prediction, load_model
@@ -60,7 +59,7 @@ from .responses import (
     Reply,
     load_catalogue,
 )
-from .routing import ConversationView, Decision, Turn, decide, fold
+from .routing import ConversationView, Decision, Turn, decide, fold, policy_for
 
 MAX_TEXT = 4096  # WhatsApp's own limit for a text message
 
@@ -160,26 +159,6 @@ def _prediction_from_dict(raw: Mapping[str, Any] | None) -> Prediction | None:
     fields = dict(raw)
     fields["ranking"] = tuple((str(label), float(p)) for label, p in fields.get("ranking", ()))
     return Prediction(**fields)
-
-
-def policy_for(model: Model, config: Config | str | Path | None = None) -> RoutingPolicy:
-    """The routing policy: ``[routing]`` of the config if it has one, else the model's
-    ``meta.json`` "routing", else the defaults. A :class:`Config` object counts as given."""
-    if isinstance(config, Config):
-        return config.routing
-    if config is not None:
-        path = Path(config)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            raw = {}  # load_config below reports the problem properly
-        loaded = load_config(path)
-        if "routing" in raw:
-            return loaded.routing
-    meta_routing = model.meta.get("routing")
-    if isinstance(meta_routing, Mapping):
-        return routing_from_mapping(meta_routing, source=f"{model.name}/meta.json routing")
-    return RoutingPolicy()
 
 
 class Service:

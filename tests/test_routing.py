@@ -9,7 +9,7 @@ import pytest
 from nlu import ConfigError, load_config
 from nlu.config import RoutingPolicy, routing_from_mapping
 from nlu.model import Prediction
-from nlu.routing import REASONS, ConversationView, Turn, decide, first_message_decisions, fold, routing_summary
+from nlu.routing import REASONS, ConversationView, Turn, decide, fold
 
 POLICY = RoutingPolicy(answer_threshold=0.5, frustration_threshold=0.5, clarify_min_probability=0.1)
 OTHERS = ("factura", "reembolso", "devolucion", "garantia", "metodos_pago", "ofertas", "tiempo_entrega")
@@ -137,19 +137,6 @@ def test_routing_model_without_intent_head_escalates() -> None:
 def test_routing_fold() -> None:
     assert fold("  ¿DÓNDE   estáaaa?  ") == "¿donde esta?"
     assert fold("Año") == "año"
-
-
-def test_routing_summary_figures() -> None:
-    preds = [pred(), pred("queja"), pred("factura", 0.4, (0.35, 0.2, 0.05)), pred("factura")]
-    texts = ["a", "b", "c", "d"]
-    decisions = first_message_decisions(preds, texts, POLICY)
-    summary = routing_summary(decisions, [p.intent for p in preds], ["estado_pedido", "queja", "factura", "reembolso"], [False, True, False, False])
-    assert summary["answered"] == 0.5 and summary["clarified"] == 0.25 and summary["escalated"] == 0.25
-    assert summary["answered_accuracy"] == 0.5
-    assert summary["frustrated_escalated"] == 1.0
-
-
-# -- the policy in config --------------------------------------------------------------------
 
 
 def test_routing_policy_from_toml(tmp_path: Path) -> None:

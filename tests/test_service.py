@@ -21,7 +21,8 @@ from nlu.conversation import open_conversations
 from nlu.model import Prediction
 from nlu.queue import open_queue
 from nlu.responses import load_catalogue
-from nlu.service import InboundMessage, Outcome, Service, policy_for
+from nlu.routing import policy_for
+from nlu.service import InboundMessage, Outcome, Service
 
 INTENTS = (
     "estado_pedido", "factura", "reembolso", "devolucion", "queja", "cancelar_pedido", "hablar_con_humano",
