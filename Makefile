@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 MODEL  ?= models/es-demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo train test test-slow lint bench clean
+.PHONY: install demo train test test-slow lint bench loadtest clean
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ test: install
 ## Full-data runs on ../shared/datasets (skipped when absent).
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+## Benchmark against TF-IDF+LR and fastText on ../shared/datasets; updates docs/BENCHMARKS.md.
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python scripts/benchmark.py
+
+## Serve the bundled model on a free loopback port, load /v1/messages and /v1/score at
+## concurrency 1 and 16 (bounded by count and time), stop the server whatever happens.
+loadtest: install
+	test -f $(MODEL)/meta.json || $(MAKE) train
+	$(BIN)/python scripts/loadtest.py --serve $(MODEL) --route messages,score --concurrency 1,16 \
+	  --requests 3000 --time-limit 30
 
 lint: install
 	$(BIN)/ruff check nlu tests scripts
