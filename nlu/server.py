@@ -1,0 +1,934 @@
+"""HTTP service: a thin FastAPI adapter over :class:`nlu.service.Service`.
+
+Why FastAPI (on uvicorn): the OpenAPI description at ``/openapi.json`` is generated from
+the same route and pydantic model declarations that parse the requests, so the published
+contract cannot drift from what the server accepts. uvicorn is a real ASGI server (no
+Nagle stalls, keep-alive, graceful shutdown, several worker processes).
+
+Layers, outermost first:
+
+1. :class:`MetricsMiddleware` times every request and counts it by route template and
+   status, so refusals by the next layer are counted too.
+2. :class:`FrontDoor` refuses what must never reach a handler: agent routes without the
+   bearer token (401), bodies over the limit (413, from ``Content-Length`` before reading,
+   and by counting while streaming when there is none), and JSON routes posted with
+   another content type (415).
+3. The routes, whose pydantic models reject unknown fields, wrong types, empty or too
+   long texts and batches over the limit. Every caller mistake, however it is detected,
+   leaves as ``{"error": {"code", "message"}}`` with a 4xx status (see docs/http.md).
+
+Handlers that touch the model or SQLite are plain ``def`` functions, so FastAPI runs them
+in its thread pool and the event loop stays free for health checks and metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from . import __version__
+from .errors import ConfigError, InputError, NLUError, QueueError, UnknownTicket
+from .metrics_http import Metrics
+from .responses import to_whatsapp
+from .service import InboundMessage, Outcome, Service
+from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
+
+log = logging.getLogger("nlu.server")
+
+# -- limits (documented in docs/http.md; the OpenAPI schema shows the field limits) ------
+
+MAX_TEXT_CHARS = 4096  # WhatsApp's own limit for a text message
+MAX_BATCH = 256  # texts per /v1/score call
+MAX_ID_CHARS = 512
+MAX_BUTTON_ID_CHARS = 256
+MAX_AGENT_CHARS = 128
+MAX_CHALLENGE_CHARS = 256
+DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a full batch of 4,096-character texts, JSON-escaped, fits
+DEFAULT_MAX_WEBHOOK_BODY = 1024 * 1024  # Meta's notifications are a few KiB
+MIN_AGENT_TOKEN_CHARS = 16
+
+ENV_VERIFY_TOKEN = "NLU_WHATSAPP_VERIFY_TOKEN"
+ENV_APP_SECRET = "NLU_WHATSAPP_APP_SECRET"
+ENV_AGENT_TOKEN = "NLU_AGENT_TOKEN"
+ENV_DB = "NLU_DB"
+DEFAULT_DB = "var/nlu.db"
+# Used only to hand the settings to uvicorn's worker processes (--workers > 1).
+ENV_SETTINGS = "NLU_SERVE_SETTINGS"
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``nlu serve`` needs. Secrets are excluded from ``repr`` so a logged or
+    printed settings object never shows them."""
+
+    model_dir: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    config: str | None = None
+    db: str = DEFAULT_DB
+    webhook: bool = True
+    agents: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BODY
+    access_log: bool = True
+    log_level: str = "info"
+    verify_token: str | None = field(default=None, repr=False)
+    app_secret: str | None = field(default=None, repr=False)
+    agent_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **values: Any) -> ServerSettings:
+        """Settings from ``values`` plus the secrets and ``NLU_DB`` from the environment."""
+        env = os.environ if environ is None else environ
+        if values.get("db") is None:
+            values["db"] = env.get(ENV_DB, "").strip() or DEFAULT_DB
+        return cls(
+            verify_token=env.get(ENV_VERIFY_TOKEN) or None,
+            app_secret=env.get(ENV_APP_SECRET) or None,
+            agent_token=env.get(ENV_AGENT_TOKEN) or None,
+            **values,
+        )
+
+    def check(self) -> None:
+        """Refuse to start without the secrets of the enabled parts, naming the variable."""
+        missing = []
+        if self.webhook:
+            missing += [name for name, value in ((ENV_VERIFY_TOKEN, self.verify_token), (ENV_APP_SECRET, self.app_secret)) if not (value or "").strip()]
+        if self.agents and not (self.agent_token or "").strip():
+            missing.append(ENV_AGENT_TOKEN)
+        if missing:
+            parts = " and ".join(p for p, on in (("--no-webhook", self.webhook), ("--no-agents", self.agents)) if on)
+            raise ConfigError(f"{', '.join(missing)} not set: export it, or start with {parts} to disable what needs it")
+        if self.agents and len((self.agent_token or "").strip()) < MIN_AGENT_TOKEN_CHARS:
+            raise ConfigError(f"{ENV_AGENT_TOKEN} is shorter than {MIN_AGENT_TOKEN_CHARS} characters; use a long random token")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"--port must be 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        for name in ("max_body_bytes", "max_webhook_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name} must be at least 1024 bytes, got {getattr(self, name)}")
+
+    def public(self) -> dict[str, Any]:
+        """The non-secret settings, for the worker processes (secrets stay in the environment)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("verify_token", "app_secret", "agent_token")}
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+class ApiError(HTTPException):
+    """A caller mistake with its stable error code (the ``code`` of the error body)."""
+
+    def __init__(self, status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status_code=status_code, detail={"code": code, "message": message}, headers=dict(headers or {}) or None)
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=dict(headers or {}) or None)
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+
+# pydantic error types -> our codes; anything not listed is "invalid_request".
+_TYPE_ERRORS = {
+    "string_type", "list_type", "int_type", "bool_type", "dict_type", "model_type", "model_attributes_type",
+    "int_parsing", "int_from_float", "float_type", "none_required", "is_instance_of", "union_tag_invalid",
+}
+_VALUE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error", "enum", "finite_number"}
+_OWN_CODES = {"empty_text", "empty_field", "invalid_text", "invalid_type", "missing_field", "conflicting_fields", "text_too_long", "batch_too_large", "empty_batch"}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[int, str, str]:
+    """(status, code, message) for one pydantic / FastAPI validation error."""
+    kind = str(error.get("type", ""))
+    loc = tuple(error.get("loc", ()))
+    where = _where(loc)
+    msg = str(error.get("msg", "invalid value"))
+    if kind == "json_invalid":
+        return 400, "invalid_json", f"body is not valid JSON: {error.get('ctx', {}).get('error', msg)}"
+    if kind == "missing" and loc in (("body",), ()):
+        return 400, "invalid_json", "body is empty; expected a JSON object"
+    if kind == "missing":
+        return 422, "missing_field", f"{where}: field required"
+    if kind == "extra_forbidden":
+        return 422, "unknown_field", f"{where}: unknown field"
+    if kind in _OWN_CODES:
+        return 422, kind, msg
+    if kind == "string_unicode":
+        return 422, "invalid_text", f"{where}: contains unpaired surrogate code points (invalid Unicode)"
+    ctx = error.get("ctx") or {}
+    if kind == "string_too_long":
+        code = "text_too_long" if where.startswith(("text", "texts", "resolution")) else "field_too_long"
+        return 422, code, f"{where}: longer than {ctx.get('max_length', '?')} characters"
+    if kind == "too_long":
+        return 422, "batch_too_large", f"{where}: at most {ctx.get('max_length', '?')} items per request, got {ctx.get('actual_length', 'more')}"
+    if kind == "too_short":
+        return 422, "empty_batch", f"{where}: must hold at least one item"
+    if kind == "string_too_short":
+        return 422, "empty_text" if where.startswith(("text", "texts")) else "empty_field", f"{where}: must not be empty"
+    if kind in _TYPE_ERRORS or kind.endswith("_type"):
+        if where == "body":
+            return 422, "invalid_type", "body: expected a JSON object"
+        return 422, "invalid_type", f"{where}: {msg}"
+    if kind in _VALUE_ERRORS:
+        return 422, "invalid_value", f"{where}: {msg}"
+    return 422, "invalid_request", f"{where}: {msg}"
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    described = [_describe(e) for e in errors] or [(422, "invalid_request", "invalid request")]
+    # The most basic problem wins: a broken body before a bad field.
+    status, code, message = min(described, key=lambda d: (d[0] != 400, 0))
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if len(described) > 1:
+        body["error"]["details"] = [{"code": c, "message": m} for _, c, m in described]
+    return JSONResponse(body, status_code=status)
+
+
+async def _http_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if isinstance(detail, Mapping) and "code" in detail:
+        code, message = str(detail["code"]), str(detail.get("message", ""))
+    else:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = str(detail) if detail else code
+        if exc.status_code == 400:
+            code, message = "invalid_json", "body could not be parsed as JSON (invalid UTF-8, or nested too deeply)"
+    return error_response(exc.status_code, code, message, exc.headers)
+
+
+async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Library errors raised while handling a request (convention: only server.py and
+    cli.py turn them into statuses)."""
+    assert isinstance(exc, NLUError)
+    message = " ".join(str(exc).split())
+    if isinstance(exc, UnknownTicket):
+        return error_response(404, "unknown_ticket", message)
+    if isinstance(exc, QueueError):
+        # The queue raises QueueError both for a refused operation (a ticket held by
+        # someone else, already resolved) and for a failing database; only the latter
+        # carries the sqlite3 error as its cause.
+        if isinstance(exc.__cause__, sqlite3.Error):
+            log.error("queue database error: %s", message)
+            return error_response(503, "storage_unavailable", "the queue database is unavailable; retry later")
+        return error_response(409, "ticket_conflict", message)
+    if isinstance(exc, InputError):
+        return error_response(422, "invalid_input", message)
+    log.error("%s while handling %s %s: %s", type(exc).__name__, request.method, request.url.path, message)
+    return error_response(503, "unavailable", "the service cannot handle this request right now")
+
+
+async def _sqlite_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Conversation state writes SQLite directly; a locked or full database is the
+    # server's trouble, not the caller's, and a retry may succeed.
+    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "storage_unavailable", "the database is unavailable; retry later")
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; it has been logged")
+
+
+# -- request and response models -------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    # strict: no silent coercion ("3" is not 3, 1 is not "1"); forbid: a misspelt field is
+    # an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _no_null(value: Any, name: str) -> Any:
+    if value is None:
+        raise PydanticCustomError("invalid_type", f"{name}: expected a string, got null")
+    return value
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _check_text(text: str, where: str) -> str:
+    if _has_surrogates(text):
+        # Lone surrogates (from "\ud83d" escapes in JSON) are not Unicode text: they
+        # cannot be stored or sent back to WhatsApp.
+        raise PydanticCustomError("invalid_text", f"{where}: contains unpaired surrogate code points (invalid Unicode)")
+    return text
+
+
+class ScoreRequest(_Strict):
+    """One text or a batch: exactly one of ``text`` and ``texts``."""
+
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="One message.")
+    texts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_BATCH, description=f"Up to {MAX_BATCH} messages."
+    )
+    top: int = Field(3, ge=1, le=50, description="Intents listed in each ranking.")
+
+    @field_validator("text", "texts", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: Any) -> Any:
+        return _no_null(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScoreRequest:
+        if self.text is None and self.texts is None:
+            raise PydanticCustomError("missing_field", "give \"text\" (one message) or \"texts\" (a list)")
+        if self.text is not None and self.texts is not None:
+            raise PydanticCustomError("conflicting_fields", "give either \"text\" or \"texts\", not both")
+        for i, text in enumerate([self.text] if self.texts is None else self.texts):
+            where = "text" if self.texts is None else f"texts[{i}]"
+            if text is None or not text.strip():
+                raise PydanticCustomError("empty_text", f"{where}: is empty")
+            _check_text(text, where)
+        return self
+
+
+class MessageRequest(_Strict):
+    conversation_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="The customer's conversation (WhatsApp: wa_id).")
+    message_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="Unique per message: the idempotency key.")
+    text: str = Field(max_length=MAX_TEXT_CHARS, description="The message; may be empty only with button_id.")
+    button_id: str | None = Field(None, min_length=1, max_length=MAX_BUTTON_ID_CHARS, description="Id of the reply button or list row tapped.")
+
+    @field_validator("conversation_id", "message_id", "text", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: Any) -> Any:
+        return _no_null(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> MessageRequest:
+        for name in ("conversation_id", "message_id"):
+            if not getattr(self, name).strip():
+                raise PydanticCustomError("empty_field", f"{name}: is blank")
+            _check_text(getattr(self, name), name)
+        if not self.text.strip() and self.button_id is None:
+            raise PydanticCustomError("empty_text", "text: is empty")
+        _check_text(self.text, "text")
+        return self
+
+
+class _AgentRequest(_Strict):
+    agent: str = Field(min_length=1, max_length=MAX_AGENT_CHARS, description="Who is acting (shown on the ticket).")
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        return _no_null(value, "agent")
+
+    @field_validator("agent")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("empty_field", "agent: is blank")
+        return _check_text(value, "agent")
+
+
+class ClaimRequest(_AgentRequest):
+    lease_seconds: int = Field(300, ge=10, le=86400, description="How long the claim holds before the ticket returns to the queue.")
+
+
+class ResolveRequest(_AgentRequest):
+    resolution: str = Field("", max_length=MAX_TEXT_CHARS, description="What the agent did (PII is redacted before storing).")
+
+
+class ReleaseRequest(_AgentRequest):
+    pass
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    prediction: dict[str, Any] | None = Field(None, description="For a \"text\" request.")
+    predictions: list[dict[str, Any]] | None = Field(None, description="For a \"texts\" request, in order.")
+
+
+class MessageResponse(BaseModel):
+    action: Literal["answer", "clarify", "escalate", "handover", "silent"]
+    reply: dict[str, Any] | None = Field(description="Cloud API message body (text, interactive button or list); null when the bot stays quiet.")
+    prediction: dict[str, Any] | None
+    reasons: list[str]
+    intent: str | None
+    ticket: dict[str, Any] | None
+    duplicate: bool = Field(description="True when this message id was handled before: the stored outcome, nothing redone.")
+
+
+class TicketResponse(BaseModel):
+    ticket: dict[str, Any] | None
+
+
+class QueueResponse(BaseModel):
+    tickets: list[dict[str, Any]]
+    depth: int = Field(description="Tickets waiting for an agent (queued, or claimed with an expired lease).")
+
+
+class WebhookResult(BaseModel):
+    message_id: str
+    action: str | None
+    duplicate: bool
+    reply: dict[str, Any] | None
+    ticket: int | None
+
+
+class WebhookResponse(BaseModel):
+    messages: list[WebhookResult]
+    statuses: int
+    ignored: list[dict[str, Any]]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    nlu_version: str
+    model: dict[str, Any]
+    thresholds: dict[str, Any]
+    parts: dict[str, bool]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorBody} for s in statuses}
+
+
+# The agent token is checked by FrontDoor before the body is even read; this dependency
+# only puts the bearer scheme into the OpenAPI description.
+_bearer = HTTPBearer(auto_error=False, description=f"The agent token ({ENV_AGENT_TOKEN}).")
+Agent = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+# -- the two outer layers ---------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+AGENT_PREFIX = "/v1/queue"
+WEBHOOK_PATH = "/webhooks/whatsapp"
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body_too_large", f"request body is larger than {limit} bytes")
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FrontDoor:
+    """Auth, body size and content type, checked before any handler or body parsing."""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self._token = (settings.agent_token or "").strip().encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+        if self.settings.agents and (path == AGENT_PREFIX or path.startswith(AGENT_PREFIX + "/")):
+            problem = self._auth_problem(headers.get("authorization"))
+            if problem is not None:
+                await _send_error(send, 401, problem[0], problem[1], {"WWW-Authenticate": 'Bearer realm="nlu-agents"'})
+                return
+
+        limit = self.settings.max_webhook_bytes if path == WEBHOOK_PATH else self.settings.max_body_bytes
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                await _send_error(send, 400, "invalid_content_length", "Content-Length is not a number")
+                return
+            if int(length) > limit:
+                await _send_error(send, 413, "body_too_large", f"request body is larger than {limit} bytes")
+                return
+
+        if scope["method"] == "POST" and path.startswith("/v1/"):
+            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
+                await _send_error(send, 415, "unsupported_media_type", f"send the body as application/json, not {ctype or 'no content type'}")
+                return
+
+        received = 0
+
+        async def capped_receive() -> Message:
+            # Without Content-Length (chunked), count while reading and stop at the limit
+            # instead of buffering whatever the caller sends.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, capped_receive, send)
+
+    def _auth_problem(self, header: str | None) -> tuple[str, str] | None:
+        if not header:
+            return "missing_token", "agent routes need Authorization: Bearer <NLU_AGENT_TOKEN>"
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode("latin-1", errors="replace")
+        # compare_digest runs in time independent of where the tokens differ.
+        ok = hmac.compare_digest(given, self._token)
+        if scheme.lower() != "bearer" or not ok:
+            return "invalid_token", "the bearer token is not valid"
+        return None
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, router: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.observe_request(self._route(scope), scope["method"], status, time.perf_counter() - start)
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return str(route.path)
+        # Refused before routing (401/413/415): find the template the path would match.
+        for candidate in self.router.routes:
+            match, _ = candidate.matches({**scope, "type": "http"})
+            if match != Match.NONE:
+                return str(candidate.path)
+        return "unmatched"
+
+
+# -- the application ---------------------------------------------------------------------
+
+
+MESSAGE_RANKING = 5  # intents listed in /v1/messages predictions (the ticket keeps them all)
+
+
+def _outcome_body(outcome: Outcome, to: str) -> dict[str, Any]:
+    body = outcome.to_dict()
+    body["reply"] = None if outcome.reply is None else to_whatsapp(outcome.reply, to=to)
+    if body["prediction"] is not None:
+        body["prediction"]["ranking"] = body["prediction"]["ranking"][:MESSAGE_RANKING]
+    return body
+
+
+def create_app(
+    service: Service,
+    settings: ServerSettings | None = None,
+    *,
+    sender: Sender | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The ASGI application around a loaded :class:`Service` (the testable factory).
+
+    ``settings`` must pass :meth:`ServerSettings.check`; disabled parts have no routes.
+    ``sender`` receives every WhatsApp reply body the webhook produces (default: a log).
+    """
+    settings = settings or ServerSettings()
+    settings.check()
+    sender = sender or LogSender()
+    metrics = metrics or Metrics()
+    model = service.model
+
+    app = FastAPI(
+        title="nlu",
+        version=__version__,
+        summary="Spanish chat NLU for customer-service bots: score, route, answer or hand over to a person.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.sender = sender
+
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(NLUError, _nlu_error_handler)
+    app.add_exception_handler(sqlite3.OperationalError, _sqlite_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)
+
+    # -- scoring and messages ------------------------------------------------------------
+
+    @app.post("/v1/score", tags=["bot"], response_model=None, responses={200: {"model": ScoreResponse}, **_errors(400, 413, 415, 422)})
+    def score(request: ScoreRequest) -> JSONResponse:
+        """Score one text (`{"text": ...}`) or a batch (`{"texts": [...]}`): intent ranking, sentiment, emotion, frustration."""
+        texts = [request.text] if request.text is not None else list(request.texts or [])
+        predictions = []
+        for prediction in model.score_batch(texts):
+            out = prediction.to_dict()
+            out["ranking"] = out["ranking"][: request.top]
+            predictions.append(out)
+        metrics.inc("nlu_scored_texts_total", value=len(predictions))
+        if request.texts is None:
+            return JSONResponse({"model": model.name, "prediction": predictions[0]})
+        return JSONResponse({"model": model.name, "predictions": predictions})
+
+    @app.post("/v1/messages", tags=["bot"], response_model=None, responses={200: {"model": MessageResponse}, **_errors(400, 413, 415, 422, 503)})
+    def messages(request: MessageRequest) -> JSONResponse:
+        """Handle one customer message in its conversation: answer, clarify (buttons or list), escalate to a
+        person (with the ticket), or stay quiet while a person holds the conversation. Idempotent on
+        `message_id`: a retry returns the stored outcome with `duplicate: true`."""
+        message = InboundMessage(request.conversation_id, request.message_id, request.text, request.button_id)
+        outcome = service.handle(message)
+        _count_outcome(metrics, outcome)
+        return JSONResponse(_outcome_body(outcome, request.conversation_id))
+
+    # -- agents ----------------------------------------------------------------------------
+
+    if settings.agents:
+        agent_errors = _errors(401, 413, 415, 422, 503)
+
+        @app.get("/v1/queue", tags=["agents"], response_model=None, responses={200: {"model": QueueResponse}, **agent_errors})
+        def queue_list(
+            _: Agent,
+            status: Annotated[Literal["queued", "claimed", "resolved"] | None, Query(description="Only tickets in this status.")] = None,
+            limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        ) -> JSONResponse:
+            """List tickets: waiting ones in the order agents take them (priority first), resolved ones newest first."""
+            tickets = service.queue.list(status=status, limit=limit)
+            return JSONResponse({"tickets": [t.to_dict() for t in tickets], "depth": service.queue.depth()})
+
+        @app.post("/v1/queue/claim", tags=["agents"], response_model=None, responses={200: {"model": TicketResponse}, **agent_errors})
+        def queue_claim(_: Agent, request: ClaimRequest) -> JSONResponse:
+            """Claim the next ticket (highest priority first) for `lease_seconds`; `ticket` is null when none waits."""
+            ticket = service.queue.claim(request.agent, lease_seconds=request.lease_seconds)
+            return JSONResponse({"ticket": None if ticket is None else ticket.to_dict()})
+
+        @app.post(
+            "/v1/queue/{ticket_id}/resolve", tags=["agents"], response_model=None,
+            responses={200: {"model": TicketResponse}, **_errors(401, 404, 409, 413, 415, 422, 503)},
+        )
+        def queue_resolve(_: Agent, ticket_id: int, request: ResolveRequest) -> JSONResponse:
+            """Resolve a ticket you hold; the bot takes the conversation back at the customer's next message."""
+            with _known_ticket(ticket_id):
+                ticket = service.queue.resolve(ticket_id, request.agent, request.resolution)
+            return JSONResponse({"ticket": ticket.to_dict()})
+
+        @app.post(
+            "/v1/queue/{ticket_id}/release", tags=["agents"], response_model=None,
+            responses={200: {"model": TicketResponse}, **_errors(401, 404, 409, 413, 415, 422, 503)},
+        )
+        def queue_release(_: Agent, ticket_id: int, request: ReleaseRequest) -> JSONResponse:
+            """Give a ticket you hold back to the queue for another agent."""
+            with _known_ticket(ticket_id):
+                ticket = service.queue.release(ticket_id, request.agent)
+            return JSONResponse({"ticket": ticket.to_dict()})
+
+    # -- WhatsApp webhook --------------------------------------------------------------------
+
+    if settings.webhook:
+        verify_token = (settings.verify_token or "").encode("utf-8")
+        app_secret = settings.app_secret or ""
+
+        @app.get("/webhooks/whatsapp", tags=["whatsapp"], response_class=PlainTextResponse, responses=_errors(403))
+        def webhook_verify(
+            mode: Annotated[str | None, Query(alias="hub.mode")] = None,
+            token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
+            challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=MAX_CHALLENGE_CHARS)] = None,
+        ) -> PlainTextResponse:
+            """Meta's subscription handshake: echo `hub.challenge` when `hub.verify_token` matches."""
+            given = (token or "").encode("utf-8", errors="replace")
+            ok = hmac.compare_digest(given, verify_token)
+            if mode != "subscribe" or not ok or not challenge:
+                raise ApiError(403, "verification_failed", "hub.mode must be subscribe and hub.verify_token must match")
+            return PlainTextResponse(challenge)
+
+        @app.post(
+            "/webhooks/whatsapp", tags=["whatsapp"], response_model=None,
+            responses={200: {"model": WebhookResponse}, **_errors(400, 401, 403, 413, 422, 503)},
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "description": "A WhatsApp Cloud API notification, signed with X-Hub-Signature-256.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "parameters": [{"name": SIGNATURE_HEADER, "in": "header", "required": True, "schema": {"type": "string"}}],
+            },
+        )
+        async def webhook_receive(request: Request) -> JSONResponse:
+            """Customer messages from WhatsApp: the signature is checked on the raw body before anything is parsed;
+            text, button and list replies are handled, status updates acknowledged and ignored. Each reply body is
+            handed to the sender once (never again for a retried delivery) and returned here."""
+            body = await _read_capped(request, settings.max_webhook_bytes)
+            verdict = check_signature(app_secret, body, request.headers.get(SIGNATURE_HEADER))
+            if verdict is not Signature.OK:
+                metrics.inc("nlu_whatsapp_signature_failures_total", {"reason": verdict.value})
+                if verdict is Signature.MISSING:
+                    raise ApiError(401, "missing_signature", f"{SIGNATURE_HEADER} header is required")
+                raise ApiError(403, "invalid_signature", f"{SIGNATURE_HEADER} does not match the body")
+            try:
+                payload = json.loads(body)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+            try:
+                notification = parse_webhook(payload)
+            except PayloadError as exc:
+                raise ApiError(422, "invalid_payload", str(exc)) from None
+            return JSONResponse(await run_in_threadpool(_handle_notification, service, sender, metrics, notification))
+
+    # -- operations ----------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"], response_model=None, responses={200: {"model": HealthResponse}})
+    def healthz() -> JSONResponse:
+        """Liveness with the loaded model's metadata and the routing thresholds in force."""
+        policy = service.policy
+        return JSONResponse(
+            {
+                "status": "ok",
+                "nlu_version": __version__,
+                "model": {
+                    "name": model.name,
+                    "nlu_version": model.meta.get("nlu_version"),
+                    "created_at": model.meta.get("created_at"),
+                    "sha256": model.meta.get("model_sha256"),
+                    "heads": {head: len(model.labels(head)) for head in model.heads},
+                    "labels": sum(len(model.labels(head)) for head in model.heads),
+                },
+                "thresholds": {
+                    "answer_threshold": policy.answer_threshold,
+                    "frustration_threshold": policy.frustration_threshold,
+                    "clarify_min_probability": policy.clarify_min_probability,
+                    "clarify_max_options": policy.clarify_max_options,
+                },
+                "parts": {"webhook": settings.webhook, "agents": settings.agents},
+            }
+        )
+
+    def _queue_depth() -> float | None:
+        try:
+            return float(service.queue.depth())
+        except NLUError:
+            return None  # a scrape must not fail because the database is busy
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def metrics_route() -> PlainTextResponse:
+        """Prometheus text format: requests by route and status, latency histogram, actions, queue depth."""
+        text = metrics.render({"nlu_queue_depth": ("Tickets waiting for an agent.", _queue_depth)})
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(FrontDoor, settings=settings)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)  # type: ignore[arg-type]
+    return app
+
+
+@contextmanager
+def _known_ticket(ticket_id: int) -> Iterator[None]:
+    # The library's message names the database file; a caller only needs the id.
+    try:
+        yield
+    except UnknownTicket:
+        raise ApiError(404, "unknown_ticket", f"no ticket {ticket_id}") from None
+
+
+def _count_outcome(metrics: Metrics, outcome: Outcome) -> None:
+    if outcome.duplicate:
+        metrics.inc("nlu_duplicates_total")
+    else:
+        metrics.inc("nlu_actions_total", {"action": outcome.action})
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _handle_notification(service: Service, sender: Sender, metrics: Metrics, notification: Any) -> dict[str, Any]:
+    """Run each message through the service; send each fresh reply once (in a worker thread)."""
+    results: list[dict[str, Any]] = []
+    ignored = [item.to_dict() for item in notification.ignored]
+    metrics.inc("nlu_whatsapp_statuses_total", value=notification.statuses)
+    for item in notification.ignored:
+        metrics.inc("nlu_whatsapp_ignored_total", {"reason": item.reason})
+    for wa in notification.messages:
+        metrics.inc("nlu_whatsapp_messages_total", {"type": wa.type})
+        try:
+            if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "")):
+                raise InputError("the message contains unpaired surrogate code points (invalid Unicode)")
+            message = InboundMessage(wa.conversation_id, wa.message_id, wa.text, wa.button_id)
+        except InputError as exc:
+            # Retrying cannot fix it, so it is acknowledged (Meta stops retrying) and reported.
+            ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "invalid_message", "message": str(exc)})
+            metrics.inc("nlu_whatsapp_ignored_total", {"reason": "invalid_message"})
+            continue
+        # A storage failure raises out of here as a 503, so Meta redelivers; the messages
+        # already handled come back as duplicates and are not sent twice.
+        outcome = service.handle(message)
+        _count_outcome(metrics, outcome)
+        reply = None if outcome.reply is None else to_whatsapp(outcome.reply, to=wa.conversation_id)
+        if reply is not None and not outcome.duplicate:
+            try:
+                sender.send(reply)
+                metrics.inc("nlu_whatsapp_sent_total")
+            except Exception:  # a plugged-in sender may fail in any way; never lose the response
+                metrics.inc("nlu_whatsapp_send_failures_total")
+                log.exception("sender failed for message %s", wa.message_id)
+        results.append(
+            {
+                "message_id": wa.message_id,
+                "action": outcome.action,
+                "duplicate": outcome.duplicate,
+                "reply": reply,
+                "ticket": None if outcome.ticket is None else outcome.ticket.id,
+            }
+        )
+    return {"messages": results, "statuses": notification.statuses, "ignored": ignored}
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+class _RedactQuery(logging.Filter):
+    """Access-log lines carry the query string; the verify handshake puts the verify token
+    there. Drop every query string from the access log rather than risk a secret in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            path = record.args[2]
+            record.args = (*record.args[:2], path.split("?", 1)[0], *record.args[3:])
+        return True
+
+
+def _configure_logging(level: str) -> None:
+    """uvicorn configures only its own loggers; give ours (the outbox, errors) a handler
+    at the same level, in uvicorn's style, and keep query strings out of access lines."""
+    logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
+    logger = logging.getLogger("nlu")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel("DEBUG" if level.lower() == "trace" else level.upper())
+
+
+def load_service(settings: ServerSettings) -> Service:
+    """Load and verify the model, the catalogue and the database (raises NLUError)."""
+    if not settings.model_dir:
+        raise ConfigError("no model directory given")
+    service = Service.from_paths(settings.model_dir, db=settings.db, config=settings.config)
+    # The first score pays about a second of one-off set-up; pay it here, not in front of
+    # the first customer (and prove the model scores before accepting traffic).
+    service.model.score_batch(["hola, ¿dónde está mi pedido?"])
+    return service
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: settings from NLU_SERVE_SETTINGS, secrets from
+    the usual environment variables."""
+    raw = os.environ.get(ENV_SETTINGS)
+    if not raw:
+        raise ConfigError(f"{ENV_SETTINGS} is not set; start the server with `nlu serve`")
+    settings = ServerSettings.from_env(**json.loads(raw))
+    _configure_logging(settings.log_level)
+    return create_app(load_service(settings), settings)
+
+
+def serve(settings: ServerSettings) -> None:
+    """Check everything, then run uvicorn. Raises NLUError (before uvicorn starts) when
+    a secret is missing or the model, catalogue or database is unusable."""
+    import uvicorn
+
+    settings.check()
+    if settings.log_level.lower() not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise ConfigError(f"--log-level must be critical, error, warning, info or debug, got {settings.log_level!r}")
+    service = load_service(settings)  # verifies the model even when workers load their own
+    _configure_logging(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        app = create_app(service, settings)
+        try:
+            uvicorn.run(app, **common)
+        finally:
+            service.close()
+        return
+    service.close()
+    os.environ[ENV_SETTINGS] = json.dumps(replace(settings, workers=1).public())
+    uvicorn.run("nlu.server:app_from_env", factory=True, workers=settings.workers, **common)

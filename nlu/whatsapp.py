@@ -1,0 +1,245 @@
+"""WhatsApp Cloud API webhook: signature check, payload parsing, and the outbound sender.
+
+Everything here is framework-free so it can be tested (and reused) without HTTP:
+
+* :func:`check_signature` verifies ``X-Hub-Signature-256`` (``sha256=<hex>``, the
+  HMAC-SHA256 of the *raw* request body keyed with the app secret) in constant time.
+  The server calls it before it parses a single byte of the body.
+* :func:`parse_webhook` turns a decoded notification (``object`` ->
+  ``entry[]`` -> ``changes[]`` -> ``value`` -> ``messages[]`` / ``statuses[]``) into the
+  customer messages the service should handle. It is strict about the fields it reads
+  (types are checked and a mistake names the JSON path) and lenient about everything
+  else, because Meta adds fields to these payloads without notice.
+* :class:`Sender` is where a reply body goes; :class:`LogSender`, the default, writes
+  one JSON line per reply to a logger so a deployment can swap in the real Graph API call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from .errors import InputError
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+SIGNATURE_PREFIX = "sha256="
+
+
+class PayloadError(InputError):
+    """A signed webhook body that is not a WhatsApp notification we can read."""
+
+
+# -- signature ----------------------------------------------------------------------------
+
+
+class Signature(Enum):
+    OK = "ok"
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    MISMATCH = "mismatch"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value Meta sends for ``body`` (used by tests and the load generator)."""
+    return SIGNATURE_PREFIX + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def check_signature(secret: str, body: bytes, header: str | None) -> Signature:
+    """Compare ``header`` with the HMAC of ``body`` in constant time.
+
+    The digest is always computed, even for a malformed header, so the time taken does
+    not tell a caller which check failed.
+    """
+    expected = sign(secret, body).encode("ascii")
+    if header is None or not header.strip():
+        return Signature.MISSING
+    # Header values arrive decoded as latin-1, so every character fits in one byte.
+    given = header.strip().lower().encode("latin-1", errors="replace")
+    if not given.startswith(SIGNATURE_PREFIX.encode("ascii")) or len(given) != len(expected):
+        hmac.compare_digest(expected, expected)
+        return Signature.MALFORMED
+    return Signature.OK if hmac.compare_digest(expected, given) else Signature.MISMATCH
+
+
+# -- payload ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhatsAppMessage:
+    """One customer message from a notification, ready for ``Service.handle``.
+
+    ``conversation_id`` is the customer's WhatsApp id (``contacts[].wa_id``, the same as
+    the message's ``from``); ``message_id`` is Meta's ``wamid...``, the idempotency key.
+    A reply button or list row picked by the customer gives its ``button_id`` and, as
+    ``text``, its title (what the customer saw and tapped).
+    """
+
+    conversation_id: str
+    message_id: str
+    type: str
+    text: str
+    button_id: str | None = None
+    phone_number_id: str | None = None
+    context_message_id: str | None = None  # the bot message a button reply answers
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Something in the notification that is acknowledged but not handled."""
+
+    message_id: str | None
+    type: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message_id": self.message_id, "type": self.type, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Notification:
+    messages: tuple[WhatsAppMessage, ...]
+    statuses: int
+    ignored: tuple[Ignored, ...]
+
+
+# Message types a customer can send that carry no text the model can read. They are
+# acknowledged (so Meta does not retry) and reported back as ignored.
+_SUPPORTED = ("text", "interactive", "button")
+
+
+def parse_webhook(payload: Any) -> Notification:
+    """Read a decoded webhook body; raise :class:`PayloadError` naming the bad path."""
+    root = _object(payload, "body")
+    obj = root.get("object")
+    if obj != "whatsapp_business_account":
+        raise PayloadError(f"body.object: expected \"whatsapp_business_account\", got {obj!r}")
+    messages: list[WhatsAppMessage] = []
+    ignored: list[Ignored] = []
+    statuses = 0
+    for i, entry in enumerate(_list(root.get("entry"), "body.entry")):
+        where = f"entry[{i}]"
+        for j, change in enumerate(_list(_object(entry, where).get("changes", []), f"{where}.changes")):
+            cwhere = f"{where}.changes[{j}]"
+            change = _object(change, cwhere)
+            if change.get("field", "messages") != "messages":
+                ignored.append(Ignored(None, str(change.get("field")), "unsupported_field"))
+                continue
+            value = _object(change.get("value"), f"{cwhere}.value")
+            vwhere = f"{cwhere}.value"
+            statuses += len(_list(value.get("statuses", []), f"{vwhere}.statuses"))
+            metadata = value.get("metadata")
+            phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
+            contacts = [_object(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
+            wa_ids = [_string(c.get("wa_id"), f"{vwhere}.contacts[{k}].wa_id") for k, c in enumerate(contacts)]
+            for k, raw in enumerate(_list(value.get("messages", []), f"{vwhere}.messages")):
+                message = _message(_object(raw, f"{vwhere}.messages[{k}]"), f"{vwhere}.messages[{k}]", wa_ids, phone_number_id)
+                if isinstance(message, Ignored):
+                    ignored.append(message)
+                else:
+                    messages.append(message)
+    return Notification(tuple(messages), statuses, tuple(ignored))
+
+
+def _message(raw: Mapping[str, Any], where: str, wa_ids: list[str], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
+    message_id = _string(raw.get("id"), f"{where}.id")
+    sender = _optional_str(raw.get("from"), f"{where}.from")
+    # contacts[].wa_id is the customer's id; with one contact it is the sender, and with
+    # several (rare; batched notifications) the one equal to "from" is.
+    if sender is not None and (sender in wa_ids or not wa_ids):
+        conversation_id = sender
+    elif len(wa_ids) == 1:
+        conversation_id = wa_ids[0]
+    else:
+        raise PayloadError(f"{where}.from: cannot tell which contact sent the message")
+    kind = _string(raw.get("type"), f"{where}.type")
+    context = raw.get("context")
+    context_id = _optional_str(context.get("id"), f"{where}.context.id") if isinstance(context, Mapping) else None
+    common: dict[str, Any] = {
+        "conversation_id": conversation_id, "message_id": message_id, "phone_number_id": phone_number_id, "context_message_id": context_id,
+    }
+    if kind == "text":
+        body = _string(_object(raw.get("text"), f"{where}.text").get("body"), f"{where}.text.body")
+        return WhatsAppMessage(type="text", text=body, **common)
+    if kind == "interactive":
+        interactive = _object(raw.get("interactive"), f"{where}.interactive")
+        sub = _string(interactive.get("type"), f"{where}.interactive.type")
+        if sub not in ("button_reply", "list_reply"):
+            return Ignored(message_id, f"interactive.{sub}", "unsupported_type")
+        picked = _object(interactive.get(sub), f"{where}.interactive.{sub}")
+        button_id = _string(picked.get("id"), f"{where}.interactive.{sub}.id")
+        title = _optional_str(picked.get("title"), f"{where}.interactive.{sub}.title") or ""
+        return WhatsAppMessage(type=sub, text=title, button_id=button_id, **common)
+    if kind == "button":  # quick-reply button of a template message
+        button = _object(raw.get("button"), f"{where}.button")
+        payload = _optional_str(button.get("payload"), f"{where}.button.payload")
+        text = _optional_str(button.get("text"), f"{where}.button.text") or ""
+        return WhatsAppMessage(type="button", text=text, button_id=payload, **common)
+    return Ignored(message_id, kind, "unsupported_type")
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise PayloadError(f"{where}: expected an object, got {_json_type(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise PayloadError(f"{where}: expected an array, got {_json_type(value)}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise PayloadError(f"{where}: expected a non-empty string, got {_json_type(value)}")
+    return value
+
+
+def _optional_str(value: Any, where: str) -> str | None:
+    return None if value is None else _string(value, where)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+class Sender(Protocol):
+    """Delivers a Cloud API message body (``POST /{phone-number-id}/messages``).
+
+    A real implementation holds the access token and the phone number id and makes the
+    HTTP call; it should raise on failure (the server logs and counts it).
+    """
+
+    def send(self, body: dict[str, Any]) -> None: ...
+
+
+class LogSender:
+    """The default sender: one JSON line per reply on the ``nlu.whatsapp.outbox`` logger.
+
+    The recipient's number is masked to its last four digits (it is personal data); the
+    body holds only the bot's own wording, and no secret ever reaches this logger.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("nlu.whatsapp.outbox")
+
+    def send(self, body: dict[str, Any]) -> None:
+        shown = dict(body)
+        if isinstance(shown.get("to"), str):
+            shown["to"] = mask_phone(shown["to"])
+        self.logger.info(json.dumps(shown, ensure_ascii=False, sort_keys=True))
+
+
+def mask_phone(number: str) -> str:
+    return "*" * max(0, len(number) - 4) + number[-4:]

@@ -1,0 +1,762 @@
+"""The HTTP service, in-process through the ASGI app, plus one real `nlu serve` process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from nlu.cli import app as cli_app
+from nlu.errors import ConfigError, QueueError
+from nlu.metrics_http import Metrics
+from nlu.server import ENV_AGENT_TOKEN, ENV_APP_SECRET, ENV_VERIFY_TOKEN, ServerSettings, _RedactQuery, create_app
+from nlu.service import Service
+from nlu.whatsapp import LogSender, PayloadError, Signature, check_signature, parse_webhook, sign
+
+with warnings.catch_warnings():  # starlette's TestClient warns that it prefers httpx2
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+VERIFY = "verifica-esto-123"
+SECRET = "app-secret-0123456789abcdef"
+TOKEN = "agente-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WA_ID = "5215512345678"
+SETTINGS = ServerSettings(verify_token=VERIFY, app_secret=SECRET, agent_token=TOKEN, max_body_bytes=64 * 1024, max_webhook_bytes=16 * 1024)
+
+
+class RecordingSender:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail = fail
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.sent.append(body)
+        if self.fail:
+            raise RuntimeError("graph api down")
+
+
+@pytest.fixture
+def service(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Service]:
+    with Service.from_paths(tiny_model_dir, db=tmp_path / "nlu.db") as svc:
+        yield svc
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def client(service: Service, sender: RecordingSender) -> TestClient:
+    return TestClient(create_app(service, SETTINGS, sender=sender), raise_server_exceptions=False)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def wa_text(message_id: str, body: str, wa_id: str = WA_ID) -> dict[str, Any]:
+    return {"from": wa_id, "id": message_id, "timestamp": "1732520000", "type": "text", "text": {"body": body}}
+
+
+def wa_choice(message_id: str, kind: str, choice_id: str, title: str, wa_id: str = WA_ID) -> dict[str, Any]:
+    picked = {"id": choice_id, "title": title}
+    if kind == "list_reply":
+        picked["description"] = "opción"
+    return {
+        "from": wa_id, "id": message_id, "timestamp": "1732520001", "type": "interactive",
+        "context": {"from": "15550001111", "id": "wamid.bot-question"},
+        "interactive": {"type": kind, kind: picked},
+    }
+
+
+def wa_payload(messages: list[dict[str, Any]] | None = None, statuses: list[dict[str, Any]] | None = None, wa_id: str = WA_ID) -> dict[str, Any]:
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"}}
+    if messages:
+        value["contacts"] = [{"profile": {"name": "Ana"}, "wa_id": wa_id}]
+        value["messages"] = messages
+    if statuses:
+        value["statuses"] = statuses
+    return {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}]}
+
+
+def post_webhook(client: TestClient, payload: Any, secret: str = SECRET, raw: bytes | None = None, signature: str | None = "sign") -> httpx.Response:
+    body = raw if raw is not None else json.dumps(payload, ensure_ascii=False).encode()
+    headers = {"Content-Type": "application/json"}
+    if signature == "sign":
+        headers["X-Hub-Signature-256"] = sign(secret, body)
+    elif signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    return client.post("/webhooks/whatsapp", content=body, headers=headers)
+
+
+def consent(client: TestClient, conversation: str = "c1") -> None:
+    r = client.post("/v1/messages", json={"conversation_id": conversation, "message_id": f"{conversation}-consent", "text": "", "button_id": "consent:yes"})
+    assert r.status_code == 200 and r.json()["reasons"] == ["consent_granted"]
+
+
+def escalate(client: TestClient, conversation: str = "c1", message_id: str = "m-esc") -> dict[str, Any]:
+    consent(client, conversation)
+    r = client.post("/v1/messages", json={"conversation_id": conversation, "message_id": message_id, "text": "quiero hablar con una persona"})
+    assert r.status_code == 200 and r.json()["action"] == "escalate"
+    return r.json()
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+
+
+# -- scoring ---------------------------------------------------------------------------
+
+
+def test_server_score_one_text(client: TestClient) -> None:
+    r = client.post("/v1/score", json={"text": "dónde está mi pedido #A-48213??"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["prediction"]["intent"] == "estado_pedido"
+    assert len(body["prediction"]["ranking"]) == 3
+    assert 0.0 <= body["prediction"]["frustration"] <= 1.0
+
+
+def test_server_score_batch_keeps_order(client: TestClient) -> None:
+    texts = ["hola buenas", "cuánto cuesta la licuadora?", "mil gracias!!"]
+    r = client.post("/v1/score", json={"texts": texts, "top": 1})
+    assert r.status_code == 200
+    predictions = r.json()["predictions"]
+    assert [p["intent"] for p in predictions] == ["saludo", "precio_producto", "agradecimiento"]
+    assert all(len(p["ranking"]) == 1 for p in predictions)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 422, "missing_field"),
+        ({"text": 3}, 422, "invalid_type"),
+        ({"text": None}, 422, "invalid_type"),
+        ({"text": ["hola"]}, 422, "invalid_type"),
+        ({"texts": "hola"}, 422, "invalid_type"),
+        ({"texts": ["hola", 2]}, 422, "invalid_type"),
+        ({"text": ""}, 422, "empty_text"),
+        ({"text": "  \n\t "}, 422, "empty_text"),
+        ({"texts": ["hola", " "]}, 422, "empty_text"),
+        ({"texts": []}, 422, "empty_batch"),
+        ({"text": "a" * 4097}, 422, "text_too_long"),
+        ({"texts": ["hola", "a" * 4097]}, 422, "text_too_long"),
+        ({"texts": ["hola"] * 257}, 422, "batch_too_large"),
+        ({"text": "hola", "texts": ["hola"]}, 422, "conflicting_fields"),
+        ({"text": "hola", "lang": "es"}, 422, "unknown_field"),
+        ({"text": "hola", "top": "3"}, 422, "invalid_type"),
+        ({"text": "hola", "top": 0}, 422, "invalid_value"),
+        ([{"text": "hola"}], 422, "invalid_type"),
+        ("hola", 422, "invalid_type"),
+        (None, 422, "invalid_type"),
+    ],
+)
+def test_server_score_rejects_bad_bodies(client: TestClient, body: Any, status: int, code: str) -> None:
+    assert_error(client.post("/v1/score", content=json.dumps(body), headers={"Content-Type": "application/json"}), status, code)
+
+
+def test_server_score_limits_are_inclusive(client: TestClient) -> None:
+    assert client.post("/v1/score", json={"text": "a" * 4096}).status_code == 200
+    assert client.post("/v1/score", json={"texts": ["hola"] * 256}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"text": "hola"', "invalid_json"),
+        (b"", "invalid_json"),
+        (b"\xff\xfe\x00garbage", "invalid_json"),
+        (b"[" * 50_000, "invalid_json"),
+        (b'{"text": "\\ud83d"}', "invalid_text"),  # a lone surrogate cannot be stored or sent
+    ],
+    ids=["truncated", "empty", "invalid-utf8", "deep-nesting", "lone-surrogate"],
+)
+def test_server_unparseable_bodies(client: TestClient, raw: bytes, code: str) -> None:
+    r = client.post("/v1/score", content=raw, headers={"Content-Type": "application/json"})
+    assert_error(r, 400 if code == "invalid_json" else 422, code)
+
+
+JSON_POSTS = ["/v1/score", "/v1/messages", "/v1/queue/claim", "/v1/queue/1/resolve", "/v1/queue/1/release"]
+
+
+@pytest.mark.parametrize("path", JSON_POSTS)
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_server_wrong_content_type_is_415(client: TestClient, path: str, content_type: str | None) -> None:
+    headers = {**AUTH} if content_type is None else {**AUTH, "Content-Type": content_type}
+    assert_error(client.post(path, content=b'{"text": "hola"}', headers=headers), 415, "unsupported_media_type")
+
+
+def test_server_json_with_charset_is_accepted(client: TestClient) -> None:
+    r = client.post("/v1/score", content=b'{"text": "hola"}', headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/webhooks/whatsapp"])
+def test_server_body_over_limit_refused_from_content_length(client: TestClient, path: str) -> None:
+    big = b'{"text": "' + b"a" * 70_000 + b'"}'
+    r = client.post(path, content=big, headers={"Content-Type": "application/json"})
+    assert_error(r, 413, "body_too_large")
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/webhooks/whatsapp"])
+def test_server_body_over_limit_refused_while_streaming(client: TestClient, path: str) -> None:
+    # A generator body is sent chunked, with no Content-Length to check up front.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(100):
+            yield b"a" * 1024
+        yield b'"}'
+
+    r = client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+    assert_error(r, 413, "body_too_large")
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+def test_server_messages_consent_then_answer(client: TestClient) -> None:
+    r = client.post("/v1/messages", json={"conversation_id": "c1", "message_id": "m1", "text": "hola"})
+    assert r.status_code == 200
+    first = r.json()
+    assert first["action"] == "answer" and first["reasons"] == ["no_consent"]
+    reply = first["reply"]
+    assert reply["messaging_product"] == "whatsapp" and reply["to"] == "c1" and reply["type"] == "interactive"
+    assert [b["reply"]["id"] for b in reply["interactive"]["action"]["buttons"]] == ["consent:yes", "consent:no"]
+
+    consent(client)
+    r = client.post("/v1/messages", json={"conversation_id": "c1", "message_id": "m2", "text": "cuánto cuesta la licuadora oster?"})
+    body = r.json()
+    assert body["action"] == "answer" and body["intent"] == "precio_producto"
+    assert body["reply"]["type"] == "text" and body["reply"]["text"]["body"]
+    assert body["prediction"]["intent"] == "precio_producto" and body["ticket"] is None and body["duplicate"] is False
+
+
+def test_server_messages_retry_is_answered_once(client: TestClient, service: Service) -> None:
+    first = escalate(client, message_id="m-esc")
+    again = client.post("/v1/messages", json={"conversation_id": "c1", "message_id": "m-esc", "text": "quiero hablar con una persona"}).json()
+    assert again["duplicate"] is True and again["action"] == "escalate"
+    assert again["ticket"]["id"] == first["ticket"]["id"]
+    assert len(service.queue.list()) == 1
+
+
+def test_server_messages_while_person_holds_conversation(client: TestClient) -> None:
+    escalate(client)
+    r = client.post("/v1/messages", json={"conversation_id": "c1", "message_id": "m-after", "text": "hola? sigue ahí alguien?"})
+    assert r.status_code == 200 and r.json()["action"] == "handover" and r.json()["reply"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"message_id": "m", "text": "hola"}, "missing_field"),
+        ({"conversation_id": "c", "text": "hola"}, "missing_field"),
+        ({"conversation_id": "c", "message_id": "m"}, "missing_field"),
+        ({"conversation_id": 5, "message_id": "m", "text": "hola"}, "invalid_type"),
+        ({"conversation_id": "c", "message_id": "m", "text": 1.5}, "invalid_type"),
+        ({"conversation_id": "c", "message_id": "m", "text": None}, "invalid_type"),
+        ({"conversation_id": "c", "message_id": "m", "text": "   "}, "empty_text"),
+        ({"conversation_id": " ", "message_id": "m", "text": "hola"}, "empty_field"),
+        ({"conversation_id": "", "message_id": "m", "text": "hola"}, "empty_field"),
+        ({"conversation_id": "c", "message_id": "m", "text": "a" * 4097}, "text_too_long"),
+        ({"conversation_id": "c" * 513, "message_id": "m", "text": "hola"}, "field_too_long"),
+        ({"conversation_id": "c", "message_id": "m", "text": "hola", "channel": "wa"}, "unknown_field"),
+        ({"conversation_id": "c", "message_id": "m", "text": "hola", "button_id": 3}, "invalid_type"),
+    ],
+)
+def test_server_messages_rejects_bad_bodies(client: TestClient, body: dict[str, Any], code: str) -> None:
+    assert_error(client.post("/v1/messages", json=body), 422, code)
+
+
+# -- agents ----------------------------------------------------------------------------
+
+AGENT_CALLS = [
+    ("GET", "/v1/queue", None),
+    ("POST", "/v1/queue/claim", {"agent": "ana"}),
+    ("POST", "/v1/queue/1/resolve", {"agent": "ana"}),
+    ("POST", "/v1/queue/1/release", {"agent": "ana"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), AGENT_CALLS)
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_token"),
+        ("Bearer nope", "invalid_token"),
+        (f"Bearer {TOKEN}x", "invalid_token"),
+        (f"Basic {TOKEN}", "invalid_token"),
+        (f"Bearer {TOKEN[:-1]}", "invalid_token"),
+        ("Bearer", "invalid_token"),
+    ],
+)
+def test_server_agent_routes_need_the_token(client: TestClient, method: str, path: str, body: Any, header: str | None, code: str) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    # Auth is checked first: even a malformed body gets 401, not 400.
+    r = client.request(method, path, content=b"{not json", headers={**headers, "Content-Type": "application/json"})
+    assert_error(r, 401, code)
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_server_queue_claim_resolve_release(client: TestClient) -> None:
+    ticket = escalate(client)["ticket"]
+    escalate(client, conversation="c2", message_id="m-esc-2")
+
+    listed = client.get("/v1/queue", headers=AUTH).json()
+    assert listed["depth"] == 2 and {t["id"] for t in listed["tickets"]} >= {ticket["id"]}
+    assert client.get("/v1/queue?status=resolved", headers=AUTH).json()["tickets"] == []
+
+    claimed = client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana", "lease_seconds": 60}).json()["ticket"]
+    assert claimed["status"] == "claimed" and claimed["agent"] == "ana"
+    other = client.post("/v1/queue/claim", headers=AUTH, json={"agent": "bruno"}).json()["ticket"]
+    assert other["id"] != claimed["id"]
+    assert client.post("/v1/queue/claim", headers=AUTH, json={"agent": "carla"}).json() == {"ticket": None}
+
+    assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
+    assert_error(client.post(f"/v1/queue/{claimed['id']}/release", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
+    released = client.post(f"/v1/queue/{other['id']}/release", headers=AUTH, json={"agent": "bruno"}).json()["ticket"]
+    assert released["status"] == "queued" and released["agent"] is None
+
+    resolved = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "reembolso hecho"}).json()
+    assert resolved["ticket"]["status"] == "resolved"
+    assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/v1/queue/999/resolve", {"agent": "ana"}, 404, "unknown_ticket"),
+        ("POST", "/v1/queue/999/release", {"agent": "ana"}, 404, "unknown_ticket"),
+        ("POST", "/v1/queue/abc/resolve", {"agent": "ana"}, 422, "invalid_type"),
+        ("POST", "/v1/queue/1/resolve", {}, 422, "missing_field"),
+        ("POST", "/v1/queue/1/resolve", {"agent": " "}, 422, "empty_field"),
+        ("POST", "/v1/queue/1/resolve", {"agent": "ana", "resolution": 3}, 422, "invalid_type"),
+        ("POST", "/v1/queue/claim", {"agent": "ana", "lease_seconds": 1}, 422, "invalid_value"),
+        ("POST", "/v1/queue/claim", {"agent": "ana", "lease_seconds": "60"}, 422, "invalid_type"),
+        ("POST", "/v1/queue/claim", {"agent": "ana", "priority": 1}, 422, "unknown_field"),
+        ("GET", "/v1/queue?status=lost", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=0", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=many", None, 422, "invalid_type"),
+    ],
+)
+def test_server_queue_caller_errors(client: TestClient, method: str, path: str, body: Any, status: int, code: str) -> None:
+    assert_error(client.request(method, path, json=body, headers=AUTH), status, code)
+
+
+# -- WhatsApp webhook --------------------------------------------------------------------
+
+
+def test_server_webhook_verify_handshake(client: TestClient) -> None:
+    r = client.get("/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "1158201444"})
+    assert r.status_code == 200 and r.text == "1158201444" and r.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY, "hub.challenge": "1"},
+        {"hub.mode": "subscribe", "hub.challenge": "1"},
+        {"hub.mode": "subscribe", "hub.verify_token": VERIFY},
+        {},
+    ],
+)
+def test_server_webhook_verify_refuses(client: TestClient, params: dict[str, str]) -> None:
+    assert_error(client.get("/webhooks/whatsapp", params=params), 403, "verification_failed")
+
+
+def test_server_webhook_text_message_is_answered_and_sent(client: TestClient, sender: RecordingSender) -> None:
+    r = post_webhook(client, wa_payload([wa_text("wamid.A1", "hola buenas")]))
+    assert r.status_code == 200
+    body = r.json()
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.A1"]
+    reply = body["messages"][0]["reply"]
+    assert reply["to"] == WA_ID and reply["type"] == "interactive"  # the consent question
+    assert sender.sent == [reply]
+
+
+@pytest.mark.parametrize(
+    ("signature", "status", "code"),
+    [
+        (None, 401, "missing_signature"),
+        ("", 401, "missing_signature"),
+        ("sha256=" + "0" * 64, 403, "invalid_signature"),
+        ("sha1=abc", 403, "invalid_signature"),
+        ("garbage", 403, "invalid_signature"),
+        ("sha256=" + "é" * 64, 403, "invalid_signature"),
+    ],
+)
+def test_server_webhook_bad_signature(client: TestClient, sender: RecordingSender, service: Service, signature: str | None, status: int, code: str) -> None:
+    payload = wa_payload([wa_text("wamid.S1", "quiero hablar con una persona")])
+    body = json.dumps(payload).encode()
+    headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature.encode("latin-1")  # raw bytes, as a forger could send
+    assert_error(client.post("/webhooks/whatsapp", content=body, headers=headers), status, code)
+    assert sender.sent == [] and service.conversations.outcome("wamid.S1") is None
+
+
+def test_server_webhook_signed_with_another_secret(client: TestClient) -> None:
+    assert_error(post_webhook(client, wa_payload([wa_text("wamid.S2", "hola")]), secret="not-the-secret"), 403, "invalid_signature")
+
+
+def test_server_webhook_body_altered_after_signing(client: TestClient, sender: RecordingSender) -> None:
+    original = json.dumps(wa_payload([wa_text("wamid.S3", "hola")])).encode()
+    signature = sign(SECRET, original)
+    tampered = original.replace(b"hola", b"HOLA")
+    r = client.post("/webhooks/whatsapp", content=tampered, headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    assert_error(r, 403, "invalid_signature")
+    # Re-serialising the same JSON differently also breaks it: the check is on the raw bytes.
+    reformatted = json.dumps(json.loads(original), indent=1).encode()
+    r = client.post("/webhooks/whatsapp", content=reformatted, headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    assert_error(r, 403, "invalid_signature")
+    assert sender.sent == []
+
+
+def test_server_webhook_signature_checked_before_parsing(client: TestClient) -> None:
+    # Garbage that is not even JSON: refused for its signature, never parsed.
+    assert_error(post_webhook(client, None, raw=b"\x00\xffnot json", signature="sha256=" + "a" * 64), 403, "invalid_signature")
+    assert_error(post_webhook(client, None, raw=b"\x00\xffnot json"), 400, "invalid_json")
+
+
+def test_server_webhook_retry_makes_one_ticket_and_one_send(client: TestClient, sender: RecordingSender, service: Service) -> None:
+    assert post_webhook(client, wa_payload([wa_choice("wamid.C1", "button_reply", "consent:yes", "Sí, acepto")])).status_code == 200
+    payload = wa_payload([wa_text("wamid.E1", "quiero hablar con una persona, ya!")])
+    first = post_webhook(client, payload).json()["messages"][0]
+    assert first["action"] == "escalate" and first["duplicate"] is False and first["ticket"] is not None
+    for _ in range(3):  # Meta redelivers when it did not see our 200 in time
+        again = post_webhook(client, payload).json()["messages"][0]
+        assert again["duplicate"] is True and again["ticket"] == first["ticket"] and again["reply"] == first["reply"]
+    tickets = service.queue.list()
+    assert len(tickets) == 1 and tickets[0].message_id == "wamid.E1"
+    assert len([b for b in sender.sent if b == first["reply"]]) == 1
+    assert len(sender.sent) == 2  # the consent confirmation and the handover notice
+
+
+def test_server_webhook_same_message_twice_in_one_delivery(client: TestClient, sender: RecordingSender) -> None:
+    message = wa_text("wamid.D1", "hola")
+    body = post_webhook(client, wa_payload([message, message])).json()
+    assert [m["duplicate"] for m in body["messages"]] == [False, True]
+    assert len(sender.sent) == 1
+
+
+def test_server_webhook_button_reply_continues_conversation(client: TestClient, sender: RecordingSender) -> None:
+    first = post_webhook(client, wa_payload([wa_text("wamid.B1", "hola")])).json()["messages"][0]
+    buttons = first["reply"]["interactive"]["action"]["buttons"]
+    yes = next(b["reply"] for b in buttons if b["reply"]["id"] == "consent:yes")
+
+    # The customer taps the button the bot sent: the service reads it in context.
+    second = post_webhook(client, wa_payload([wa_choice("wamid.B2", "button_reply", yes["id"], yes["title"])])).json()["messages"][0]
+    assert second["action"] == "answer" and second["reply"]["type"] == "text"
+
+    # A list row naming an intent is taken as that intent.
+    third = post_webhook(client, wa_payload([wa_choice("wamid.B3", "list_reply", "intent:precio_producto", "Precios")])).json()["messages"][0]
+    assert third["action"] == "answer"
+    assert [b["to"] for b in sender.sent] == [WA_ID] * 3
+
+
+def test_server_webhook_status_updates_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
+    statuses = [
+        {"id": "wamid.OUT1", "status": "sent", "timestamp": "1732520002", "recipient_id": WA_ID},
+        {"id": "wamid.OUT1", "status": "delivered", "timestamp": "1732520003", "recipient_id": WA_ID},
+        {"id": "wamid.OUT1", "status": "read", "timestamp": "1732520004", "recipient_id": WA_ID},
+    ]
+    r = post_webhook(client, wa_payload(statuses=statuses))
+    assert r.status_code == 200 and r.json() == {"messages": [], "statuses": 3, "ignored": []}
+    assert sender.sent == []
+
+
+def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
+    image = {"from": WA_ID, "id": "wamid.I1", "timestamp": "1", "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
+    r = post_webhook(client, wa_payload([image]))
+    assert r.status_code == 200
+    assert r.json()["ignored"] == [{"message_id": "wamid.I1", "type": "image", "reason": "unsupported_type"}]
+    assert sender.sent == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"object": "page", "entry": []},
+        {"object": "whatsapp_business_account"},
+        {"object": "whatsapp_business_account", "entry": {}},
+        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"id": "w", "type": "text"}]}}]}]},
+        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"from": "1", "id": "w", "type": "text", "text": {"body": 5}}]}}]}]},
+        [],
+    ],
+)
+def test_server_webhook_signed_but_malformed(client: TestClient, payload: Any) -> None:
+    assert_error(post_webhook(client, payload), 422, "invalid_payload")
+
+
+def test_server_webhook_sender_failure_still_answers(service: Service) -> None:
+    failing = RecordingSender(fail=True)
+    metrics = Metrics()
+    client = TestClient(create_app(service, SETTINGS, sender=failing, metrics=metrics), raise_server_exceptions=False)
+    r = post_webhook(client, wa_payload([wa_text("wamid.F1", "hola")]))
+    assert r.status_code == 200 and r.json()["messages"][0]["reply"] is not None
+    assert metrics.value("nlu_whatsapp_send_failures_total") == 1
+
+
+def test_server_database_failure_is_503_not_a_caller_error(client: TestClient, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.Error as exc:
+            raise QueueError("nlu.db: cannot claim a ticket: database is locked") from exc
+
+    monkeypatch.setattr(service.queue, "claim", locked)
+    assert_error(client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}), 503, "storage_unavailable")
+
+    def store_locked(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(service, "handle", store_locked)
+    assert_error(client.post("/v1/messages", json={"conversation_id": "c", "message_id": "m", "text": "hola"}), 503, "storage_unavailable")
+    assert_error(post_webhook(client, wa_payload([wa_text("wamid.L1", "hola")])), 503, "storage_unavailable")
+
+
+# -- no 5xx for garbage ------------------------------------------------------------------
+
+GARBAGE: list[bytes] = [
+    b"", b"null", b"0", b"-1e999", b"NaN", b"true", b'""', b"[]", b"{}", b"[[[[[[[[", b"{" * 10_000, b"[" * 20_000,
+    b'{"text": {}}', b'{"texts": [[]]}', b'{"texts": [null]}', b'{"text": "\\u0000"}', b'{"text": "\\ud800\\udc00"}',
+    b'{"text": "\\udc00"}', b'{"conversation_id": [], "message_id": {}, "text": 1}', b'{"agent": null}',
+    b'{"agent": "a", "lease_seconds": 1e309}', b'{"agent": "a", "lease_seconds": -5}', b'{"agent": "a", "resolution": []}',
+    b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": null}]}]}',
+    b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages": [null]}}]}]}',
+    b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"statuses": 3}}]}]}',
+    "{\"text\": \"hola 😡🇦🇷 ñandú \u202e\u0301\"}".encode(), b"\xc3\x28", b"\xef\xbb\xbf{}", "{\"text\": \"x\"}".encode("utf-16"),
+]
+
+
+@pytest.mark.parametrize("path", [*JSON_POSTS, "/v1/queue/99999999999999999999999/resolve", "/webhooks/whatsapp"])
+def test_server_garbage_never_gives_5xx(client: TestClient, path: str) -> None:
+    for raw in GARBAGE:
+        for headers in ({"Content-Type": "application/json", **AUTH}, {"Content-Type": "application/json"}):
+            if path == "/webhooks/whatsapp":
+                headers = {**headers, "X-Hub-Signature-256": sign(SECRET, raw)}
+            r = client.post(path, content=raw, headers=headers)
+            assert r.status_code < 500, (path, raw[:60], r.status_code, r.text)
+            if r.status_code >= 400:
+                assert r.json()["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/score"), ("PUT", "/v1/messages"), ("DELETE", "/v1/queue/1/resolve"), ("GET", "/nada"), ("GET", "/webhooks/whatsapp?hub.challenge=" + "x" * 300)],
+)
+def test_server_wrong_method_or_path_is_4xx(client: TestClient, method: str, path: str) -> None:
+    r = client.request(method, path, headers=AUTH)
+    assert 400 <= r.status_code < 500 and r.json()["error"]["code"]
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+def test_server_healthz_reports_the_model(client: TestClient, tiny_model_dir: Path) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["model"]["name"] == tiny_model_dir.name
+    assert body["model"]["heads"] == {"intent": 6, "sentiment": 3, "emotion": 4} and body["model"]["labels"] == 13
+    assert 0 < body["thresholds"]["answer_threshold"] < 1 and "frustration_threshold" in body["thresholds"]
+
+
+def test_server_metrics_count_requests_actions_and_queue(client: TestClient) -> None:
+    escalate(client)
+    client.post("/v1/score", json={"text": 1})
+    client.get("/v1/queue")  # refused by the front door, still counted under its route
+    text = client.get("/metrics").text
+    assert 'nlu_http_requests_total{method="POST",route="/v1/messages",status="200"} 2' in text
+    assert 'nlu_http_requests_total{method="POST",route="/v1/score",status="422"} 1' in text
+    assert 'nlu_http_requests_total{method="GET",route="/v1/queue",status="401"} 1' in text
+    assert 'nlu_actions_total{action="escalate"} 1' in text
+    assert 'nlu_http_request_duration_seconds_bucket{le="+Inf",route="/v1/messages"} 2' in text
+    assert "nlu_queue_depth 1" in text
+
+
+def test_server_openapi_lists_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    assert documented == {
+        ("POST", "/v1/score"), ("POST", "/v1/messages"),
+        ("GET", "/v1/queue"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/{ticket_id}/resolve"), ("POST", "/v1/queue/{ticket_id}/release"),
+        ("GET", "/webhooks/whatsapp"), ("POST", "/webhooks/whatsapp"), ("GET", "/healthz"), ("GET", "/metrics"),
+    }
+    score = spec["paths"]["/v1/score"]["post"]
+    assert "422" in score["responses"] and "415" in score["responses"]
+    schema = spec["components"]["schemas"]["ScoreRequest"]
+    assert schema["properties"]["texts"]["anyOf"][0]["maxItems"] == 256
+    assert spec["paths"]["/v1/queue/claim"]["post"]["security"]
+
+
+def test_server_parts_can_be_disabled(service: Service) -> None:
+    settings = ServerSettings(webhook=False, agents=False)
+    client = TestClient(create_app(service, settings), raise_server_exceptions=False)
+    assert client.post("/webhooks/whatsapp", content=b"{}", headers={"Content-Type": "application/json"}).status_code == 404
+    assert client.get("/v1/queue", headers=AUTH).status_code == 404
+    assert client.post("/v1/score", json={"text": "hola"}).status_code == 200
+    assert set(client.get("/openapi.json").json()["paths"]) == {"/v1/score", "/v1/messages", "/healthz", "/metrics"}
+
+
+@pytest.mark.parametrize(
+    ("env", "values", "missing"),
+    [
+        ({}, {}, [ENV_VERIFY_TOKEN, ENV_APP_SECRET, ENV_AGENT_TOKEN]),
+        ({ENV_VERIFY_TOKEN: "v", ENV_APP_SECRET: "s"}, {}, [ENV_AGENT_TOKEN]),
+        ({ENV_AGENT_TOKEN: TOKEN}, {}, [ENV_VERIFY_TOKEN, ENV_APP_SECRET]),
+        ({ENV_AGENT_TOKEN: TOKEN, ENV_APP_SECRET: " "}, {"agents": True}, [ENV_VERIFY_TOKEN, ENV_APP_SECRET]),
+        ({}, {"webhook": False}, [ENV_AGENT_TOKEN]),
+        ({}, {"agents": False}, [ENV_VERIFY_TOKEN, ENV_APP_SECRET]),
+    ],
+)
+def test_server_settings_name_the_missing_secret(env: dict[str, str], values: dict[str, Any], missing: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.from_env(env, **values).check()
+    message = str(info.value)
+    assert all(name in message for name in missing)
+    assert all(name not in message for name in {ENV_VERIFY_TOKEN, ENV_APP_SECRET, ENV_AGENT_TOKEN} - set(missing))
+
+
+def test_server_settings_short_agent_token_and_secrets_not_in_repr() -> None:
+    with pytest.raises(ConfigError, match="shorter"):
+        ServerSettings.from_env({ENV_AGENT_TOKEN: "corto"}, webhook=False).check()
+    settings = ServerSettings.from_env({ENV_AGENT_TOKEN: TOKEN, ENV_APP_SECRET: SECRET, ENV_VERIFY_TOKEN: VERIFY})
+    settings.check()
+    assert TOKEN not in repr(settings) and SECRET not in repr(settings) and VERIFY not in repr(settings)
+    assert ServerSettings.from_env({"NLU_DB": "/x/y.db"}).db == "/x/y.db"
+
+
+def test_server_access_log_drops_query_strings() -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', ("1.2.3.4", "GET", f"/webhooks/whatsapp?hub.verify_token={VERIFY}", "1.1", 200), None)
+    _RedactQuery().filter(record)
+    assert VERIFY not in record.getMessage() and "/webhooks/whatsapp" in record.getMessage()
+
+
+# -- whatsapp.py on its own ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, Signature.MISSING),
+        ("   ", Signature.MISSING),
+        ("sha256=", Signature.MALFORMED),
+        ("md5=" + "0" * 64, Signature.MALFORMED),
+        ("sha256=" + "0" * 64, Signature.MISMATCH),
+    ],
+)
+def test_whatsapp_check_signature(header: str | None, expected: Signature) -> None:
+    assert check_signature(SECRET, b"{}", header) is expected
+
+
+def test_whatsapp_signature_accepts_upper_case_hex() -> None:
+    header = sign(SECRET, b'{"a": 1}')
+    assert check_signature(SECRET, b'{"a": 1}', header) is Signature.OK
+    assert check_signature(SECRET, b'{"a": 1}', "sha256=" + header[7:].upper()) is Signature.OK
+
+
+def test_whatsapp_parse_reads_every_supported_type() -> None:
+    template_button = {"from": WA_ID, "id": "wamid.T", "type": "button", "button": {"payload": "intent:estado_pedido", "text": "Mi pedido"}}
+    notification = parse_webhook(
+        wa_payload([wa_text("wamid.1", "hola"), wa_choice("wamid.2", "button_reply", "consent:yes", "Sí"), wa_choice("wamid.3", "list_reply", "intent:devolucion", "Devoluciones"), template_button])
+    )
+    assert [(m.type, m.text, m.button_id) for m in notification.messages] == [
+        ("text", "hola", None), ("button_reply", "Sí", "consent:yes"), ("list_reply", "Devoluciones", "intent:devolucion"), ("button", "Mi pedido", "intent:estado_pedido"),
+    ]
+    assert {m.conversation_id for m in notification.messages} == {WA_ID}
+    assert notification.messages[1].context_message_id == "wamid.bot-question"
+    assert notification.messages[0].phone_number_id == "106540352242922"
+
+
+def test_whatsapp_parse_errors_name_the_path() -> None:
+    payload = wa_payload([wa_text("wamid.1", "hola")])
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = ["no"]
+    with pytest.raises(PayloadError, match=r"entry\[0\]\.changes\[0\]\.value\.messages\[0\]\.text\.body"):
+        parse_webhook(payload)
+
+
+def test_whatsapp_log_sender_masks_the_number(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="nlu.whatsapp.outbox"):
+        LogSender().send({"messaging_product": "whatsapp", "to": WA_ID, "type": "text", "text": {"body": "¡Hola!"}})
+    line = json.loads(caplog.records[0].getMessage())
+    assert line["to"].endswith(WA_ID[-4:]) and WA_ID not in caplog.text and line["text"]["body"] == "¡Hola!"
+
+
+# -- the command and the real server ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, ENV_VERIFY_TOKEN),
+        (["--no-webhook"], {}, ENV_AGENT_TOKEN),
+        (["--no-webhook", "--no-agents", "--port", "0"], {}, "--port"),
+        (["--no-webhook", "--no-agents", "--log-level", "loud"], {}, "--log-level"),
+    ],
+)
+def test_cli_serve_refuses_to_start_without_secrets(tiny_model_dir: Path, args: list[str], env: dict[str, str], expected: str) -> None:
+    clean = {name: "" for name in (ENV_VERIFY_TOKEN, ENV_APP_SECRET, ENV_AGENT_TOKEN)}
+    result = CliRunner().invoke(cli_app, ["serve", str(tiny_model_dir), *args], env={**clean, **env})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_serve_refuses_a_bad_model(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "meta.json").write_text("{not json", encoding="utf-8")
+    result = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "broken"), "--no-webhook", "--no-agents", "--db", str(tmp_path / "db")])
+    assert result.exit_code == 1 and "meta.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_server_real_process_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, ENV_VERIFY_TOKEN: VERIFY, ENV_APP_SECRET: SECRET, ENV_AGENT_TOKEN: TOKEN}
+    command = [sys.executable, "-m", "nlu", "serve", str(tiny_model_dir), "--port", str(port), "--db", str(tmp_path / "nlu.db"), "--no-access-log", "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1].decode()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+        r = httpx.post(f"{base}/v1/messages", json={"conversation_id": "c1", "message_id": "m1", "text": "hola"}, timeout=10)
+        assert r.status_code == 200 and r.json()["action"] == "answer"
+        r = httpx.post(f"{base}/webhooks/whatsapp", content=b"{}", headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 401
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to exit.
+    assert process.returncode in (0, -signal.SIGTERM)
