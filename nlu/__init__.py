@@ -2,10 +2,13 @@
 
 __version__ = "0.1.0"
 
-from .config import Config, TrainConfig, load_config  # noqa: E402
+from .config import Config, RoutingPolicy, TrainConfig, load_config  # noqa: E402
 from .data import Dataset, check_data, load_data  # noqa: E402
-from .errors import ArtifactError, ConfigError, DataError, InputError, NLUError  # noqa: E402
+from .errors import ArtifactError, ConfigError, DataError, InputError, NLUError, QueueError, UnknownTicket  # noqa: E402
 from .model import Model, Prediction, load_model, save_model  # noqa: E402
+from .queue import Queue, Ticket, open_queue  # noqa: E402
+from .routing import ConversationView, Decision, decide, policy_for  # noqa: E402
+from .service import InboundMessage, Outcome, Service  # noqa: E402
 from .train import train  # noqa: E402
 
 __all__ = [
@@ -13,17 +16,30 @@ __all__ = [
     "ArtifactError",
     "Config",
     "ConfigError",
+    "ConversationView",
     "DataError",
     "Dataset",
+    "Decision",
+    "InboundMessage",
     "InputError",
     "Model",
     "NLUError",
+    "Outcome",
     "Prediction",
+    "Queue",
+    "QueueError",
+    "RoutingPolicy",
+    "Service",
+    "Ticket",
     "TrainConfig",
+    "UnknownTicket",
     "check_data",
+    "decide",
     "load_config",
     "load_data",
     "load_model",
+    "open_queue",
+    "policy_for",
     "save_model",
     "train",
 ]
