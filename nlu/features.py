@@ -18,20 +18,52 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from .text import analyze, words
+from .lexicon import classes_of
+from .text import NEGATORS, analyze, words
 
 # Distinct chunks (space-separated pieces of normalised text) kept in the scoring cache.
 _CACHE_LIMIT = 200_000
 
 
-def word_features(normalized: str, cue_words: Sequence[str], ngram_max: int) -> list[str]:
-    """Word 1..n-grams of the normalised message, plus its tone cues."""
-    tokens = words(normalized)
+# Tokens that end a negation scope ("no me gusta! pero ..."); commas are already gone.
+_SCOPE_END = frozenset({"!", "?", "pero", "aunque", "sino"})
+
+
+def word_grams(tokens: Sequence[str], cue_words: Sequence[str], ngram_max: int, negation: int = 0, lexicon: bool = False) -> list[str]:
+    """Word 1..n-grams of a token list, its tone cues, and optionally:
+
+    * negation scope: up to ``negation`` tokens after a negator ("no", "nunca", "ni",
+      "sin", ...) also appear as ``neg_<token>`` ("no me gusta" -> neg_me, neg_gusta),
+      until "!", "?" or "pero";
+    * lexicon cues (nlu.lexicon): ``lex_<class>`` per matching token, ``lex_neg_<class>``
+      inside a negation scope.
+    """
     grams = list(tokens)
     for n in range(2, ngram_max + 1):
         grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     grams.extend(cue_words)
+    if negation or lexicon:
+        left = 0  # tokens still inside the current negation scope
+        for token in tokens:
+            if token in NEGATORS:
+                left = negation
+                continue
+            if token in _SCOPE_END:
+                left = 0
+                continue
+            if left:
+                grams.append("neg_" + token)
+            if lexicon:
+                prefix = "lex_neg_" if left else "lex_"
+                grams.extend(prefix + c for c in classes_of(token))
+            if left:
+                left -= 1
     return grams
+
+
+def word_features(normalized: str, cue_words: Sequence[str], ngram_max: int, negation: int = 0, lexicon: bool = False) -> list[str]:
+    """Word 1..n-grams of the normalised message, plus its tone cues (see :func:`word_grams`)."""
+    return word_grams(words(normalized), cue_words, ngram_max, negation, lexicon)
 
 
 def char_features(normalized: str, n_min: int, n_max: int) -> list[str]:
@@ -68,12 +100,16 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         char_ngram_max: int = 5,
         char_min_df: int = 2,
         char_weight: float = 1.0,
+        negation: int = 0,
+        lexicon: bool = False,
     ) -> None:
         self.word_ngram_max = word_ngram_max
         self.char_ngram_min = char_ngram_min
         self.char_ngram_max = char_ngram_max
         self.char_min_df = char_min_df
         self.char_weight = char_weight
+        self.negation = negation
+        self.lexicon = lexicon
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -81,7 +117,7 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         word_docs, char_docs = [], []
         for text in texts:
             normalized, cue_words = analyze(text)
-            word_docs.append(word_features(normalized, cue_words, self.word_ngram_max))
+            word_docs.append(word_features(normalized, cue_words, self.word_ngram_max, self._negation, self._lexicon))
             char_docs.append(char_features(normalized, self.char_ngram_min, self.char_ngram_max))
         return word_docs, char_docs
 
@@ -101,8 +137,25 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self._index_vocabularies()
         return self
 
+    # Artifacts pickled before these options existed have neither attribute.
+    @property
+    def _negation(self) -> int:
+        return int(self.__dict__.get("negation", 0))
+
+    @property
+    def _lexicon(self) -> bool:
+        return bool(self.__dict__.get("lexicon", False))
+
     def _index_vocabularies(self) -> None:
         self.n_word_features_ = len(self.word_vectorizer_.vocabulary_)
+        # Unigram columns (single word tokens, not bigrams or tone cues): what the
+        # out-of-scope gate counts as "known words" (see classifier.ScopeGate).
+        unigram = np.zeros(0, dtype=bool)
+        if self.n_word_features_:
+            unigram = np.zeros(self.n_word_features_, dtype=bool)
+            for gram, i in self.word_vectorizer_.vocabulary_.items():
+                unigram[i] = " " not in gram and not gram.startswith(("cue_", "neg_", "lex_"))
+        self.unigram_mask_ = np.concatenate([unigram, np.zeros(len(self.char_vectorizer_.vocabulary_), dtype=bool)])
         self.word_index_ = dict(self.word_vectorizer_.vocabulary_)
         self.char_index_ = {g: i + self.n_word_features_ for g, i in self.char_vectorizer_.vocabulary_.items()}
         self.idf_ = np.concatenate([self.word_vectorizer_.idf_, self.char_vectorizer_.idf_])
@@ -117,8 +170,16 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         char = self.char_vectorizer_.transform(char_docs) * self.char_weight
         return sp.hstack([word, char], format="csr")
 
+    def word_types(self, texts: Sequence[str]) -> np.ndarray:
+        """Reference count of distinct word tokens per message (known or not)."""
+        return np.asarray([len(set(words(analyze(text)[0]))) for text in texts], dtype=np.float64)
+
     def transform_fast(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Same matrix as :meth:`transform`, built directly (see module docstring).
+        """Same matrix as :meth:`transform`, built directly (see module docstring)."""
+        return self.transform_fast_with_types(texts)[0]
+
+    def transform_fast_with_types(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`transform_fast` and :meth:`word_types` in one pass.
 
         Per message, Python work is only: normalise, split on spaces, look each chunk up
         in a cache of (word tokens, character n-gram columns), look up the word n-grams.
@@ -131,10 +192,12 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         word_index = self.word_index_
         ngram_max = self.word_ngram_max
         chunk = self._chunk
+        negation, lexicon = self._negation, self._lexicon
         word_cols: list[int] = []
         word_rows: list[int] = []
         char_parts: list[np.ndarray] = []
         char_sizes: list[int] = []
+        n_types = np.zeros(n)
         for i, text in enumerate(texts):
             tokens: list[str] = []
             char_cols: list[np.ndarray] = []
@@ -143,10 +206,8 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 toks, cols = chunk(piece)
                 tokens.extend(toks)
                 char_cols.append(cols)
-            grams = list(tokens)
-            for k in range(2, ngram_max + 1):
-                grams.extend(" ".join(tokens[j : j + k]) for j in range(len(tokens) - k + 1))
-            grams.extend(cue_words)
+            n_types[i] = len(set(tokens))
+            grams = word_grams(tokens, cue_words, ngram_max, negation, lexicon)
             found = [word_index[g] for g in grams if g in word_index]
             word_cols.extend(found)
             word_rows.extend([i] * len(found))
@@ -169,10 +230,11 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         group = 2 * row_of + is_char
         norms = np.sqrt(np.bincount(group, weights=values * values, minlength=2 * n))
         scale = np.where(is_char, self.char_weight, 1.0) / norms[group]
-        return sp.csr_matrix(
+        X = sp.csr_matrix(
             (values * scale, indices.astype(np.int32, copy=False), counts.indptr.astype(np.int64, copy=False)),
             shape=(n, self.n_features_out_),
         )
+        return X, n_types
 
     def _chunk(self, piece: str) -> tuple[tuple[str, ...], np.ndarray]:
         """Word tokens and character n-gram columns of one space-free chunk, cached."""

@@ -95,6 +95,8 @@ class Model:
         self._weights = np.ascontiguousarray(np.hstack(weights)) if weights else np.zeros((0, 0))
         self._bias = np.concatenate(biases) if biases else np.zeros(0)
         self._classes = {name: [str(c) for c in head.classes_] for name, head in self.heads.items()}
+        # Out-of-scope gates (intent head), applied after the softmax; see classifier.ScopeGate.
+        self._gates = {name: gate for name, head in self.heads.items() if (gate := getattr(head, "scope_gate_", None)) is not None}
 
     def _columns_for(self, head: str, labels: Sequence[str]) -> tuple[str, list[int]] | None:
         if head not in self.heads:
@@ -123,13 +125,14 @@ class Model:
     def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head, columns in :meth:`labels` order."""
         _check_texts(texts)
-        return self._probabilities(self.featurizer.transform_fast(texts))
+        return self._probabilities(*self.featurizer.transform_fast_with_types(texts))
 
     def reference_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The same probabilities through scikit-learn's own code, for verification."""
         _check_texts(texts)
         X = self.featurizer.transform(texts)
-        return {name: head.predict_proba(X) for name, head in self.heads.items()}
+        types = self.featurizer.word_types(texts)
+        return {name: head.predict_proba(X, types) for name, head in self.heads.items()}
 
     def frustration(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
         """P(frustrated) per row: the summed probability of the frustration emotions, or
@@ -142,9 +145,12 @@ class Model:
 
     # -- internals --------------------------------------------------------------------
 
-    def _probabilities(self, X: sp.csr_matrix) -> dict[str, np.ndarray]:
+    def _probabilities(self, X: sp.csr_matrix, word_types: np.ndarray) -> dict[str, np.ndarray]:
         scores = np.asarray(X @ self._weights) + self._bias
-        return {name: softmax(scores[:, sl]) for name, sl in self._slices.items()}
+        out = {name: softmax(scores[:, sl]) for name, sl in self._slices.items()}
+        for name, gate in self._gates.items():
+            out[name] = gate.apply(out[name], X, word_types)
+        return out
 
     def _predictions(self, probabilities: Mapping[str, np.ndarray], n: int) -> list[Prediction]:
         # Vectorised over the batch: top label and confidence per head, the intent ranking

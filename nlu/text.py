@@ -161,14 +161,14 @@ def analyze(text: str) -> tuple[str, list[str]]:
         found.append("cue_exclaim")
     if "??" in text or "?¿" in text:
         found.append("cue_question")
-    text, laughs = _LAUGH_RE.subn(f" {LAUGH} ", lowered)
+    # Folded before the collapses, so "eeè" collapses like "eee" (normalize stays idempotent).
+    text, laughs = _LAUGH_RE.subn(f" {LAUGH} ", fold_accents(lowered))
     text, elongations = _ELONGATION_RE.subn(r"\1", text)
     if elongations:
         found.append("cue_elongation")
     if laughs:
         found.append("cue_laugh")
     text = _PUNCT_RUN_RE.sub(r"\1\1", text)
-    text = fold_accents(text)
     return _SPACES.sub(" ", text).strip(), found
 
 

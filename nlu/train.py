@@ -52,8 +52,10 @@ def train(
         char_ngram_max=config.char_ngram_max,
         char_min_df=config.char_min_df,
         char_weight=config.char_weight,
+        negation=config.negation_scope,
+        lexicon=config.lexicon,
     ).fit(texts)
-    X_all = featurizer.transform_fast(texts)
+    X_all, word_types = featurizer.transform_fast_with_types(texts)
     report(f"{featurizer.n_features_out_} features")
 
     heads: dict[str, CalibratedLinearClassifier] = {}
@@ -64,12 +66,18 @@ def train(
         head_started = time.perf_counter()
         report(f"{head}: {len(index)} rows, {len(set(labels))} labels, {config.cv}-fold calibration")
         clf = CalibratedLinearClassifier(C=config.C, class_weight=config.class_weight, cv=config.cv, random_state=config.seed)
-        clf.fit(X_all[index], labels)
+        if head == "intent":
+            # Only intents have an outside ("none of these"): the gated head (classifier.ScopeGate).
+            clf.fit(X_all[index], labels, word_types=word_types[index], unigram_mask=featurizer.unigram_mask_)
+        else:
+            clf.fit(X_all[index], labels)
         heads[head] = clf
         rows[head] = len(index)
         metrics = head_metrics(labels, clf.oof_proba_, list(clf.classes_))
         metrics["folds"] = clf.n_splits_
         metrics["temperature"] = clf.temperature_
+        if clf.scope_gate_ is not None:
+            metrics["scope_limit"] = clf.scope_gate_.limit
         cv_metrics[head] = metrics
         report(
             f"{head}: cv accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
