@@ -22,10 +22,14 @@ def pred(
     sentiment: str = "neutral",
     frustration: float = 0.0,
 ) -> Prediction:
-    """A prediction whose top intent has ``confidence``; ``rest`` are the runners-up."""
+    """A prediction whose top intent has ``confidence``; ``rest`` are the runners-up.
+
+    The ranking covers 20 intents, like a real one covers every intent of the model: the
+    mass left after ``confidence`` and ``rest`` is spread over the remaining intents."""
     rest = rest or ((1 - confidence) / len(OTHERS),) * len(OTHERS)
-    others = [o for o in OTHERS if o != intent]
-    ranking = ((intent, confidence), *zip(others, rest, strict=False))
+    labels = [o for o in (*OTHERS, *(f"otro_{i}" for i in range(20))) if o != intent][:19]
+    left = max(0.0, 1 - confidence - sum(rest)) / (len(labels) - len(rest))
+    ranking = ((intent, confidence), *zip(labels, (*rest, *(left,) * (len(labels) - len(rest))), strict=True))
     return Prediction(intent, confidence, tuple(ranking), sentiment, 0.9, "neutral", 0.9, frustration)
 
 
@@ -106,7 +110,8 @@ def test_routing_clarify_too_many_options_escalates() -> None:
 
 
 def test_routing_clarify_leaves_out_of_scope_out() -> None:
-    p = Prediction("factura", 0.4, (("factura", 0.4), ("fuera_de_alcance", 0.3), ("reembolso", 0.3)), "neutral", 0.9, "neutral", 0.9, 0.0)
+    ranking = (("factura", 0.4), ("fuera_de_alcance", 0.3), ("reembolso", 0.3), *((f"otro_{i}", 0.0) for i in range(10)))
+    p = Prediction("factura", 0.4, ranking, "neutral", 0.9, "neutral", 0.9, 0.0)
     decision = decide(p, FRESH, POLICY, "eso")
     assert decision.options == ("factura", "reembolso")
 
@@ -170,3 +175,14 @@ def test_routing_policy_round_trips_through_meta() -> None:
 
     policy = dataclasses.replace(RoutingPolicy(), answer_threshold=0.65, insults=("tonto",))
     assert routing_from_mapping(config_to_dict(policy)) == policy
+
+
+@pytest.mark.parametrize("n_intents", [3, 5, 8])
+def test_routing_near_uniform_ranking_escalates_instead_of_offering_every_intent(n_intents: int) -> None:
+    labels = [f"intent_{i}" for i in range(n_intents)]
+    share = 1.0 / n_intents
+    ranking = tuple((label, share) for label in labels)
+    prediction = Prediction(labels[0], share, ranking, "neutral", 0.9, "neutral", 0.9, 0.0)
+    decision = decide(prediction, ConversationView(consent="granted"), RoutingPolicy(), "asdfgh qwerty")
+    assert decision.action == "escalate"
+    assert decision.reasons == ("low_confidence",)

@@ -31,7 +31,12 @@ INTENTS = (
 
 
 def P(intent: str, confidence: float = 0.95, sentiment: str = "neutral", frustration: float = 0.05, rest: tuple[tuple[str, float], ...] = ()) -> Prediction:
-    ranking = ((intent, confidence), *rest) if rest else ((intent, confidence), *((i, (1 - confidence) / 12) for i in INTENTS if i != intent))
+    # Like a real model's, the ranking covers every intent: the mass left after the top
+    # intent and ``rest`` is spread over the others.
+    named = {intent, *(label for label, _ in rest)}
+    others = [i for i in INTENTS if i not in named]
+    left = max(0.0, 1 - confidence - sum(p for _, p in rest)) / len(others)
+    ranking = ((intent, confidence), *rest, *((i, left) for i in others))
     emotion = "frustracion" if frustration > 0.5 else "neutral"
     return Prediction(intent, confidence, tuple(ranking), sentiment, 0.9, emotion, 0.9, frustration)
 
