@@ -4,7 +4,17 @@ __version__ = "0.1.0"
 
 from .config import Config, RoutingPolicy, TrainConfig, load_config  # noqa: E402
 from .data import Dataset, check_data, load_data  # noqa: E402
-from .errors import ArtifactError, ConfigError, DataError, InputError, NLUError, QueueError, UnknownTicket  # noqa: E402
+from .errors import (  # noqa: E402
+    ArtifactError,
+    ConfigError,
+    DataError,
+    InputError,
+    NLUError,
+    QueueError,
+    QueueUnavailable,
+    StorageUnavailable,
+    UnknownTicket,
+)
 from .model import Model, Prediction, load_model, save_model  # noqa: E402
 from .queue import Queue, Ticket, open_queue  # noqa: E402
 from .routing import ConversationView, Decision, decide, policy_for  # noqa: E402
@@ -28,8 +38,10 @@ __all__ = [
     "Prediction",
     "Queue",
     "QueueError",
+    "QueueUnavailable",
     "RoutingPolicy",
     "Service",
+    "StorageUnavailable",
     "Ticket",
     "TrainConfig",
     "UnknownTicket",

@@ -14,15 +14,16 @@ share between threads (one connection behind a lock) and between processes (SQLi
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, StorageUnavailable
 from .routing import Consent, ConversationView, Turn
 
 CONSENT_STATES: tuple[str, ...] = ("unknown", "granted", "revoked")
@@ -70,7 +71,7 @@ _UNSET: Any = object()
 class ConversationStore:
     """Conversation state in one SQLite file (usually the queue's)."""
 
-    def __init__(self, path: str | Path, history_turns: int = 10) -> None:
+    def __init__(self, path: str | Path, history_turns: int = 10, timeout: float = 30.0) -> None:
         path = _sqlite_path(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -79,10 +80,10 @@ class ConversationStore:
         self._lock = threading.RLock()
         try:
             # Autocommit mode (isolation_level=None): transactions are explicit below.
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             # executescript() would commit on its own; one statement at a time keeps the
             # schema creation in one transaction.
             with self._transaction() as db:
@@ -94,15 +95,27 @@ class ConversationStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        """One write transaction; a database failure (locked past the busy timeout, disk
+        full, corrupt) rolls it back and becomes :class:`StorageUnavailable`: nothing is
+        half-written and no sqlite3 error escapes the library."""
+        with self._lock, self._storage("write conversation state"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # inside the try: a failed COMMIT is rolled back too
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    # The original error is the one worth reporting, not a failed rollback.
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            else:
-                self._db.execute("COMMIT")
+
+    @contextmanager
+    def _storage(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"{self.path}: cannot {what}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -119,7 +132,7 @@ class ConversationStore:
     def view(self, conversation_id: str) -> ConversationView:
         """A snapshot of the conversation (a fresh one if it was never seen)."""
         _check_id(conversation_id, "conversation_id")
-        with self._lock:
+        with self._lock, self._storage("read the conversation"):
             row = self._db.execute(
                 "SELECT consent, disclosed, human_active, ticket_id, pending_options, reset_turn FROM conversations WHERE id = ?",
                 (conversation_id,),
@@ -151,7 +164,7 @@ class ConversationStore:
 
     def outcome(self, message_id: str) -> dict[str, Any] | None:
         """The outcome stored for an already processed message id, or None."""
-        with self._lock:
+        with self._lock, self._storage("read a stored outcome"):
             row = self._db.execute("SELECT outcome FROM conversation_messages WHERE message_id = ?", (message_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
@@ -238,6 +251,24 @@ class ConversationStore:
             n = 0
             for table, column in (("conversation_turns", "conversation_id"), ("conversation_messages", "conversation_id"), ("conversations", "id")):
                 n += db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation_id,)).rowcount
+        return n
+
+    def purge(self, older_than_days: float) -> int:
+        """Retention: delete turns and processed-message records older than N days, and
+        conversations idle that long (unless a person holds them); rows deleted.
+
+        A message redelivered after its record is purged would be handled again, so keep
+        N above the channel's retry window (WhatsApp retries for up to 7 days).
+        """
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, int | float) or not (
+            math.isfinite(older_than_days) and older_than_days >= 0
+        ):
+            raise InputError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
+        cutoff = time.time() - float(older_than_days) * 86400.0
+        with self._transaction() as db:
+            n = db.execute("DELETE FROM conversation_turns WHERE created_at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM conversation_messages WHERE created_at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND human_active = 0", (cutoff,)).rowcount
         return n
 
 

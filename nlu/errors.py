@@ -27,8 +27,21 @@ class InputError(NLUError):
     """A caller passed something the API cannot score (e.g. a non-string text)."""
 
 
+class StorageUnavailable(NLUError):
+    """A database failed: locked beyond the timeout, disk full, corrupt or unreadable.
+
+    Nothing was written (the transaction was rolled back) and a retry may succeed, so the
+    HTTP adapter answers 503; a caller mistake is never one of these.
+    """
+
+
 class QueueError(NLUError):
-    """The human-agent queue refused an operation or its database failed (locked, full, corrupt)."""
+    """The human-agent queue refused an operation (a ticket held by someone else, already
+    resolved, a bad argument); see :class:`QueueUnavailable` for database failures."""
+
+
+class QueueUnavailable(QueueError, StorageUnavailable):
+    """The queue's database failed (locked beyond the timeout, disk full, corrupt)."""
 
 
 class UnknownTicket(QueueError):

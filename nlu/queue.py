@@ -11,7 +11,7 @@ A ticket is one customer message the bot should not handle alone. The queue prom
 * **no PII at rest**: ``enqueue`` redacts the text and the turns itself, whatever the caller did.
 
 Operational errors (database locked for longer than the busy timeout, disk full, not a
-database) become :class:`QueueError`, never a silent drop. The database file is shared with
+database) become :class:`QueueUnavailable` (a :class:`QueueError`), never a silent drop. The database file is shared with
 other modules (conversation state), so every object here is named ``tickets*`` and the
 schema version lives in our own ``tickets_meta`` table rather than in ``PRAGMA user_version``,
 which belongs to the whole file and would be fought over by every module that versions itself.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from .errors import ConfigError, QueueError, UnknownTicket
+from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
 __all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue"]
@@ -222,13 +222,13 @@ class SQLiteQueue:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise QueueError(f"{self.path}: cannot create the database folder: {exc}") from exc
+                raise QueueUnavailable(f"{self.path}: cannot create the database folder: {exc}") from exc
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise QueueError(f"{self.path}: cannot open the queue database: {exc}") from exc
+            raise QueueUnavailable(f"{self.path}: cannot open the queue database: {exc}") from exc
         conn.row_factory = sqlite3.Row
         self._conn = conn
         try:
@@ -269,11 +269,11 @@ class SQLiteQueue:
             raise QueueError(f"{self.path}: the queue is closed")
         return self._conn
 
-    def _error(self, what: str, exc: sqlite3.Error) -> QueueError:
+    def _error(self, what: str, exc: sqlite3.Error) -> QueueUnavailable:
         message = str(exc)
         if _is_busy(exc):
             message += f" (another process held it longer than the {self._timeout:g}s busy timeout)"
-        return QueueError(f"{self.path}: cannot {what}: {message}")
+        return QueueUnavailable(f"{self.path}: cannot {what}: {message}")
 
     def _patiently(self, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` until the database is not busy or the timeout is spent."""

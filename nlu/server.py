@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
-from .errors import ConfigError, InputError, NLUError, QueueError, UnknownTicket
+from .errors import ConfigError, InputError, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
@@ -249,13 +249,14 @@ async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
     message = " ".join(str(exc).split())
     if isinstance(exc, UnknownTicket):
         return error_response(404, "unknown_ticket", message)
+    if isinstance(exc, StorageUnavailable):
+        # The queue (QueueUnavailable) or the conversation state failed: locked past its
+        # timeout, disk full, corrupt. Nothing was written; a retry may succeed. The
+        # message names the database file, so it goes to the log, not to the caller.
+        log.error("database error on %s %s: %s", request.method, request.url.path, message)
+        return error_response(503, "storage_unavailable", "the database is unavailable; retry later")
     if isinstance(exc, QueueError):
-        # The queue raises QueueError both for a refused operation (a ticket held by
-        # someone else, already resolved) and for a failing database; only the latter
-        # carries the sqlite3 error as its cause.
-        if isinstance(exc.__cause__, sqlite3.Error):
-            log.error("queue database error: %s", message)
-            return error_response(503, "storage_unavailable", "the queue database is unavailable; retry later")
+        # A refused operation: a ticket held by someone else, not claimed, already resolved.
         return error_response(409, "ticket_conflict", message)
     if isinstance(exc, InputError):
         return error_response(422, "invalid_input", message)

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nlu.cli import app as cli_app
-from nlu.errors import ConfigError, QueueError
+from nlu.errors import ConfigError, QueueUnavailable
 from nlu.metrics_http import Metrics
 from nlu.server import ENV_AGENT_TOKEN, ENV_APP_SECRET, ENV_VERIFY_TOKEN, ServerSettings, _RedactQuery, create_app
 from nlu.service import Service
@@ -519,7 +519,7 @@ def test_server_database_failure_is_503_not_a_caller_error(client: TestClient, s
         try:
             raise sqlite3.OperationalError("database is locked")
         except sqlite3.Error as exc:
-            raise QueueError("nlu.db: cannot claim a ticket: database is locked") from exc
+            raise QueueUnavailable("nlu.db: cannot claim a ticket: database is locked") from exc
 
     monkeypatch.setattr(service.queue, "claim", locked)
     assert_error(client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}), 503, "storage_unavailable")
