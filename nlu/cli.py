@@ -24,8 +24,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts name nlu.toml sections such as [routing]; rich markup would eat them.
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Inspect and validate labelled data files.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and validate labelled data files.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -324,7 +326,9 @@ def data_check(data: DataFiles) -> None:
 
 # -- human-agent queue (nlu/queue.py) ---------------------------------------------------
 
-queue_app = typer.Typer(help="Work the human-agent queue: list, claim, resolve and release tickets.", no_args_is_help=True)
+queue_app = typer.Typer(
+    help="Work the human-agent queue: list, claim, resolve and release tickets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(queue_app, name="queue")
 
 QueueDb = Annotated[

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 from conftest import write_csv
 from typer.main import get_command
@@ -17,9 +18,10 @@ runner = CliRunner()
 def _all_command_paths() -> list[list[str]]:
     paths: list[list[str]] = []
 
-    def walk(cmd: click.Command, prefix: list[str]) -> None:
+    def walk(cmd: Any, prefix: list[str]) -> None:
         paths.append(prefix)
-        if isinstance(cmd, click.Group):
+        # Duck-typed: typer may build its groups on a vendored click, not the installed one.
+        if hasattr(cmd, "commands"):
             for name, sub in cmd.commands.items():
                 walk(sub, [*prefix, name])
 
@@ -36,6 +38,18 @@ def test_cli_every_command_has_help(path: list[str]) -> None:
     for name in path:
         command = command.commands[name]  # type: ignore[attr-defined]
     assert command.help or command.short_help, f"{' '.join(path)} has no help text"
+
+
+@pytest.mark.parametrize("path", _all_command_paths(), ids=lambda p: " ".join(p) or "nlu")
+def test_cli_help_keeps_bracketed_words(path: list[str]) -> None:
+    # Help texts name config sections ("[routing]"); rich markup would silently drop them.
+    command = get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    bracketed = {word for param in command.params for word in re.findall(r"\[[a-z]+\]", getattr(param, "help", "") or "")}
+    output = " ".join(runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output.split())
+    for word in bracketed:
+        assert word in output, f"{' '.join(path)} --help lost {word}"
 
 
 def test_cli_version() -> None:
