@@ -73,12 +73,18 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml with [train] settings.")] = None,
     cv: Annotated[int | None, typer.Option("--cv", help="Folds for calibration and cross-validated metrics.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
+    drop_conflicts: Annotated[
+        bool,
+        typer.Option("--drop-conflicts", help="Drop the label of a text labelled two ways (instead of refusing the data)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Train intent, sentiment and emotion heads on labelled data and save the model."""
     import dataclasses
 
     from .config import load_config
+    from .data import drop_conflicts as without_conflicts
+    from .data import load_data
     from .errors import ArtifactError
     from .model import save_model
     from .train import train as train_model
@@ -90,7 +96,12 @@ def train(
     if cv is not None:
         settings = dataclasses.replace(settings, cv=cv)
     progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
-    model = train_model([str(p) for p in data], settings, progress=progress, routing=loaded.routing)
+    dataset = load_data([str(p) for p in data])
+    if drop_conflicts:
+        dataset, dropped = without_conflicts(dataset)
+        for head, n in dropped.items():
+            typer.echo(f"{head}: dropped the label of {n} text(s) labelled two ways", err=True)
+    model = train_model(dataset, settings, progress=progress, routing=loaded.routing)
     save_model(model, out, force=force)
     typer.echo(f"saved {out}")
 

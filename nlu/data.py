@@ -159,14 +159,40 @@ def check_data(dataset: Dataset, min_examples: int = 2) -> DataReport:
     )
 
 
-def load_training_data(paths: Sequence[str | Path]) -> Dataset:
-    """:func:`load_data` + :func:`check_data`, raising on the first problems found."""
-    dataset = load_data(paths)
+def drop_conflicts(dataset: Dataset) -> tuple[Dataset, dict[str, int]]:
+    """Clear a head's label on every row of a text that carries two labels for that head.
+
+    Real annotated data (EmoEvent, TASS) has the same tweet labelled differently by
+    different annotators. Neither label can be trusted, so both go; the row keeps its
+    labels for the other heads. Returns the cleaned dataset and, per head, how many
+    distinct texts lost their label.
+    """
+    frame = dataset.frame.copy()
+    keys = frame[TEXT].map(_text_key)
+    dropped: dict[str, int] = {}
+    for head in dataset.heads:
+        labelled = frame[head] != ""
+        labels_per_key = frame.loc[labelled, head].groupby(keys[labelled]).nunique()
+        conflicting = set(labels_per_key.index[labels_per_key > 1])
+        conflicting.discard("")
+        if conflicting:
+            frame.loc[keys.isin(conflicting), head] = ""
+            dropped[head] = len(conflicting)
+    return Dataset(frame=frame, files=dataset.files), dropped
+
+
+def require_valid(dataset: Dataset) -> Dataset:
+    """``dataset`` if :func:`check_data` finds no errors; otherwise the first few as a DataError."""
     report = check_data(dataset)
     if report.errors:
         more = f" (and {len(report.errors) - 3} more; run `nlu data check`)" if len(report.errors) > 3 else ""
         raise DataError("; ".join(report.errors[:3]) + more)
     return dataset
+
+
+def load_training_data(paths: Sequence[str | Path]) -> Dataset:
+    """:func:`load_data` + :func:`check_data`, raising on the first problems found."""
+    return require_valid(load_data(paths))
 
 
 def sha256_file(path: Path) -> str:

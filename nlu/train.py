@@ -11,7 +11,7 @@ import numpy as np
 
 from .classifier import CalibratedLinearClassifier
 from .config import RoutingPolicy, TrainConfig, config_to_dict
-from .data import TEXT, Dataset, load_training_data, split_by_head
+from .data import TEXT, Dataset, load_training_data, require_valid, split_by_head
 from .errors import DataError
 from .features import ChatFeaturizer
 from .metrics import head_metrics
@@ -38,7 +38,8 @@ def train(
     """
     config = config or TrainConfig()
     report = progress or _silent
-    dataset = data if isinstance(data, Dataset) else load_training_data(data)
+    # A Dataset built in code is checked like a file: conflicts and rare labels fail here.
+    dataset = require_valid(data) if isinstance(data, Dataset) else load_training_data(data)
     per_head = split_by_head(dataset)
     if not per_head:
         raise DataError("no head column has two or more labels; nothing to train")

@@ -139,3 +139,18 @@ def test_cli_python_m_is_the_same_program() -> None:
 
     result = subprocess.run([sys.executable, "-m", "nlu", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("nlu ")
+
+
+def test_cli_train_drop_conflicts_trains_what_plain_train_refuses(tmp_path: Path) -> None:
+    from conftest import ROWS
+
+    data = write_csv(tmp_path / "c.csv", [*ROWS, (ROWS[0][0], ROWS[0][1], ROWS[0][2], "surprise")])
+    refused = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "a"), "-q"])
+    assert refused.exit_code == 1
+    assert "labelled 'surprise' here" in refused.output
+    assert not (tmp_path / "a").exists()
+
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "b"), "--drop-conflicts", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "emotion: dropped the label of 1 text(s) labelled two ways" in result.output
+    assert (tmp_path / "b" / "model.joblib").is_file()

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROWS, write_csv
 
 from nlu import DataError
-from nlu.data import check_data, load_data, load_training_data
+from nlu.data import check_data, drop_conflicts, load_data, load_training_data
 
 
 def test_data_reads_every_format_alike(tmp_path: Path, tiny_csv: Path) -> None:
@@ -115,3 +115,37 @@ def test_data_several_files_keep_their_own_places(tmp_path: Path) -> None:
     b = write_csv(tmp_path / "b.csv", [("buenas", "saludo"), ("", "despedida")], ("text", "intent"))
     report = check_data(load_data([a, b]))
     assert any(e.startswith(f"{b}: line 3, column text") for e in report.errors)
+
+
+def test_data_drop_conflicts_clears_only_the_conflicting_head(tmp_path: Path) -> None:
+    rows = [
+        ("hola buenas", "saludo", "neutral", "others"),
+        ("Hola  BUENAS", "saludo", "positive", "others"),  # same text once case and spacing are folded
+        ("gracias", "agradecimiento", "positive", "joy"),
+    ]
+    dataset = load_data([write_csv(tmp_path / "c.csv", rows)])
+    assert any("labelled 'positive' here and 'neutral'" in e for e in check_data(dataset).errors)
+
+    cleaned, dropped = drop_conflicts(dataset)
+
+    assert dropped == {"sentiment": 1}
+    frame = cleaned.frame
+    assert frame["sentiment"].tolist() == ["", "", "positive"]  # both labels go: neither can be trusted
+    assert frame["intent"].tolist() == ["saludo", "saludo", "agradecimiento"]  # other heads keep theirs
+    assert not [e for e in check_data(cleaned).errors if "labelled" in e]
+    assert dataset.frame["sentiment"].tolist()[:2] == ["neutral", "positive"]  # the input is not modified
+
+
+def test_data_drop_conflicts_without_conflicts_changes_nothing(tiny_csv: Path) -> None:
+    dataset = load_data([tiny_csv])
+    cleaned, dropped = drop_conflicts(dataset)
+    assert dropped == {}
+    pd.testing.assert_frame_equal(cleaned.frame, dataset.frame)
+
+
+def test_data_train_checks_a_dataset_built_in_code_like_a_file(tmp_path: Path) -> None:
+    from nlu.train import train
+
+    rows = [*ROWS, (ROWS[0][0], "despedida", ROWS[0][2], ROWS[0][3])]
+    with pytest.raises(DataError, match="is labelled 'despedida' here"):
+        train(load_data([write_csv(tmp_path / "c.csv", rows)]))
