@@ -233,13 +233,27 @@ def evaluate(
 @app.command()
 @fails_cleanly
 def compare(
-    report_a: Annotated[Path, typer.Argument(help="Report folder (or metrics.json) of the current model.", show_default=False)],
-    report_b: Annotated[Path, typer.Argument(help="Report folder (or metrics.json) of the candidate.", show_default=False)],
+    a: Annotated[Path, typer.Argument(help="Current model: its report folder (or metrics.json), or its model directory with DATA.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="Candidate: a report folder (or metrics.json), or a model directory with DATA.", show_default=False)],
+    data: Annotated[list[Path] | None, typer.Argument(help="Labelled data to evaluate both models on (then A and B are model directories).", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces both models' policies.")] = None,
 ) -> None:
-    """Compare two evaluation reports: what got better or worse per head and per label."""
-    from .evaluate import compare_reports
+    """Compare two reports, or two models on the same data: what got better or worse per head and per label."""
+    if data:
+        from .data import load_data
+        from .evaluate import compare_models
+        from .model import load_model
+        from .routing import policy_for
 
-    comparison = compare_reports(report_a, report_b)
+        model_a, model_b = load_model(a), load_model(b)
+        comparison = compare_models(
+            model_a, model_b, load_data([str(p) for p in data]),
+            policies=(policy_for(model_a, config), policy_for(model_b, config)), names=(str(a), str(b)),
+        )
+    else:
+        from .evaluate import compare_reports
+
+        comparison = compare_reports(a, b)
 
     def fmt(value: float | None, metric: str) -> str:
         if value is None:

@@ -660,7 +660,29 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 def compare_reports(a: str | Path, b: str | Path, tolerance: float = 1e-9) -> Comparison:
     """Per head and per label, what changed from report A to report B."""
-    ma, mb = read_metrics(a), read_metrics(b)
+    return compare_metrics(read_metrics(a), read_metrics(b), str(a), str(b), tolerance)
+
+
+def compare_models(
+    a: Model,
+    b: Model,
+    dataset: Dataset,
+    policies: tuple[RoutingPolicy | None, RoutingPolicy | None] = (None, None),
+    names: tuple[str, str] | None = None,
+) -> Comparison:
+    """Evaluate two models on the same data and compare them, with no report folders.
+
+    Each model is routed with its own policy unless ``policies`` gives one (as
+    ``nlu evaluate`` does), so the routing rows compare what each would do in production.
+    """
+    ma = evaluate(a, dataset, sweep=False, policy=policies[0]).metrics
+    mb = evaluate(b, dataset, sweep=False, policy=policies[1]).metrics
+    name_a, name_b = names or (a.name, b.name)
+    return compare_metrics(ma, mb, name_a, name_b)
+
+
+def compare_metrics(ma: Mapping[str, Any], mb: Mapping[str, Any], name_a: str, name_b: str, tolerance: float = 1e-9) -> Comparison:
+    """Per head and per label, what changed from metrics.json document A to B."""
     rows: list[ComparisonRow] = []
     sections = [h for h in HEADS if h in ma or h in mb]
     for head in sections:
@@ -679,7 +701,7 @@ def compare_reports(a: str | Path, b: str | Path, tolerance: float = 1e-9) -> Co
         ra, rb = ma.get("routing") or {}, mb.get("routing") or {}
         for metric in CV_ROUTING:
             rows.append(_compare_row("routing", None, metric, ra.get(metric), rb.get(metric), tolerance))
-    return Comparison(a=str(a), b=str(b), rows=tuple(rows))
+    return Comparison(a=name_a, b=name_b, rows=tuple(rows))
 
 
 def _compare_row(section: str, label: str | None, metric: str, a: Any, b: Any, tolerance: float) -> ComparisonRow:

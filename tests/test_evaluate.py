@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -10,12 +11,13 @@ import pytest
 from conftest import ROWS, write_csv
 from typer.testing import CliRunner
 
-from nlu import ConfigError, DataError, TrainConfig
+from nlu import ConfigError, DataError, Model, TrainConfig, policy_for
 from nlu.cli import app
 from nlu.data import load_data
 from nlu.evaluate import (
     SweepPoint,
     choose_threshold,
+    compare_models,
     compare_reports,
     cross_validate,
     errors_frame,
@@ -329,6 +331,20 @@ def test_evaluate_compare_reports_better_and_worse(report_dir: Path, tmp_path: P
     assert {(r.section, r.label, r.metric) for r in reverse.better} >= {("intent", None, "accuracy"), ("intent", None, "ece")}
 
 
+def test_evaluate_compare_models_on_the_same_data(tiny_model: Model, tiny_csv: Path) -> None:
+    dataset = load_data([tiny_csv])
+    same = compare_models(tiny_model, tiny_model, dataset, names=("a", "b"))
+    assert (same.a, same.b) == ("a", "b")
+    assert not same.better and not same.worse
+    assert {r.section for r in same.rows} == {"intent", "sentiment", "emotion", "routing"}
+    # Routing with a stricter policy for B: fewer answers, the same model accuracy.
+    strict = dataclasses.replace(policy_for(tiny_model), answer_threshold=1.0)  # nothing is that sure
+    changed = compare_models(tiny_model, tiny_model, dataset, policies=(None, strict))
+    by_key = {(r.section, r.label, r.metric): r for r in changed.rows}
+    assert by_key[("routing", None, "answered")].b < by_key[("routing", None, "answered")].a
+    assert by_key[("intent", None, "accuracy")].verdict == "same"
+
+
 def test_evaluate_compare_missing_report_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="metrics.json: not found"):
         compare_reports(tmp_path, tmp_path)
@@ -403,6 +419,13 @@ def test_evaluate_cli_compare_prints_table(report_dir: Path, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "saludo" in result.stdout and "gone" in result.stdout
     assert result.stdout.strip().splitlines()[-1].endswith("worse")
+
+
+def test_evaluate_cli_compare_two_models_on_data(tiny_model_dir: Path, tiny_csv: Path) -> None:
+    result = runner.invoke(app, ["compare", str(tiny_model_dir), str(tiny_model_dir), str(tiny_csv)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"A = {tiny_model_dir}")
+    assert result.stdout.strip().splitlines()[-1] == "0 better, 0 worse"
 
 
 def test_evaluate_cli_cv_prints_mean_std_and_writes_json(tiny_csv: Path, tmp_path: Path) -> None:
