@@ -278,22 +278,26 @@ def thresholds(
     data: DataFiles,
     target_accuracy: Annotated[float | None, typer.Option("--target-accuracy", help="Lowest answer threshold keeping answered intent accuracy >= this.")] = None,
     max_escalation: Annotated[float | None, typer.Option("--max-escalation", help="Highest answer threshold keeping the escalated share <= this.")] = None,
-    write: Annotated[Path | None, typer.Option("--write", help="nlu.toml whose [routing] answer_threshold to set to the choice.")] = None,
+    frustrated_recall: Annotated[
+        float | None,
+        typer.Option("--frustrated-recall", help="Highest frustration threshold still escalating >= this share of frustrated customers (needs emotion/sentiment labels)."),
+    ] = None,
+    write: Annotated[Path | None, typer.Option("--write", help="nlu.toml whose [routing] thresholds to set to the choices.")] = None,
     step: Annotated[float, typer.Option("--step", min=0.01, max=0.5, help="Threshold step of the printed table.")] = 0.05,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces the model's policy in the sweep.")] = None,
 ) -> None:
-    """Sweep the answer threshold on labelled data; pick one for a target accuracy or escalation budget."""
+    """Sweep the answer and frustration thresholds on labelled data; pick them for a target accuracy, an escalation budget or a frustrated-customer recall."""
     from .data import load_data
     from .errors import ConfigError
+    from .evaluate import frustration_thresholds, write_toml_values
     from .evaluate import thresholds as sweep_thresholds
-    from .evaluate import write_toml_values
     from .model import load_model
     from .routing import policy_for
 
     model = load_model(model_dir)
-    choice = sweep_thresholds(
-        model, load_data([str(p) for p in data]), target_accuracy, max_escalation, policy=policy_for(model, config)
-    )
+    dataset = load_data([str(p) for p in data])
+    policy = policy_for(model, config)
+    choice = sweep_thresholds(model, dataset, target_accuracy, max_escalation, policy=policy)
     every = max(1, round(step * 100))
     typer.echo(f"{'threshold':>9} {'answered':>9} {'accuracy':>9} {'clarified':>9} {'escalated':>9}")
     for point in choice.sweep:
@@ -318,11 +322,27 @@ def thresholds(
             f"answer_threshold = {p.threshold:.2f}: answered {p.answered:.1%}, accuracy {p.answered_accuracy or 0:.3f}, "
             f"escalated {p.escalated:.1%}"
         )
+    chosen: dict[str, float] = {} if choice.threshold is None else {"answer_threshold": choice.threshold}
+    if frustrated_recall is not None:
+        frustration = frustration_thresholds(model, dataset, frustrated_recall, policy=policy)
+        typer.echo(f"\n{'frustration':>11} {'recall':>9} {'flagged':>9} {'precision':>9}   ({frustration.n_frustrated} frustrated messages)")
+        for fp in frustration.sweep:
+            marks = [m for m, hit in (("chosen", fp is frustration.chosen), ("current", fp is frustration.production)) if hit]
+            if round(fp.threshold * 100) % every and not marks:
+                continue
+            precision = "–" if fp.precision is None else f"{fp.precision:.3f}"
+            typer.echo(
+                f"{fp.threshold:>11.2f} {fp.recall:>9.1%} {fp.flagged:>9.1%} {precision:>9}" + (f"  <- {', '.join(marks)}" if marks else "")
+            )
+        typer.echo(frustration.message)
+        if frustration.threshold is None:
+            raise ConfigError(frustration.message)
+        chosen["frustration_threshold"] = frustration.threshold
     if write is not None:
-        if choice.threshold is None:
-            raise ConfigError("--write needs --target-accuracy or --max-escalation to choose a threshold")
-        write_toml_values(write, "routing", {"answer_threshold": choice.threshold})
-        typer.echo(f"wrote [routing] answer_threshold = {choice.threshold:.2f} to {write}")
+        if not chosen:
+            raise ConfigError("--write needs --target-accuracy, --max-escalation or --frustrated-recall to choose a threshold")
+        write_toml_values(write, "routing", chosen)
+        typer.echo(f"wrote [routing] {', '.join(f'{k} = {v:.2f}' for k, v in chosen.items())} to {write}")
 
 
 @data_app.command("check")

@@ -114,6 +114,30 @@ class ThresholdChoice:
 
 
 @dataclass(frozen=True)
+class FrustrationPoint:
+    """What a frustration threshold would flag: ``recall`` of the customers whose gold
+    labels say frustrated, ``flagged`` share of all messages, ``precision`` of the flags."""
+
+    threshold: float
+    recall: float
+    flagged: float
+    precision: float | None  # None when nothing is flagged
+
+
+@dataclass(frozen=True)
+class FrustrationChoice:
+    """The frustration sweep and the threshold meeting the recall target (None: unreachable)."""
+
+    sweep: tuple[FrustrationPoint, ...]
+    target_recall: float
+    threshold: float | None
+    chosen: FrustrationPoint | None
+    production: FrustrationPoint | None  # the sweep row at the policy's current threshold
+    n_frustrated: int
+    message: str
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything a report shows; ``metrics`` is the metrics.json document."""
 
@@ -428,6 +452,58 @@ def thresholds(
         max_escalation=max_escalation,
         production_threshold=policy.answer_threshold,
         frustration_threshold=policy.frustration_threshold,
+    )
+
+
+def frustration_sweep(
+    frustration: np.ndarray, frustrated: np.ndarray, thresholds: Sequence[float] = SWEEP_THRESHOLDS
+) -> tuple[FrustrationPoint, ...]:
+    """Per threshold, how many frustrated customers (gold) a ``frustration >= t`` rule
+    catches and how many messages it flags. Recall never increases with the threshold."""
+    n, n_frustrated = len(frustration), int(frustrated.sum())
+    points = []
+    for t in thresholds:
+        flagged = frustration >= t
+        points.append(FrustrationPoint(
+            threshold=float(t),
+            recall=_share((flagged & frustrated).sum(), n_frustrated),
+            flagged=_share(flagged.sum(), n),
+            precision=_share((flagged & frustrated).sum(), flagged.sum()) if flagged.any() else None,
+        ))
+    return tuple(points)
+
+
+def frustration_thresholds(
+    model: Model, dataset: Dataset, target_recall: float, policy: RoutingPolicy | None = None
+) -> FrustrationChoice:
+    """The highest frustration threshold that still escalates at least ``target_recall``
+    of the frustrated customers in labelled data (a frustration emotion, or negative
+    sentiment with anger): the fewest escalations for that promise."""
+    if not 0.0 < target_recall <= 1.0:
+        raise ConfigError(f"target frustrated recall must be in (0, 1], got {target_recall}")
+    if "emotion" not in dataset.heads and "sentiment" not in dataset.heads:
+        raise DataError("choosing a frustration threshold needs data with emotion or sentiment labels")
+    config = model.meta.get("config", {})
+    frustrated = gold_frustrated(
+        dataset.frame,
+        config.get("frustration_emotions", TrainConfig.frustration_emotions),
+        config.get("negative_sentiments", TrainConfig.negative_sentiments),
+    )
+    if not frustrated.any():
+        raise DataError("no row of the data is labelled frustrated (a frustration emotion, or negative with anger)")
+    scores = np.asarray([p.frustration for p in model.score_batch(dataset.frame[TEXT].tolist())], dtype=float)
+    sweep = frustration_sweep(scores, frustrated)
+    ok = [p for p in sweep if p.recall >= target_recall - 1e-9]
+    chosen = max(ok, key=lambda p: p.threshold) if ok else None
+    policy = policy or policy_for(model)
+    production = min(sweep, key=lambda p: abs(p.threshold - policy.frustration_threshold))
+    message = (
+        f"highest frustration threshold catching >= {target_recall:.1%} of {int(frustrated.sum())} frustrated messages"
+        if chosen else f"no frustration threshold catches {target_recall:.1%} of the frustrated messages"
+    )
+    return FrustrationChoice(
+        sweep=sweep, target_recall=target_recall, threshold=chosen.threshold if chosen else None, chosen=chosen,
+        production=production, n_frustrated=int(frustrated.sum()), message=message,
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from nlu.evaluate import (
     cross_validate,
     errors_frame,
     evaluate,
+    frustration_sweep,
+    frustration_thresholds,
     gold_frustrated,
     thresholds,
     write_toml_values,
@@ -232,6 +235,34 @@ def test_evaluate_thresholds_on_model_meets_its_target(tiny_model, eval_csv: Pat
     assert all(p.answered_accuracy < 0.5 for p in lower)
 
 
+def test_evaluate_frustration_sweep_recall_falls_as_threshold_rises() -> None:
+    scores = np.array([0.9, 0.7, 0.3, 0.1, 0.05])
+    frustrated = np.array([True, True, True, False, False])
+    sweep = frustration_sweep(scores, frustrated, thresholds=(0.0, 0.2, 0.5, 0.8, 1.0))
+    assert [p.recall for p in sweep] == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3, 0.0])
+    assert [p.flagged for p in sweep] == pytest.approx([1.0, 0.6, 0.4, 0.2, 0.0])
+    assert sweep[1].precision == pytest.approx(1.0) and sweep[0].precision == pytest.approx(0.6)
+    assert sweep[-1].precision is None  # nothing flagged
+
+
+def test_evaluate_frustration_thresholds_meet_the_recall_target(tiny_model, eval_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    choice = frustration_thresholds(tiny_model, load_data([eval_csv]), target_recall=0.5)
+    assert choice.n_frustrated > 0 and choice.chosen is not None and choice.chosen.recall >= 0.5
+    assert all(p.recall < 0.5 for p in choice.sweep if p.threshold > choice.chosen.threshold)
+
+
+@pytest.mark.parametrize(("rows", "header", "recall", "message"), [
+    ([("hola", "saludo")], ("text", "intent"), 0.9, "needs data with emotion or sentiment labels"),
+    ([("hola", "saludo", "neutral", "neutral")], ("text", "intent", "sentiment", "emotion"), 0.9, "no row of the data is labelled frustrated"),
+    ([("hola", "saludo", "neutral", "neutral")], ("text", "intent", "sentiment", "emotion"), 0.0, "must be in (0, 1]"),
+])
+def test_evaluate_frustration_thresholds_refuse_unusable_data(
+    tiny_model, tmp_path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...], recall: float, message: str  # type: ignore[no-untyped-def]
+) -> None:
+    with pytest.raises((DataError, ConfigError), match=re.escape(message)):
+        frustration_thresholds(tiny_model, load_data([write_csv(tmp_path / "d.csv", rows, header)]), target_recall=recall)
+
+
 # -- TOML writer -------------------------------------------------------------------------
 
 
@@ -411,6 +442,17 @@ def test_evaluate_cli_thresholds_writes_toml(tiny_model_dir: Path, eval_csv: Pat
     data = tomllib.loads(toml.read_text())
     assert data["train"] == {"cv": 3}
     assert 0.0 <= data["routing"]["answer_threshold"] <= 1.0
+
+
+def test_evaluate_cli_thresholds_writes_both_thresholds(tiny_model_dir: Path, eval_csv: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "nlu.toml"
+    args = ["thresholds", str(tiny_model_dir), str(eval_csv), "--target-accuracy", "0.5", "--frustrated-recall", "0.5", "--write", str(toml)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "frustrated messages" in result.stdout
+    routing = tomllib.loads(toml.read_text())["routing"]
+    assert set(routing) == {"answer_threshold", "frustration_threshold"}
+    assert 0.0 <= routing["frustration_threshold"] <= 1.0
 
 
 def test_evaluate_cli_compare_prints_table(report_dir: Path, tmp_path: Path) -> None:
