@@ -378,7 +378,7 @@ app.add_typer(queue_app, name="queue")
 
 QueueDb = Annotated[
     str | None,
-    typer.Option("--db", help="Queue database: a path or sqlite:///path [default: $NLU_DB or var/nlu.db].", show_default=False),
+    typer.Option("--db", help="Queue database: a path, sqlite:///path or postgresql://... [default: $NLU_DB or var/nlu.db].", show_default=False),
 ]
 AgentName = Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)]
 TicketId = Annotated[int, typer.Argument(help="Ticket id.", show_default=False)]

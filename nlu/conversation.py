@@ -1,4 +1,5 @@
-"""Per-conversation state in SQLite, next to the queue (tables prefixed "conversation").
+"""Per-conversation state in SQLite, next to the queue (tables prefixed "conversation");
+the same on PostgreSQL in ``conversation_pg.py`` (:func:`open_conversations` picks by URL).
 
 What is kept per conversation: consent (unknown / granted / revoked), whether the virtual
 assistant disclosure was sent, whether a person has taken over (and the ticket), the
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from .errors import ConfigError, InputError, StorageUnavailable
 from .routing import Consent, ConversationView, Turn
@@ -66,6 +67,43 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
 """
 
 _UNSET: Any = object()
+
+
+class Conversations(Protocol):
+    """What the service needs from a conversation store (SQLite or PostgreSQL)."""
+
+    history_turns: int
+
+    def view(self, conversation_id: str) -> ConversationView: ...
+
+    def outcome(self, message_id: str) -> dict[str, Any] | None: ...
+
+    def record(
+        self,
+        conversation_id: str,
+        message_id: str,
+        outcome: Mapping[str, Any],
+        *,
+        turn: Turn | None = None,
+        consent: str | None = None,
+        disclosed: bool | None = None,
+        human_active: bool | None = None,
+        ticket_id: int | None = _UNSET,
+        pending_options: tuple[str, ...] | None = None,
+        reset: bool = False,
+    ) -> tuple[dict[str, Any], bool]: ...
+
+    def end_handover(self, conversation_id: str) -> None: ...
+
+    def forget(self, conversation_id: str) -> int: ...
+
+    def purge(self, older_than_days: float) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Conversations: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class ConversationStore:
@@ -260,16 +298,21 @@ class ConversationStore:
         A message redelivered after its record is purged would be handled again, so keep
         N above the channel's retry window (WhatsApp retries for up to 7 days).
         """
-        if isinstance(older_than_days, bool) or not isinstance(older_than_days, int | float) or not (
-            math.isfinite(older_than_days) and older_than_days >= 0
-        ):
-            raise InputError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
-        cutoff = time.time() - float(older_than_days) * 86400.0
+        cutoff = _retention_cutoff(older_than_days)
         with self._transaction() as db:
             n = db.execute("DELETE FROM conversation_turns WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversation_messages WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND human_active = 0", (cutoff,)).rowcount
         return n
+
+
+def _retention_cutoff(older_than_days: object) -> float:
+    """The unix time before which records are purged (shared by every backend)."""
+    if isinstance(older_than_days, bool) or not isinstance(older_than_days, int | float) or not (
+        math.isfinite(older_than_days) and older_than_days >= 0
+    ):
+        raise InputError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
+    return time.time() - float(older_than_days) * 86400.0
 
 
 def _check_id(value: object, name: str) -> None:
@@ -288,6 +331,15 @@ def _sqlite_path(url_or_path: str | Path) -> str:
     return text
 
 
-def open_conversations(url_or_path: str | Path, history_turns: int = 10) -> ConversationStore:
-    """Open (creating if needed) the conversation tables in an SQLite file."""
-    return ConversationStore(url_or_path, history_turns=history_turns)
+def open_conversations(url_or_path: str | Path | None = None, history_turns: int = 10) -> Conversations:
+    """Open (creating if needed) the conversation tables in the database named by a path or
+    URL, resolved exactly as the queue resolves it (``None`` reads ``NLU_DB``): SQLite
+    (:class:`ConversationStore`) or PostgreSQL (:class:`nlu.conversation_pg.PostgresConversationStore`)."""
+    from .queue import resolve_db
+
+    kind, location = resolve_db(url_or_path)
+    if kind == "postgresql":
+        from .conversation_pg import PostgresConversationStore
+
+        return PostgresConversationStore(location, history_turns=history_turns)
+    return ConversationStore(location, history_turns=history_turns)

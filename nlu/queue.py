@@ -1,4 +1,4 @@
-"""The human-agent queue: a small protocol and its SQLite backend.
+"""The human-agent queue: a small protocol and its SQLite backend (PostgreSQL: ``queue_pg.py``).
 
 A ticket is one customer message the bot should not handle alone. The queue promises:
 
@@ -37,7 +37,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
-__all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue"]
+__all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db"]
 
 DEFAULT_DB = "var/nlu.db"
 STATUSES = ("queued", "claimed", "resolved")
@@ -315,22 +315,7 @@ class SQLiteQueue:
                 raise self._error(what, exc) from exc
 
     def _ticket(self, row: sqlite3.Row) -> Ticket:
-        return Ticket(
-            id=row["id"],
-            conversation_id=row["conversation_id"],
-            message_id=row["message_id"],
-            text=row["text"],
-            prediction=json.loads(row["prediction"]),
-            reasons=tuple(json.loads(row["reasons"])),
-            priority=row["priority"],
-            status=row["status"],
-            agent=row["agent"],
-            lease_until=row["lease_until"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            turns=tuple(json.loads(row["turns"])),
-            resolution=row["resolution"],
-        )
+        return _ticket_from_row(row)
 
     def _fetch(self, conn: sqlite3.Connection, ticket_id: int) -> Ticket:
         row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
@@ -351,28 +336,11 @@ class SQLiteQueue:
         priority: float,
         turns: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Ticket, bool]:
-        conversation_id = _nonempty("conversation_id", conversation_id)
-        message_id = _nonempty("message_id", message_id)
-        if not isinstance(text, str):
-            raise QueueError(f"ticket text must be a string, got {type(text).__name__}")
-        if isinstance(reasons, str) or not all(isinstance(r, str) for r in reasons):
-            raise QueueError(f"ticket reasons must be a list of reason codes, got {reasons!r}")
-        if isinstance(priority, bool) or not isinstance(priority, numbers.Real) or not math.isfinite(priority):
-            raise QueueError(f"ticket priority must be a finite number, got {priority!r}")
-        if hasattr(prediction, "to_dict") and not isinstance(prediction, Mapping):
-            prediction = prediction.to_dict()  # a Prediction object: accept it as its JSON form
-        if not isinstance(prediction, Mapping):
-            raise QueueError(f"ticket prediction must be a mapping, got {type(prediction).__name__}")
-        if isinstance(turns, str | Mapping) or not all(isinstance(t, Mapping) for t in turns):
-            raise QueueError("ticket turns must be a list of mappings")
-        # Redact here as well as upstream: the queue is where text comes to rest.
-        values = {
-            "text": redact(text),
-            "prediction": _to_json("prediction", redact_values(prediction)),
-            "reasons": _to_json("reasons", list(reasons)),
-            "priority": float(priority),
-            "turns": _to_json("turns", redact_values(list(turns))),
-        }
+        values = _new_ticket(
+            conversation_id=conversation_id, message_id=message_id, text=text, prediction=prediction,
+            reasons=reasons, priority=priority, turns=turns,
+        )
+        conversation_id, message_id = values["conversation_id"], values["message_id"]
         now = self._clock()
         with self._write("enqueue a ticket") as conn:
             row = conn.execute(
@@ -381,19 +349,13 @@ class SQLiteQueue:
                 " VALUES (:conversation_id, :message_id, :text, :prediction, :reasons, :priority,"
                 " 'queued', :now, :now, :turns)"
                 f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
-                {**values, "conversation_id": conversation_id, "message_id": message_id, "now": now},
+                {**values, "now": now},
             ).fetchone()
             created = row is not None
             if row is None:
                 row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (message_id,)).fetchone()
             ticket = self._ticket(row)
-        if ticket.conversation_id != conversation_id:
-            # Message ids are unique per channel; the same id in another conversation means
-            # the caller mixed something up, and attaching it silently would mislead an agent.
-            raise QueueError(
-                f"message_id {message_id!r} already belongs to ticket {ticket.id} of conversation "
-                f"{ticket.conversation_id!r}, not {conversation_id!r}"
-            )
+        _check_same_conversation(ticket, conversation_id)
         return ticket, created
 
     def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
@@ -405,19 +367,16 @@ class SQLiteQueue:
             return None if row is None else self._ticket(row)
 
     def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
-        ticket_id = _ticket_id(ticket_id)
-        agent = _nonempty("agent", agent)
-        if not isinstance(resolution, str):
-            raise QueueError(f"resolution must be a string, got {type(resolution).__name__}")
+        ticket_id, agent, resolution = _resolve_args(ticket_id, agent, resolution)
         with self._write(f"resolve ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             if ticket.status == "resolved" and ticket.agent == agent:
                 return ticket  # a retried resolve (e.g. after a timeout) is not an error
-            self._check_holder(ticket, agent, "resolve")
+            _check_holder(ticket, agent, "resolve")
             row = conn.execute(
                 "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
                 f" WHERE id = ? RETURNING {_COLUMNS}",
-                (redact(resolution), self._clock(), ticket_id),
+                (resolution, self._clock(), ticket_id),
             ).fetchone()
             return self._ticket(row)
 
@@ -425,23 +384,13 @@ class SQLiteQueue:
         ticket_id = _ticket_id(ticket_id)
         agent = _nonempty("agent", agent)
         with self._write(f"release ticket {ticket_id}") as conn:
-            self._check_holder(self._fetch(conn, ticket_id), agent, "release")
+            _check_holder(self._fetch(conn, ticket_id), agent, "release")
             row = conn.execute(
                 "UPDATE tickets SET status = 'queued', agent = NULL, lease_until = NULL, updated_at = ?"
                 f" WHERE id = ? RETURNING {_COLUMNS}",
                 (self._clock(), ticket_id),
             ).fetchone()
             return self._ticket(row)
-
-    def _check_holder(self, ticket: Ticket, agent: str, action: str) -> None:
-        # An expired lease still belongs to its agent until someone else claims the ticket:
-        # finishing late is better than making the customer start again.
-        if ticket.status == "resolved":
-            raise QueueError(f"cannot {action} ticket {ticket.id}: already resolved by {ticket.agent}")
-        if ticket.status != "claimed":
-            raise QueueError(f"cannot {action} ticket {ticket.id}: it is {ticket.status}, claim it first")
-        if ticket.agent != agent:
-            raise QueueError(f"cannot {action} ticket {ticket.id}: it is claimed by {ticket.agent}, not {agent}")
 
     def get(self, ticket_id: int) -> Ticket:
         ticket_id = _ticket_id(ticket_id)
@@ -451,12 +400,7 @@ class SQLiteQueue:
         return self._ticket(rows[0])
 
     def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
-        if status is not None and status not in STATUSES:
-            raise QueueError(f"unknown ticket status {status!r}; use one of {', '.join(STATUSES)}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise QueueError(f"limit must be a positive integer, got {limit!r}")
-        # Queued and claimed tickets in the order agents take them; resolved ones newest first.
-        order = "updated_at DESC, id DESC" if status == "resolved" else "priority DESC, created_at, id"
+        order = _list_order(status, limit)
         where = "" if status is None else "WHERE status = ?"
         params: tuple[Any, ...] = (limit,) if status is None else (status, limit)
         rows = self._read("list tickets", f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY {order} LIMIT ?", params)
@@ -482,11 +426,7 @@ class SQLiteQueue:
         return self._ticket(rows[0]) if rows else None
 
     def purge(self, older_than_days: float) -> int:
-        if isinstance(older_than_days, bool) or not isinstance(older_than_days, numbers.Real) or not (
-            math.isfinite(older_than_days) and older_than_days >= 0
-        ):
-            raise QueueError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
-        cutoff = self._clock() - float(older_than_days) * 86400.0
+        cutoff = self._clock() - _days(older_than_days) * 86400.0
         with self._write("purge resolved tickets") as conn:
             return conn.execute(
                 "DELETE FROM tickets WHERE status = 'resolved' AND updated_at < ?", (cutoff,)
@@ -508,30 +448,159 @@ class SQLiteQueue:
         return f"SQLiteQueue({self.path!r})"
 
 
-def open_queue(url_or_path: str | os.PathLike[str] | None = None, **options: Any) -> Queue:
-    """Open the queue named by a URL or path; ``None`` reads ``NLU_DB`` (default ``var/nlu.db``).
+def resolve_db(url_or_path: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgresql", url)`` for a database URL or path.
 
-    ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (SQLAlchemy's spelling) and
-    plain paths open :class:`SQLiteQueue`; ``options`` go to its constructor.
+    ``None`` or blank reads ``NLU_DB`` (default ``var/nlu.db``). ``sqlite:///relative/path``,
+    ``sqlite:////absolute/path`` (SQLAlchemy's spelling) and plain paths are SQLite;
+    ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` URLs are PostgreSQL
+    (returned as ``postgresql://...`` for libpq). The queue and the conversation store both
+    resolve their URL here, so one ``NLU_DB`` always names one database for both.
     """
     target = os.fspath(url_or_path) if url_or_path is not None else ""
     if not target.strip():
         target = os.environ.get("NLU_DB", "").strip() or DEFAULT_DB
     scheme, sep, rest = target.partition("://")
     if not sep:
-        return SQLiteQueue(target, **options)
+        return "sqlite", target
     scheme = scheme.lower()
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise ConfigError("PostgreSQL backend not available yet; use an SQLite path or sqlite:///path")
+        if not rest.strip():
+            raise ConfigError(f"database URL {target!r} names no server; use postgresql://user:password@host:5432/dbname")
+        return "postgresql", "postgresql://" + rest
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         if not path:
             raise ConfigError(f"queue database URL {target!r} names no file; use sqlite:///path/to/nlu.db")
-        return SQLiteQueue(path, **options)
-    raise ConfigError(f"queue database URL {target!r}: unsupported scheme {scheme!r}; use sqlite:/// or a path")
+        return "sqlite", path
+    raise ConfigError(
+        f"queue database URL {target!r}: unsupported scheme {scheme!r}; use a path, sqlite:///path or postgresql://..."
+    )
 
 
-# -- helpers ------------------------------------------------------------------------------
+def open_queue(url_or_path: str | os.PathLike[str] | None = None, **options: Any) -> Queue:
+    """Open the queue named by a URL or path (see :func:`resolve_db`); ``None`` reads ``NLU_DB``.
+
+    SQLite targets open :class:`SQLiteQueue`, ``postgresql://`` URLs open
+    :class:`nlu.queue_pg.PostgresQueue`; ``options`` go to the backend's constructor.
+    """
+    kind, location = resolve_db(url_or_path)
+    if kind == "postgresql":
+        from .queue_pg import PostgresQueue  # psycopg is imported only when PostgreSQL is used
+
+        return PostgresQueue(location, **options)
+    return SQLiteQueue(location, **options)
+
+
+# -- helpers shared by every backend (queue_pg.py imports them) ----------------------------
+
+_FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
+
+
+def _new_ticket(
+    *,
+    conversation_id: Any,
+    message_id: Any,
+    text: Any,
+    prediction: Any,
+    reasons: Any,
+    priority: Any,
+    turns: Any,
+) -> dict[str, Any]:
+    """The checked, redacted column values of a new ticket (JSON columns as text)."""
+    conversation_id = _nonempty("conversation_id", conversation_id)
+    message_id = _nonempty("message_id", message_id)
+    if not isinstance(text, str):
+        raise QueueError(f"ticket text must be a string, got {type(text).__name__}")
+    if isinstance(reasons, str) or not all(isinstance(r, str) for r in reasons):
+        raise QueueError(f"ticket reasons must be a list of reason codes, got {reasons!r}")
+    if isinstance(priority, bool) or not isinstance(priority, numbers.Real) or not math.isfinite(priority):
+        raise QueueError(f"ticket priority must be a finite number, got {priority!r}")
+    if hasattr(prediction, "to_dict") and not isinstance(prediction, Mapping):
+        prediction = prediction.to_dict()  # a Prediction object: accept it as its JSON form
+    if not isinstance(prediction, Mapping):
+        raise QueueError(f"ticket prediction must be a mapping, got {type(prediction).__name__}")
+    if isinstance(turns, str | Mapping) or not all(isinstance(t, Mapping) for t in turns):
+        raise QueueError("ticket turns must be a list of mappings")
+    # Redact here as well as upstream: the queue is where text comes to rest.
+    return {
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "text": redact(text),
+        "prediction": _to_json("prediction", redact_values(prediction)),
+        "reasons": _to_json("reasons", list(reasons)),
+        "priority": float(priority),
+        "turns": _to_json("turns", redact_values(list(turns))),
+    }
+
+
+def _ticket_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Ticket:
+    """A :class:`Ticket` from a row holding the ``_COLUMNS`` (JSON columns as text)."""
+    return Ticket(
+        id=int(row["id"]),
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        text=row["text"],
+        prediction=json.loads(row["prediction"]),
+        reasons=tuple(json.loads(row["reasons"])),
+        priority=row["priority"],
+        status=row["status"],
+        agent=row["agent"],
+        lease_until=row["lease_until"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        turns=tuple(json.loads(row["turns"])),
+        resolution=row["resolution"],
+    )
+
+
+def _check_same_conversation(ticket: Ticket, conversation_id: str) -> None:
+    if ticket.conversation_id != conversation_id:
+        # Message ids are unique per channel; the same id in another conversation means
+        # the caller mixed something up, and attaching it silently would mislead an agent.
+        raise QueueError(
+            f"message_id {ticket.message_id!r} already belongs to ticket {ticket.id} of conversation "
+            f"{ticket.conversation_id!r}, not {conversation_id!r}"
+        )
+
+
+def _check_holder(ticket: Ticket, agent: str, action: str) -> None:
+    # An expired lease still belongs to its agent until someone else claims the ticket:
+    # finishing late is better than making the customer start again.
+    if ticket.status == "resolved":
+        raise QueueError(f"cannot {action} ticket {ticket.id}: already resolved by {ticket.agent}")
+    if ticket.status != "claimed":
+        raise QueueError(f"cannot {action} ticket {ticket.id}: it is {ticket.status}, claim it first")
+    if ticket.agent != agent:
+        raise QueueError(f"cannot {action} ticket {ticket.id}: it is claimed by {ticket.agent}, not {agent}")
+
+
+def _resolve_args(ticket_id: Any, agent: Any, resolution: Any) -> tuple[int, str, str]:
+    """Checked arguments of ``resolve``, the resolution note redacted."""
+    ticket_id = _ticket_id(ticket_id)
+    agent = _nonempty("agent", agent)
+    if not isinstance(resolution, str):
+        raise QueueError(f"resolution must be a string, got {type(resolution).__name__}")
+    return ticket_id, agent, redact(resolution)
+
+
+def _list_order(status: Any, limit: Any) -> str:
+    """Check ``list``'s arguments; the ORDER BY clause for that status."""
+    if status is not None and status not in STATUSES:
+        raise QueueError(f"unknown ticket status {status!r}; use one of {', '.join(STATUSES)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueueError(f"limit must be a positive integer, got {limit!r}")
+    # Queued and claimed tickets in the order agents take them; resolved ones newest first.
+    return "updated_at DESC, id DESC" if status == "resolved" else "priority DESC, created_at, id"
+
+
+def _days(older_than_days: Any) -> float:
+    real = isinstance(older_than_days, numbers.Real) and not isinstance(older_than_days, bool)
+    days = float(older_than_days) if real else math.nan
+    if not (math.isfinite(days) and days >= 0):
+        raise QueueError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
+    return days
+
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RoutingPolicy
-from .conversation import ConversationStore, open_conversations
+from .conversation import Conversations, open_conversations
 from .errors import ConfigError, InputError
 from .model import Model, Prediction, load_model
 from .privacy import redact
@@ -168,7 +168,7 @@ class Service:
         self,
         model: Model,
         queue: Queue,
-        conversations: ConversationStore,
+        conversations: Conversations,
         catalogue: Catalogue,
         policy: RoutingPolicy | None = None,
     ) -> None:
@@ -190,9 +190,10 @@ class Service:
         config: str | Path | None = None,
         catalogue: str | Path | None = None,
     ) -> Service:
-        """Load the model, open the queue and conversation tables in ``db`` (one SQLite
-        file; default ``NLU_DB`` or ``var/nlu.db``) and the response catalogue (the bundled
-        Spanish one by default)."""
+        """Load the model, open the queue and conversation tables in ``db`` (one database
+        for both: an SQLite path or ``sqlite:///path``, or a ``postgresql://`` URL so several
+        instances share them; default ``NLU_DB`` or ``var/nlu.db``) and the response
+        catalogue (the bundled Spanish one by default)."""
         db = db if db is not None and str(db).strip() else (os.environ.get("NLU_DB", "").strip() or DEFAULT_DB)
         model = load_model(model_dir)
         policy = policy_for(model, config)

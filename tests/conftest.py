@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nlu import TrainConfig, load_model, save_model, train
 from nlu.data import load_data
+from nlu.testing_pg import MISSING_MESSAGE, TempCluster, find_bindir
 
 # (text, intent, sentiment, emotion): six intents, written like WhatsApp messages.
 ROWS: list[tuple[str, str, str, str]] = [
@@ -78,3 +81,34 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path, tin
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     return load_model(tiny_model_dir)
+
+
+# -- databases: the queue and conversation suites run on SQLite and on PostgreSQL ----------
+# One throwaway PostgreSQL cluster per session (nlu/testing_pg.py: initdb + pg_ctl on
+# 127.0.0.1, fsync off), an empty database per test. Skipped when PostgreSQL is not installed.
+
+_pg_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[TempCluster]:
+    if find_bindir() is None:
+        pytest.skip(MISSING_MESSAGE)
+    with TempCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: TempCluster) -> str:
+    """The URL of a fresh, empty PostgreSQL schema (its own search_path; schemas are made in
+    milliseconds where CREATE DATABASE takes a checkpoint)."""
+    return pg_cluster.create_schema(f"test_{next(_pg_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database for the queue and the conversation store: an SQLite path, or a
+    postgresql:// URL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "var" / "nlu.db")

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from nlu import ConfigError, InputError
-from nlu.conversation import open_conversations
+from nlu.conversation import ConversationStore, open_conversations
+from nlu.conversation_pg import PostgresConversationStore
+from nlu.errors import StorageUnavailable
 from nlu.queue import open_queue
 from nlu.routing import Turn
 
@@ -15,15 +19,15 @@ def turn(message_id: str, sentiment: str = "neutral", action: str = "answer") ->
     return Turn(message_id, f"texto {message_id}", "estado_pedido", 0.9, sentiment, "neutral", 0.1, action, ("x",))
 
 
-def test_conversation_unknown_is_fresh(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store:
+def test_conversation_unknown_is_fresh(db_url: str) -> None:
+    with open_conversations(db_url) as store:
         view = store.view("c1")
     assert view.conversation_id == "c1" and view.consent == "unknown"
     assert view.turns == () and not view.human_active and not view.disclosed
 
 
-def test_conversation_survives_restart(tmp_path: Path) -> None:
-    db = tmp_path / "nlu.db"
+def test_conversation_survives_restart(db_url: str) -> None:
+    db = db_url
     with open_conversations(db) as store:
         store.record("c1", "m1", {"action": "answer"}, turn=turn("m1"), consent="granted", disclosed=True, pending_options=("factura", "queja"))
         store.record("c1", "m2", {"action": "escalate"}, turn=turn("m2", "negativo", "escalate"), human_active=True, ticket_id=7)
@@ -36,8 +40,8 @@ def test_conversation_survives_restart(tmp_path: Path) -> None:
     assert view.pending_options == ("factura", "queja")
 
 
-def test_conversation_message_id_recorded_once(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store:
+def test_conversation_message_id_recorded_once(db_url: str) -> None:
+    with open_conversations(db_url) as store:
         first, fresh = store.record("c1", "m1", {"action": "answer", "n": 1}, turn=turn("m1"))
         again, fresh_again = store.record("c1", "m1", {"action": "answer", "n": 2}, turn=turn("m1"), consent="revoked")
         view = store.view("c1")
@@ -46,15 +50,15 @@ def test_conversation_message_id_recorded_once(tmp_path: Path) -> None:
     assert len(view.turns) == 1 and view.consent == "unknown"  # the retry changed nothing
 
 
-def test_conversation_keeps_recent_turns_only(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db", history_turns=3) as store:
+def test_conversation_keeps_recent_turns_only(db_url: str) -> None:
+    with open_conversations(db_url, history_turns=3) as store:
         for i in range(6):
             store.record("c1", f"m{i}", {}, turn=turn(f"m{i}"))
         assert [t.message_id for t in store.view("c1").turns] == ["m3", "m4", "m5"]
 
 
-def test_conversation_end_handover_restarts_the_streaks(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store:
+def test_conversation_end_handover_restarts_the_streaks(db_url: str) -> None:
+    with open_conversations(db_url) as store:
         store.record("c1", "m1", {}, turn=turn("m1", "negativo"), consent="granted")
         store.record("c1", "m2", {}, turn=turn("m2", "negativo", "escalate"), human_active=True, ticket_id=1)
         store.end_handover("c1")
@@ -65,8 +69,8 @@ def test_conversation_end_handover_restarts_the_streaks(tmp_path: Path) -> None:
         assert [t.message_id for t in store.view("c1").turns] == ["m3"]
 
 
-def test_conversation_conversations_are_separate(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store:
+def test_conversation_conversations_are_separate(db_url: str) -> None:
+    with open_conversations(db_url) as store:
         store.record("c1", "m1", {}, turn=turn("m1"), consent="granted")
         store.record("c2", "m2", {}, turn=turn("m2"), consent="revoked")
         assert store.view("c1").consent == "granted" and store.view("c2").consent == "revoked"
@@ -96,8 +100,8 @@ def test_conversation_shares_the_queue_file(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
-def test_conversation_forget(tmp_path: Path) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store:
+def test_conversation_forget(db_url: str) -> None:
+    with open_conversations(db_url) as store:
         store.record("c1", "m1", {}, turn=turn("m1"), consent="granted")
         assert store.forget("c1") == 3
         assert store.view("c1").consent == "unknown" and store.outcome("m1") is None
@@ -112,13 +116,81 @@ def test_conversation_forget(tmp_path: Path) -> None:
         ("c" * 600, "m1", None, "longer than 512"),
     ],
 )
-def test_conversation_bad_input(tmp_path: Path, conversation_id: str, message_id: str, consent: str | None, message: str) -> None:
-    with open_conversations(tmp_path / "nlu.db") as store, pytest.raises(InputError, match=message):
+def test_conversation_bad_input(db_url: str, conversation_id: str, message_id: str, consent: str | None, message: str) -> None:
+    with open_conversations(db_url) as store, pytest.raises(InputError, match=message):
         store.record(conversation_id, message_id, {}, consent=consent)
 
 
-def test_conversation_refuses_non_sqlite_url(tmp_path: Path) -> None:
+def test_conversation_refuses_other_urls(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SQLite"):
-        open_conversations("postgresql://localhost/nlu")
+        ConversationStore("postgresql://localhost/nlu")  # the SQLite class itself
+    with pytest.raises(ConfigError, match="unsupported scheme 'mysql'"):
+        open_conversations("mysql://localhost/nlu")
     with open_conversations(f"sqlite:///{tmp_path / 'x.db'}") as store:
-        assert store.view("c").consent == "unknown"
+        assert isinstance(store, ConversationStore) and store.view("c").consent == "unknown"
+
+
+def test_conversation_same_message_from_many_instances_is_recorded_once(db_url: str) -> None:
+    # Retried deliveries of one message landing on different service instances at once:
+    # each instance has its own store (own connections); exactly one records the outcome.
+    stores = [open_conversations(db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def deliver(n: int) -> tuple[dict[str, object], bool]:
+        barrier.wait()
+        return stores[n].record("c1", "wamid.X", {"action": "escalate", "by": n}, turn=turn("wamid.X"), human_active=True, ticket_id=n)
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            results = list(pool.map(deliver, range(len(stores))))
+        assert [fresh for _, fresh in results].count(True) == 1
+        assert len({json_key(outcome) for outcome, _ in results}) == 1  # everyone got the winner's outcome
+        winner = next(outcome for outcome, fresh in results if fresh)
+        view = stores[0].view("c1")
+        assert len(view.turns) == 1 and view.ticket_id == winner["by"]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def json_key(outcome: dict[str, object]) -> str:
+    return repr(sorted(outcome.items()))
+
+
+def test_conversation_postgres_shares_the_queue_database(pg_url: str) -> None:
+    import psycopg
+
+    with open_conversations(pg_url) as store, open_conversations(pg_url) as other, open_queue(pg_url) as queue:
+        assert isinstance(store, PostgresConversationStore) and ":***@" in repr(store)
+        store.record("c1", "m1", {"ok": True}, consent="granted")
+        assert other.view("c1").consent == "granted" and other.outcome("m1") == {"ok": True}
+        ticket, _ = queue.enqueue(conversation_id="c1", message_id="m1", text="hola", prediction={}, reasons=["x"], priority=0.5)
+        assert queue.open_for_conversation("c1") == ticket
+        assert store.purge(0) >= 1  # retention works; the person-held rule is tested on both backends below
+    with psycopg.connect(pg_url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        versions = conn.execute("SELECT value FROM conversation_meta WHERE key = 'schema_version'").fetchall()
+    assert tables == {"conversations", "conversation_turns", "conversation_messages", "conversation_meta", "tickets", "tickets_meta"}
+    assert versions == [("1",)]
+
+
+def test_conversation_purge_keeps_conversations_a_person_holds(db_url: str) -> None:
+    with open_conversations(db_url) as store:
+        store.record("c1", "m1", {}, turn=turn("m1"), human_active=True, ticket_id=1)
+        store.record("c2", "m2", {}, turn=turn("m2"))
+        assert store.purge(0) == 5  # 2 turns + 2 message records + the idle conversation c2
+        assert store.view("c1").human_active and store.view("c2").consent == "unknown"
+        with pytest.raises(InputError, match="older_than_days"):
+            store.purge(-1)
+
+
+def test_conversation_postgres_unreachable_is_storage_unavailable() -> None:
+    with pytest.raises(StorageUnavailable, match="Connection refused") as info:
+        open_conversations("postgresql://nlu:s3cret@127.0.0.1:1/nlu")
+    assert "s3cret" not in str(info.value)
+
+
+def test_conversation_postgres_stores_text_with_nul(pg_url: str) -> None:
+    with open_conversations(pg_url) as store:
+        store.record("c1", "m1", {"reply": "a\x00b"}, turn=Turn("m1", "hola\x00", None, None, None, None, 0.0, "answer", ()))
+        assert store.view("c1").turns[0].text == "hola\ufffd"

@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from nlu.cli import app
-from nlu.errors import ConfigError, QueueError, UnknownTicket
+from nlu.errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from nlu.queue import Queue, SQLiteQueue, Ticket, open_queue
+from nlu.queue_pg import PostgresQueue
 
 PREDICTION = {"intent": "estado_pedido", "confidence": 0.41, "sentiment": "negativo", "frustration": 0.8}
 
@@ -42,10 +43,29 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def queue(db: Path, clock: FakeClock) -> Iterator[SQLiteQueue]:
+def queue(db_url: str, clock: FakeClock) -> Iterator[Queue]:
+    """The queue under test, on each backend (``db_url`` is parametrized in conftest.py)."""
+    q = open_queue(db_url, clock=clock)
+    yield q
+    q.close()
+
+
+@pytest.fixture
+def sqlite_queue(db: Path, clock: FakeClock) -> Iterator[SQLiteQueue]:
     q = SQLiteQueue(db, clock=clock)
     yield q
     q.close()
+
+
+def stored_bytes(queue: Queue, db: Path) -> bytes:
+    """Everything the backend keeps on disk about tickets, to look for PII in it."""
+    if isinstance(queue, SQLiteQueue):
+        return db.read_bytes() + (db.parent / "nlu.db-wal").read_bytes()
+    import psycopg
+
+    assert isinstance(queue, PostgresQueue)
+    with psycopg.connect(queue.url) as conn:
+        return "\n".join(row[0] for row in conn.execute("SELECT t::text FROM tickets AS t")).encode()
 
 
 def add(queue: Queue, message_id: str, priority: float = 0.5, conversation_id: str = "conv-1", text: str = "¿dónde está mi pedido #A-48213?") -> Ticket:
@@ -60,7 +80,7 @@ def add(queue: Queue, message_id: str, priority: float = 0.5, conversation_id: s
 # -- round trip, idempotency, order --------------------------------------------------------
 
 
-def test_queue_round_trip_enqueue_claim_resolve(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_round_trip_enqueue_claim_resolve(queue: Queue, clock: FakeClock) -> None:
     ticket = add(queue, "wamid.1")
     assert (ticket.status, ticket.agent, ticket.lease_until) == ("queued", None, None)
     assert ticket.prediction == PREDICTION and ticket.reasons == ("frustration",)
@@ -81,7 +101,7 @@ def test_queue_round_trip_enqueue_claim_resolve(queue: SQLiteQueue, clock: FakeC
     assert json.loads(json.dumps(resolved.to_dict()))["reasons"] == ["frustration"]
 
 
-def test_queue_release_puts_ticket_back_in_its_place(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_release_puts_ticket_back_in_its_place(queue: Queue, clock: FakeClock) -> None:
     first = add(queue, "m1")
     clock.advance(1)
     add(queue, "m2")
@@ -96,7 +116,7 @@ def test_queue_release_puts_ticket_back_in_its_place(queue: SQLiteQueue, clock: 
     {"text": "otra cosa", "priority": 0.9},  # a retried webhook may carry different details
     {"text": "¿dónde está mi pedido #A-48213?", "priority": 0.5},
 ])
-def test_queue_enqueue_is_idempotent_on_message_id(queue: SQLiteQueue, second: dict[str, Any]) -> None:
+def test_queue_enqueue_is_idempotent_on_message_id(queue: Queue, second: dict[str, Any]) -> None:
     first = add(queue, "wamid.ABC")
     again, created = queue.enqueue(
         conversation_id="conv-1", message_id="wamid.ABC", prediction={}, reasons=[], **second
@@ -106,7 +126,7 @@ def test_queue_enqueue_is_idempotent_on_message_id(queue: SQLiteQueue, second: d
     assert len(queue.list()) == 1
 
 
-def test_queue_enqueue_same_message_id_in_another_conversation_is_refused(queue: SQLiteQueue) -> None:
+def test_queue_enqueue_same_message_id_in_another_conversation_is_refused(queue: Queue) -> None:
     add(queue, "wamid.ABC", conversation_id="conv-1")
     with pytest.raises(QueueError, match="already belongs to ticket 1 of conversation 'conv-1'"):
         add(queue, "wamid.ABC", conversation_id="conv-2")
@@ -118,7 +138,7 @@ def test_queue_enqueue_same_message_id_in_another_conversation_is_refused(queue:
     ([("a", 0.1), ("b", 0.8), ("c", 0.8), ("d", 0.1)], ["b", "c", "a", "d"]),
 ])
 def test_queue_claims_by_priority_then_age(
-    queue: SQLiteQueue, clock: FakeClock, tickets: list[tuple[str, float]], expected: list[str]
+    queue: Queue, clock: FakeClock, tickets: list[tuple[str, float]], expected: list[str]
 ) -> None:
     for message_id, priority in tickets:
         add(queue, message_id, priority)
@@ -129,7 +149,7 @@ def test_queue_claims_by_priority_then_age(
     assert queue.claim("ana") is None
 
 
-def test_queue_expired_lease_returns_ticket_to_the_queue(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_expired_lease_returns_ticket_to_the_queue(queue: Queue, clock: FakeClock) -> None:
     urgent = add(queue, "urgent", priority=0.9)
     clock.advance(1)
     add(queue, "later", priority=0.1)
@@ -147,7 +167,7 @@ def test_queue_expired_lease_returns_ticket_to_the_queue(queue: SQLiteQueue, clo
     assert queue.resolve(urgent.id, "luis").status == "resolved"
 
 
-def test_queue_expired_lease_still_lets_its_agent_finish(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_expired_lease_still_lets_its_agent_finish(queue: Queue, clock: FakeClock) -> None:
     ticket = add(queue, "m1")
     queue.claim("ana", lease_seconds=10)
     clock.advance(60)  # nobody else took it meanwhile
@@ -155,7 +175,7 @@ def test_queue_expired_lease_still_lets_its_agent_finish(queue: SQLiteQueue, clo
 
 
 @pytest.mark.parametrize("action", ["resolve", "release"])
-def test_queue_only_the_claiming_agent_may_finish(queue: SQLiteQueue, action: str) -> None:
+def test_queue_only_the_claiming_agent_may_finish(queue: Queue, action: str) -> None:
     ticket = add(queue, "m1")
     with pytest.raises(QueueError, match="it is queued, claim it first"):
         getattr(queue, action)(ticket.id, "ana")
@@ -165,7 +185,7 @@ def test_queue_only_the_claiming_agent_may_finish(queue: SQLiteQueue, action: st
     assert queue.get(ticket.id).agent == "ana"
 
 
-def test_queue_resolve_is_idempotent_for_its_agent_only(queue: SQLiteQueue) -> None:
+def test_queue_resolve_is_idempotent_for_its_agent_only(queue: Queue) -> None:
     ticket = add(queue, "m1")
     queue.claim("ana")
     first = queue.resolve(ticket.id, "ana", "hecho")
@@ -181,7 +201,7 @@ def test_queue_resolve_is_idempotent_for_its_agent_only(queue: SQLiteQueue) -> N
     lambda q: q.resolve(999, "ana"),
     lambda q: q.release(999, "ana"),
 ])
-def test_queue_unknown_ticket(queue: SQLiteQueue, call: Any) -> None:
+def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
     with pytest.raises(UnknownTicket, match="no ticket 999"):
         call(queue)
     assert issubclass(UnknownTicket, QueueError)
@@ -201,13 +221,13 @@ def test_queue_unknown_ticket(queue: SQLiteQueue, call: Any) -> None:
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={}, reasons=[], priority=float("inf")), "priority must be a finite"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={"x": object()}, reasons=[], priority=0), "cannot be stored as JSON"),
 ])
-def test_queue_rejects_bad_arguments(queue: SQLiteQueue, call: Any, message: str) -> None:
+def test_queue_rejects_bad_arguments(queue: Queue, call: Any, message: str) -> None:
     with pytest.raises(QueueError, match=message):
         call(queue)
     assert queue.list() == []
 
 
-def test_queue_redacts_text_turns_and_resolution(queue: SQLiteQueue, db: Path) -> None:
+def test_queue_redacts_text_turns_and_resolution(queue: Queue, db: Path) -> None:
     ticket, _ = queue.enqueue(
         conversation_id="conv-9", message_id="m1",
         text="mi pedido #A-48213 no llega, llámame al 3104567821 o escribe a ana.p@gmail.com",
@@ -219,11 +239,11 @@ def test_queue_redacts_text_turns_and_resolution(queue: SQLiteQueue, db: Path) -
     assert ticket.prediction["confidence"] is None  # NaN is stored as null, never as invalid JSON
     queue.claim("ana")
     assert queue.resolve(ticket.id, "ana", "lo llamé al 3104567821").resolution == "lo llamé al [TELEFONO]"
-    raw = db.read_bytes() + (db.parent / "nlu.db-wal").read_bytes()
+    raw = stored_bytes(queue, db)
     assert b"3104567821" not in raw and b"ana.p@gmail.com" not in raw and b"1020304050" not in raw
 
 
-def test_queue_open_for_conversation(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_open_for_conversation(queue: Queue, clock: FakeClock) -> None:
     assert queue.open_for_conversation("conv-1") is None
     old = add(queue, "m1", conversation_id="conv-1")
     queue.claim("ana")
@@ -237,7 +257,7 @@ def test_queue_open_for_conversation(queue: SQLiteQueue, clock: FakeClock) -> No
     assert queue.open_for_conversation("conv-1").id == new.id  # type: ignore[union-attr]
 
 
-def test_queue_purge_deletes_only_old_resolved_tickets(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_purge_deletes_only_old_resolved_tickets(queue: Queue, clock: FakeClock) -> None:
     for i in range(3):
         add(queue, f"m{i}")
     for ticket_id in (1, 2):
@@ -255,7 +275,7 @@ def test_queue_purge_deletes_only_old_resolved_tickets(queue: SQLiteQueue, clock
     assert add(queue, "m5").id == 5  # ids are never reused
 
 
-def test_queue_list_filters_and_orders(queue: SQLiteQueue, clock: FakeClock) -> None:
+def test_queue_list_filters_and_orders(queue: Queue, clock: FakeClock) -> None:
     for i, priority in enumerate([0.1, 0.9, 0.5]):
         add(queue, f"m{i}", priority)
         clock.advance(1)
@@ -320,7 +340,8 @@ def test_queue_locked_database_raises_instead_of_dropping(db: Path) -> None:
     q.close()
 
 
-def test_queue_full_database_raises_and_keeps_nothing(queue: SQLiteQueue) -> None:
+def test_queue_full_database_raises_and_keeps_nothing(sqlite_queue: SQLiteQueue) -> None:
+    queue = sqlite_queue
     add(queue, "m1")
     conn = queue._conn
     assert conn is not None
@@ -332,14 +353,14 @@ def test_queue_full_database_raises_and_keeps_nothing(queue: SQLiteQueue) -> Non
     assert [t.message_id for t in queue.list()] == ["m1"]
 
 
-def test_queue_crash_inside_a_transaction_leaves_no_partial_ticket(queue: SQLiteQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_crash_inside_a_transaction_leaves_no_partial_ticket(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
     add(queue, "m0")
 
-    def crash(self: SQLiteQueue, row: Any) -> Ticket:
+    def crash(self: Queue, row: Any) -> Ticket:
         raise RuntimeError("crash between the write and the commit")
 
     with monkeypatch.context() as m:
-        m.setattr(SQLiteQueue, "_ticket", crash)
+        m.setattr(type(queue), "_ticket", crash)
         with pytest.raises(RuntimeError):
             add(queue, "m1")  # INSERT done, COMMIT not reached
         with pytest.raises(RuntimeError):
@@ -348,7 +369,7 @@ def test_queue_crash_inside_a_transaction_leaves_no_partial_ticket(queue: SQLite
     assert add(queue, "m1").message_id == "m1"  # the retry creates it: nothing half-written
 
 
-def test_queue_threads_share_one_queue(queue: SQLiteQueue) -> None:
+def test_queue_threads_share_one_queue(queue: Queue) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def work(n: int) -> list[int]:
@@ -362,8 +383,8 @@ def test_queue_threads_share_one_queue(queue: SQLiteQueue) -> None:
     assert queue.depth() == 0
 
 
-def test_queue_is_closed_after_close(db: Path) -> None:
-    q = SQLiteQueue(db)
+def test_queue_is_closed_after_close(db_url: str) -> None:
+    q = open_queue(db_url)
     q.close()
     q.close()  # idempotent
     with pytest.raises(QueueError, match="closed"):
@@ -392,14 +413,86 @@ def test_open_queue_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(("target", "message"), [
-    ("postgresql://user@localhost/nlu", "PostgreSQL backend not available yet"),
-    ("postgres://localhost/nlu", "PostgreSQL backend not available yet"),
     ("mysql://localhost/nlu", "unsupported scheme 'mysql'"),
     ("sqlite:///", "names no file"),
+    ("postgresql://", "names no server"),
 ])
 def test_open_queue_rejects_other_backends(target: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         open_queue(target)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg", "POSTGRESQL"])
+def test_open_queue_postgres_urls(pg_url: str, scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = scheme + pg_url[len("postgresql"):]
+    monkeypatch.setenv("NLU_DB", url)
+    for target in (url, None):  # None: $NLU_DB
+        with open_queue(target) as q:
+            assert isinstance(q, PostgresQueue) and isinstance(q, Queue)
+            assert ":***@" in q.path and ":***@" in repr(q)  # the password never shows
+            add(q, f"m-{target is None}")
+
+
+def test_open_queue_postgres_unreachable_is_unavailable_without_the_password() -> None:
+    with pytest.raises(QueueUnavailable, match="Connection refused") as info:
+        open_queue("postgresql://nlu:s3cret@127.0.0.1:1/nlu")
+    assert "s3cret" not in str(info.value) and "nlu:***@127.0.0.1:1/nlu" in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"timeout": 0}, "timeout=0"),
+    ({"timeout": float("nan")}, "timeout=nan"),
+    ({"pool_size": 0}, "pool_size=0"),
+])
+def test_open_queue_postgres_bad_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_queue("postgresql://nlu@127.0.0.1:1/nlu", **options)
+
+
+def test_queue_postgres_refuses_a_newer_schema_and_upgrades_once(pg_url: str) -> None:
+    import psycopg
+
+    PostgresQueue(pg_url).close()
+    PostgresQueue(pg_url).close()  # reopening is a no-op
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT value FROM tickets_meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        conn.execute("UPDATE tickets_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(QueueError, match="tickets schema version 99 is newer"):
+        PostgresQueue(pg_url)
+
+
+def test_queue_postgres_many_instances_create_the_schema_at_once(pg_url: str) -> None:
+    # Each PostgresQueue has its own connections, as separate processes would. Without the
+    # advisory lock, concurrent CREATE TABLE fails with a duplicate-key error on one of them.
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(4)
+
+    def start(n: int) -> int:
+        barrier.wait()
+        with PostgresQueue(pg_url) as q:
+            return add(q, f"m{n}").id
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(start, range(4)))
+    assert sorted(ids) == [1, 2, 3, 4]
+
+
+def test_queue_postgres_database_failure_is_unavailable(pg_url: str) -> None:
+    import psycopg
+
+    with PostgresQueue(pg_url, timeout=0.5) as q:
+        add(q, "m1")
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")  # held until the block ends
+            with pytest.raises(QueueUnavailable, match="lock timeout"):
+                q.claim("ana")
+            blocker.rollback()
+        assert q.claim("ana") is not None  # works again once the lock is gone
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # the server drops our connections
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nlu-queue'")
+        assert q.depth() == 0  # the pool noticed and reconnected
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -407,7 +500,7 @@ def test_open_queue_rejects_other_backends(target: str, message: str) -> None:
 
 
 def _claim_all(path: str, agent: str, start: Any, out: Any) -> None:
-    q = SQLiteQueue(path, timeout=30)
+    q = open_queue(path, timeout=30)
     start.wait()
     ids = []
     while (ticket := q.claim(agent)) is not None:
@@ -417,16 +510,16 @@ def _claim_all(path: str, agent: str, start: Any, out: Any) -> None:
 
 
 def _work_until_killed(path: str, conn: Any, crash_mid_transaction: bool) -> None:
-    q = SQLiteQueue(path)
+    q = open_queue(path)
     if crash_mid_transaction:
         add(q, "before")
         conn.send(("enqueued", "before"))
 
-        def die(self: SQLiteQueue, row: Any) -> Ticket:
+        def die(self: Queue, row: Any) -> Ticket:
             os.kill(os.getpid(), signal.SIGKILL)  # after the INSERT, before the COMMIT
             raise AssertionError("unreachable")
 
-        SQLiteQueue._ticket = die  # type: ignore[method-assign]
+        type(q)._ticket = die  # type: ignore[attr-defined]
         add(q, "doomed")
     for i in range(100_000):
         add(q, f"m{i}", priority=(i % 7) / 7)
@@ -435,8 +528,9 @@ def _work_until_killed(path: str, conn: Any, crash_mid_transaction: bool) -> Non
             conn.send(("claimed", ticket.message_id))
 
 
-def test_queue_two_processes_never_claim_the_same_ticket(db: Path) -> None:
-    with SQLiteQueue(db) as q:
+def test_queue_two_processes_never_claim_the_same_ticket(db_url: str) -> None:
+    db = db_url
+    with open_queue(db) as q:
         for i in range(200):
             add(q, f"m{i}", priority=(i % 5) / 5)
     ctx = mp.get_context("spawn")
@@ -451,12 +545,13 @@ def test_queue_two_processes_never_claim_the_same_ticket(db: Path) -> None:
         assert w.exitcode == 0
     claimed = [i for ids in results for i in ids]
     assert len(claimed) == len(set(claimed)) == 200
-    with SQLiteQueue(db) as q:
+    with open_queue(db) as q:
         assert q.depth() == 0 and len(q.list("claimed", limit=500)) == 200
 
 
 @pytest.mark.parametrize("crash_mid_transaction", [False, True], ids=["while-working", "mid-transaction"])
-def test_queue_sigkill_loses_nothing_acknowledged(db: Path, crash_mid_transaction: bool) -> None:
+def test_queue_sigkill_loses_nothing_acknowledged(db_url: str, crash_mid_transaction: bool) -> None:
+    db = db_url
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     worker = ctx.Process(target=_work_until_killed, args=(str(db), sender, crash_mid_transaction))
@@ -483,7 +578,7 @@ def test_queue_sigkill_loses_nothing_acknowledged(db: Path, crash_mid_transactio
     claimed = {m for kind, m in acks if kind == "claimed"}
 
     # Reopen an hour later: every lease the dead worker held has expired.
-    with SQLiteQueue(db, clock=lambda: time.time() + 3600) as q:
+    with open_queue(db, clock=lambda: time.time() + 3600) as q:
         tickets = q.list(limit=100_000)
         stored = [t.message_id for t in tickets]
         assert len(stored) == len(set(stored))  # nothing doubled
@@ -557,7 +652,16 @@ def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_queue_cli_postgres_url_is_a_clean_error() -> None:
-    result = runner.invoke(app, ["queue", "list", "--db", "postgresql://localhost/nlu"])
+def test_queue_cli_postgres_unreachable_is_a_clean_error() -> None:
+    result = runner.invoke(app, ["queue", "list", "--db", "postgresql://nlu:s3cret@127.0.0.1:1/nlu"])
     assert result.exit_code == 1
-    assert "PostgreSQL backend not available yet" in result.stderr
+    assert result.stderr.startswith("error: ") and "Connection refused" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "s3cret" not in result.stderr
+
+
+def test_queue_cli_works_on_postgres(pg_url: str) -> None:
+    with open_queue(pg_url) as q:
+        add(q, "m1", text="mi cel 3104567821")
+    result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", pg_url])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["text"] == "mi cel [TELEFONO]"
