@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 MODEL  ?= models/es-demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo train test test-slow lint bench loadtest clean
+.PHONY: install demo train test test-slow lint bench loadtest soak clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ loadtest: install
 	test -f $(MODEL)/meta.json || $(MAKE) train
 	$(BIN)/python scripts/loadtest.py --serve $(MODEL) --route messages,score --concurrency 1,16 \
 	  --requests 3000 --time-limit 30
+
+## Run the real server for 3 minutes at 50 req/s with normal, frustrated, garbage and
+## retried-webhook traffic; fail on any 5xx, a ticket lost or doubled, or RSS growth.
+soak: install
+	$(BIN)/python scripts/soak.py --seconds 180 --rate 50 $(if $(wildcard $(MODEL)/meta.json),--model $(MODEL),)
 
 lint: install
 	$(BIN)/ruff check nlu tests scripts

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from . import __version__
-from .errors import NLUError
+from .errors import InputError, NLUError
 
 app = typer.Typer(
     name="nlu",
@@ -117,12 +117,30 @@ def score(
     from .model import load_model
 
     model = load_model(model_dir)
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin]
+    texts = _stdin_lines() if texts == ["-"] else texts
+    for i, text in enumerate(texts, 1):
+        # Undecodable argv bytes arrive as lone surrogates, which no output encoding accepts.
+        if any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise InputError(f"TEXT {i}: not valid UTF-8")
     for text, prediction in zip(texts, model.score_batch(texts), strict=True):
         out = {"text": text, **prediction.to_dict()}
         out["ranking"] = out["ranking"][:top]
         typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+def _stdin_lines() -> list[str]:
+    """Lines of stdin as UTF-8 whatever the locale; a bad byte is an error naming its line."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return [line.rstrip("\n") for line in sys.stdin]
+    lines = []
+    for n, raw in enumerate(buffer, 1):
+        try:
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin line {n}: not valid UTF-8 (byte {exc.start + 1})") from None
+        lines.append(line.removesuffix("\n").removesuffix("\r"))
+    return lines
 
 
 # -- batch scoring (nlu/batch.py) -------------------------------------------------------
@@ -479,6 +497,43 @@ def queue_release(ticket_id: TicketId, agent: AgentName, db: QueueDb = None) -> 
     finally:
         queue.close()
     typer.echo(f"released ticket {ticket.id}")
+
+
+# -- retention (nlu.toml [privacy]) ---------------------------------------------------
+
+
+@app.command()
+@fails_cleanly
+def purge(
+    db: QueueDb = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option("--older-than", help="Days to keep (more than 7) [default: [privacy] retention_days, 30].", show_default=False),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml with a [privacy] section.")] = None,
+) -> None:
+    """Delete resolved tickets and conversation turns older than the retention period; print the counts."""
+    import os
+
+    from .config import PrivacyConfig, load_config
+    from .conversation import open_conversations
+    from .queue import DEFAULT_DB, open_queue
+
+    # The same rule as the config's: a shorter period would forget message ids that
+    # WhatsApp may still redeliver (answered twice).
+    days = PrivacyConfig(older_than).retention_days if older_than is not None else load_config(config).privacy.retention_days
+    target = db if db is not None and db.strip() else (os.environ.get("NLU_DB", "").strip() or DEFAULT_DB)
+    queue = open_queue(target)
+    try:
+        tickets = queue.purge(days)
+    finally:
+        queue.close()
+    conversations = open_conversations(target)
+    try:
+        rows = conversations.purge(days)
+    finally:
+        conversations.close()
+    typer.echo(f"purged {tickets} resolved ticket(s) and {rows} conversation row(s) older than {days:g} days")
 
 
 # -- HTTP service (nlu/server.py) -------------------------------------------------------

@@ -195,12 +195,35 @@ class RoutingPolicy:
             raise ConfigError(f"routing.out_of_scope_intent {self.out_of_scope_intent!r} is also a sensitive intent")
 
 
+# WhatsApp redelivers an unacknowledged webhook for up to 7 days. The processed-message
+# records are what make a redelivery a duplicate, so they must outlive that window.
+WHATSAPP_RETRY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What is kept about customers, and for how long (``nlu purge`` applies it)."""
+
+    # Resolved tickets, conversation turns and processed-message records older than this
+    # are deleted by `nlu purge`; unresolved tickets are never purged.
+    retention_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.retention_days > WHATSAPP_RETRY_DAYS:
+            raise ConfigError(
+                f"privacy.retention_days must be more than {WHATSAPP_RETRY_DAYS} (WhatsApp retries a webhook for up to "
+                f"{WHATSAPP_RETRY_DAYS} days; a redelivery after its record is purged would be answered twice), "
+                f"got {self.retention_days}"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole ``nlu.toml``: one attribute per section."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -194,6 +194,9 @@ class Model:
 def _check_texts(texts: Sequence[str]) -> None:
     if isinstance(texts, str):
         raise InputError("score_batch takes a list of texts, not one string; use score(text)")
+    if isinstance(texts, bytes | Mapping) or not (hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
+        # An iterator would be consumed by the checks below; None or a dict is a mistake.
+        raise InputError(f"score_batch takes a list of texts, got {type(texts).__name__}")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"text {i}: expected a string, got {type(text).__name__}")
@@ -305,6 +308,8 @@ def load_model(model_dir: str | Path) -> Model:
     import joblib
     import sklearn
 
+    if not isinstance(model_dir, str | os.PathLike):
+        raise ArtifactError(f"model directory must be a path, got {type(model_dir).__name__}")
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     built = str(meta["libraries"].get("scikit-learn", "?"))

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -64,6 +65,7 @@ MAX_CHALLENGE_CHARS = 256
 DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a full batch of 4,096-character texts, JSON-escaped, fits
 DEFAULT_MAX_WEBHOOK_BODY = 1024 * 1024  # Meta's notifications are a few KiB
 MIN_AGENT_TOKEN_CHARS = 16
+MAX_TICKET_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in the path would overflow the driver (a 500)
 
 ENV_VERIFY_TOKEN = "NLU_WHATSAPP_VERIFY_TOKEN"
 ENV_APP_SECRET = "NLU_WHATSAPP_APP_SECRET"
@@ -446,6 +448,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # only puts the bearer scheme into the OpenAPI description.
 _bearer = HTTPBearer(auto_error=False, description=f"The agent token ({ENV_AGENT_TOKEN}).")
 Agent = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+TicketId = Annotated[int, PathParam(ge=1, le=MAX_TICKET_ID, description="Ticket id.")]
 
 
 # -- the two outer layers ---------------------------------------------------------------
@@ -676,7 +679,7 @@ def create_app(
             "/v1/queue/{ticket_id}/resolve", tags=["agents"], response_model=None,
             responses={200: {"model": TicketResponse}, **_errors(401, 404, 409, 413, 415, 422, 503)},
         )
-        def queue_resolve(_: Agent, ticket_id: int, request: ResolveRequest) -> JSONResponse:
+        def queue_resolve(_: Agent, ticket_id: TicketId, request: ResolveRequest) -> JSONResponse:
             """Resolve a ticket you hold; the bot takes the conversation back at the customer's next message."""
             with _known_ticket(ticket_id):
                 ticket = service.queue.resolve(ticket_id, request.agent, request.resolution)
@@ -686,7 +689,7 @@ def create_app(
             "/v1/queue/{ticket_id}/release", tags=["agents"], response_model=None,
             responses={200: {"model": TicketResponse}, **_errors(401, 404, 409, 413, 415, 422, 503)},
         )
-        def queue_release(_: Agent, ticket_id: int, request: ReleaseRequest) -> JSONResponse:
+        def queue_release(_: Agent, ticket_id: TicketId, request: ReleaseRequest) -> JSONResponse:
             """Give a ticket you hold back to the queue for another agent."""
             with _known_ticket(ticket_id):
                 ticket = service.queue.release(ticket_id, request.agent)
