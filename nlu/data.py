@@ -103,6 +103,9 @@ def check_data(dataset: Dataset, min_examples: int = 2) -> DataReport:
     errors: list[str] = []
     warnings: list[str] = []
 
+    for info in dataset.files:
+        if info.rows == 0:
+            (errors if len(frame) == 0 else warnings).append(f"{info.path}: no data rows")
     for place in _places(frame[frame[TEXT] == ""]):
         errors.append(f"{place}, column text: empty text")
 
@@ -342,7 +345,8 @@ def _strip_rasa_entities(text: str) -> str:
 
 def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     if TEXT not in frame.columns:
-        raise DataError(f"{path}: missing column 'text' (columns found: {', '.join(map(str, frame.columns[:10]))})")
+        found = [str(c) for c in frame.columns if c != WHERE][:10]  # WHERE is ours, not the file's
+        raise DataError(f"{path}: missing column 'text' (columns found: {', '.join(found) or 'none'})")
     keep = [TEXT, *(h for h in HEADS if h in frame.columns), *(c for c in OPTIONAL_COLUMNS if c in frame.columns), WHERE]
     frame = frame[keep].copy()
     frame[TEXT] = frame[TEXT].map(lambda v: clean(v) if isinstance(v, str) else "")

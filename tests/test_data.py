@@ -149,3 +149,17 @@ def test_data_train_checks_a_dataset_built_in_code_like_a_file(tmp_path: Path) -
     rows = [*ROWS, (ROWS[0][0], "despedida", ROWS[0][2], ROWS[0][3])]
     with pytest.raises(DataError, match="is labelled 'despedida' here"):
         train(load_data([write_csv(tmp_path / "c.csv", rows)]))
+
+
+def test_data_check_header_only_file_is_a_problem_not_ok(tmp_path: Path, tiny_csv: Path) -> None:
+    empty = write_csv(tmp_path / "empty.csv", [])
+    assert check_data(load_data([empty])).errors == (f"{empty}: no data rows",)
+    # Beside real data, an empty file is only worth a warning: the rest still trains.
+    report = check_data(load_data([empty, tiny_csv]))
+    assert not report.errors and f"{empty}: no data rows" in report.warnings
+
+
+def test_data_missing_text_column_lists_only_the_files_columns(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "c.csv", [("hola", "saludo")], ("txt", "intent"))
+    with pytest.raises(DataError, match=r"missing column 'text' \(columns found: txt, intent\)$"):
+        load_data([path])
