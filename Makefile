@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## Train the bundled Spanish model, then score a few example messages.
 demo: train
-	$(BIN)/nlu score $(MODEL) \
+	$(BIN)/nlu score --route $(MODEL) \
 	  "hola buenas tardes" \
 	  "¿dónde está mi pedido #A-48213? ya van 3 días!!" \
 	  "cuánto sale el envío a Medellín?" \

@@ -112,19 +112,29 @@ def score(
     model_dir: ModelDir,
     texts: Annotated[list[str], typer.Argument(help='Messages to score; "-" reads one message per line from stdin.', show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Intents to list in the ranking.")] = 3,
+    route: Annotated[
+        bool, typer.Option("--route", help="Add the routing decision (answer, clarify or escalate, with reasons) for each message as the first of a conversation.")
+    ] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces the model's policy (with --route).")] = None,
 ) -> None:
     """Score messages: one JSON object per line."""
     from .model import load_model
+    from .routing import first_message_decisions, policy_for
 
     model = load_model(model_dir)
+    policy = policy_for(model, config) if route else None
     texts = _stdin_lines() if texts == ["-"] else texts
     for i, text in enumerate(texts, 1):
         # Undecodable argv bytes arrive as lone surrogates, which no output encoding accepts.
         if any("\ud800" <= ch <= "\udfff" for ch in text):
             raise InputError(f"TEXT {i}: not valid UTF-8")
-    for text, prediction in zip(texts, model.score_batch(texts), strict=True):
+    predictions = model.score_batch(texts)
+    decisions = first_message_decisions(predictions, texts, policy) if policy is not None and "intent" in model.heads else None
+    for i, (text, prediction) in enumerate(zip(texts, predictions, strict=True)):
         out = {"text": text, **prediction.to_dict()}
         out["ranking"] = out["ranking"][:top]
+        if decisions is not None:
+            out["routing"] = decisions[i].to_dict()
         typer.echo(json.dumps(out, ensure_ascii=False))
 
 

@@ -77,6 +77,24 @@ def test_cli_train_then_score(tmp_path: Path, tiny_csv: Path) -> None:
     assert len(result.stdout.splitlines()) == 2
 
 
+def test_cli_score_route_adds_the_decision_and_follows_the_config(tmp_path: Path, tiny_model_dir: Path) -> None:
+    texts = ["quiero hablar con una persona", "hola buenas"]
+    plain = [json.loads(line) for line in runner.invoke(app, ["score", str(tiny_model_dir), *texts]).stdout.splitlines()]
+    assert all("routing" not in line for line in plain)  # the contract's shape unless asked
+
+    result = runner.invoke(app, ["score", str(tiny_model_dir), "--route", *texts])
+    assert result.exit_code == 0, result.output
+    routed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert routed[0]["routing"]["action"] == "escalate" and "human_requested" in routed[0]["routing"]["reasons"]
+    assert {k: v for k, v in routed[1].items() if k != "routing"} == plain[1]
+
+    strict = tmp_path / "nlu.toml"
+    strict.write_text("[routing]\nanswer_threshold = 1.0\nclarify_min_probability = 1.0\n")
+    result = runner.invoke(app, ["score", str(tiny_model_dir), "--route", "--config", str(strict), "hola buenas"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["routing"]["action"] == "escalate"  # nothing is sure enough to answer
+
+
 def test_cli_train_refuses_existing_dir_before_training(tmp_path: Path, tiny_csv: Path) -> None:
     out = tmp_path / "model"
     out.mkdir()
