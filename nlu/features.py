@@ -11,6 +11,7 @@ with the same result:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,10 +40,18 @@ def word_grams(tokens: Sequence[str], cue_words: Sequence[str], ngram_max: int, 
       inside a negation scope.
     """
     grams = list(tokens)
-    for n in range(2, ngram_max + 1):
+    if ngram_max >= 2:
+        grams.extend([a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)])
+    for n in range(3, ngram_max + 1):
         grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     grams.extend(cue_words)
-    if negation or lexicon:
+    if lexicon and not negation:
+        # The common case, without a scope to track: cached lex_<class> grams per token.
+        for token in tokens:
+            lex = _lex_grams(token)
+            if lex:
+                grams.extend(lex)
+    elif negation or lexicon:
         left = 0  # tokens still inside the current negation scope
         for token in tokens:
             if token in NEGATORS:
@@ -59,6 +68,14 @@ def word_grams(tokens: Sequence[str], cue_words: Sequence[str], ngram_max: int, 
             if left:
                 left -= 1
     return grams
+
+
+@functools.lru_cache(maxsize=65_536)
+def _lex_grams(token: str) -> tuple[str, ...]:
+    # Negators and scope ends emit no lexicon cue, as in the scope-tracking loop.
+    if token in NEGATORS or token in _SCOPE_END:
+        return ()
+    return tuple("lex_" + c for c in classes_of(token))
 
 
 def word_features(normalized: str, cue_words: Sequence[str], ngram_max: int, negation: int = 0, lexicon: bool = False) -> list[str]:
@@ -192,7 +209,13 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         word_index = self.word_index_
         ngram_max = self.word_ngram_max
         chunk = self._chunk
+        chunk(" ")  # creates the cache
+        cache_get = self.__dict__["_cache"].get
+        word_get = word_index.get
         negation, lexicon = self._negation, self._lexicon
+        # Without negation scopes a token's unigram and lexicon columns depend on the token
+        # alone: the chunk cache holds them and only n-grams (n >= 2) and cues are looked up.
+        by_chunk = not negation
         word_cols: list[int] = []
         word_rows: list[int] = []
         char_parts: list[np.ndarray] = []
@@ -200,23 +223,29 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         n_types = np.zeros(n)
         for i, text in enumerate(texts):
             tokens: list[str] = []
-            char_cols: list[np.ndarray] = []
             normalized, cue_words = analyze(text)
-            for piece in normalized.split():
-                toks, cols = chunk(piece)
-                tokens.extend(toks)
-                char_cols.append(cols)
-            n_types[i] = len(set(tokens))
-            grams = word_grams(tokens, cue_words, ngram_max, negation, lexicon)
-            found = [word_index[g] for g in grams if g in word_index]
-            word_cols.extend(found)
-            word_rows.extend([i] * len(found))
             size = 0
-            for cols in char_cols:
+            n_word = len(word_cols)
+            for piece in normalized.split():
+                hit = cache_get(piece)
+                toks, cols, unigram_cols = chunk(piece) if hit is None else hit
+                tokens.extend(toks)
+                if by_chunk:
+                    word_cols.extend(unigram_cols)
                 if len(cols):
                     char_parts.append(cols)
                     size += len(cols)
             char_sizes.append(size)
+            n_types[i] = len(set(tokens))
+            if by_chunk:
+                grams = [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)] if ngram_max >= 2 else []
+                for k in range(3, ngram_max + 1):
+                    grams.extend(" ".join(tokens[j : j + k]) for j in range(len(tokens) - k + 1))
+                grams.extend(cue_words)
+            else:
+                grams = word_grams(tokens, cue_words, ngram_max, negation, lexicon)
+            word_cols.extend([c for c in map(word_get, grams) if c is not None])
+            word_rows.extend([i] * (len(word_cols) - n_word))
         cols_all = np.concatenate([np.asarray(word_cols, dtype=np.int64), *char_parts]) if char_parts else np.asarray(word_cols, dtype=np.int64)
         rows_all = np.concatenate([np.asarray(word_rows, dtype=np.int64), np.repeat(np.arange(n, dtype=np.int64), char_sizes)])
         # COO -> CSR sums the duplicates (the term counts) and sorts columns within rows.
@@ -236,8 +265,9 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         )
         return X, n_types
 
-    def _chunk(self, piece: str) -> tuple[tuple[str, ...], np.ndarray]:
-        """Word tokens and character n-gram columns of one space-free chunk, cached."""
+    def _chunk(self, piece: str) -> tuple[tuple[str, ...], np.ndarray, tuple[int, ...]]:
+        """Word tokens, character n-gram columns and the columns of the tokens' unigrams and
+        lexicon cues (used when there is no negation scope) of one space-free chunk, cached."""
         cache = self.__dict__.get("_cache")
         if cache is None:
             cache = self.__dict__["_cache"] = {}
@@ -248,7 +278,13 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             cols = np.asarray([index[g] for g in grams if g in index], dtype=np.int64)
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()  # bounded memory on endless novel text; refills with the common chunks
-            hit = cache[piece] = (tuple(words(piece)), cols)
+            toks = tuple(words(piece))
+            grams = list(toks)
+            if self._lexicon:
+                for token in toks:
+                    grams.extend(_lex_grams(token))
+            word_index = self.word_index_
+            hit = cache[piece] = (toks, cols, tuple(word_index[g] for g in grams if g in word_index))
         return hit
 
     def __getstate__(self) -> dict[str, object]:

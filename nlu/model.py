@@ -97,6 +97,8 @@ class Model:
         self._classes = {name: [str(c) for c in head.classes_] for name, head in self.heads.items()}
         # Out-of-scope gates (intent head), applied after the softmax; see classifier.ScopeGate.
         self._gates = {name: gate for name, head in self.heads.items() if (gate := getattr(head, "scope_gate_", None)) is not None}
+        # Top-label calibration maps (classifier.TopLabelMap), applied last.
+        self._top_maps = {name: m for name, head in self.heads.items() if (m := getattr(head, "top_map_", None)) is not None}
 
     def _columns_for(self, head: str, labels: Sequence[str]) -> tuple[str, list[int]] | None:
         if head not in self.heads:
@@ -150,6 +152,8 @@ class Model:
         out = {name: softmax(scores[:, sl]) for name, sl in self._slices.items()}
         for name, gate in self._gates.items():
             out[name] = gate.apply(out[name], X, word_types)
+        for name, top_map in self._top_maps.items():
+            out[name] = top_map.apply(out[name])
         return out
 
     def _predictions(self, probabilities: Mapping[str, np.ndarray], n: int) -> list[Prediction]:
@@ -172,9 +176,8 @@ class Model:
             conf[head] = p[np.arange(n), best].tolist()
             if head == "intent":
                 ranked = np.take_along_axis(p, order, axis=1).tolist()
-                rankings = [
-                    tuple(zip([labels[j] for j in o], r, strict=True)) for o, r in zip(order.tolist(), ranked, strict=True)
-                ]
+                names = np.asarray(labels, dtype=object)[order].tolist()
+                rankings = [tuple(zip(o, r, strict=True)) for o, r in zip(names, ranked, strict=True)]
         frustration = self.frustration(probabilities).tolist() if probabilities else [0.0] * n
         return [
             Prediction(

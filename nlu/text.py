@@ -44,20 +44,23 @@ _EMAIL_RE = re.compile(r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # An order reference: after a word that names one ("pedido 1029384", "orden #55-2231",
 # "guía nº AB123"), or any "#" followed by letters/digits containing a digit.
 _ORDER_AFTER_WORD_RE = re.compile(
-    r"(?i)\b(pedido|orden|compra|order|gu[ií]a|tracking|seguimiento|folio|ticket|boleta)"
+    r"(?i)\b(?=[pocgtsfb])(pedido|orden|compra|order|gu[ií]a|tracking|seguimiento|folio|ticket|boleta)"
     r"\s+(?:n[°ºo]\.?|num(?:ero)?\.?|n[úu]mero|#)?\s*#?[a-z]{0,3}-?\d[\w-]{2,}"
 )
 _ORDER_HASH_RE = re.compile(r"#\s?(?=[\w-]*\d)[\w-]{3,}")
 # Eight or more digits, optionally with +, spaces, dots, dashes or parentheses.
 _PHONE_RE = re.compile(r"(?<![\w#])\+?\(?\d(?:[\s().-]?\d){7,}(?!\w)")
 _MONEY_RE = re.compile(
-    r"(?i)(?:[$€£]|s/\.?|bs\.?|us\$|usd|eur)\s?\d[\d.,]*(?:\s?(?:mil|k))?"
-    r"|\b\d[\d.,]*\s?(?:pesos|soles|euros|€|d[oó]lares|usd|bol[ií]vares|lucas|luquitas|palos|mil pesos)\b"
+    r"(?i)(?=[$€£sbue\d])(?:(?:[$€£]|s/\.?|bs\.?|us\$|usd|eur)\s?\d[\d.,]*(?:\s?(?:mil|k))?"
+    r"|\b\d[\d.,]*\s?(?:pesos|soles|euros|€|d[oó]lares|usd|bol[ií]vares|lucas|luquitas|palos|mil pesos)\b)"
 )
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _DIGIT_RE = re.compile(r"\d")
 # Chat and social-media handles: "@Iberia", and "USER" (how public tweet corpora anonymise them).
-_MENTION_RE = re.compile(r"(?<![\w@.])@\w+|\bUSER\b")
+# The lookaheads below only let the engine skip positions where no alternative can start.
+_MENTION_RE = re.compile(r"(?=[@U])(?:(?<![\w@.])@\w+|\bUSER\b)")
+# An e-mail needs a local-part character right before "@"; a mention does not have one.
+_EMAIL_HINT_RE = re.compile(r"[\w.+-]@")
 # The lookahead only lets the engine skip positions that cannot start a laugh (2x faster).
 _LAUGH_RE = re.compile(r"(?i)\b(?=[jhlxaeiou])(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]?j+){3,}|(?:j+s+){2,}j*|(?:ha){2,}h?|(?:he){2,}h?|lo+l|xd+)\b")
 # Three or more of the same letter: "holaaaa" -> "hola", "nooo" -> "no". Spanish words
@@ -103,15 +106,25 @@ NEGATORS = frozenset({"no", "nunca", "jamas", "ni", "tampoco", "sin", "nadie", "
 
 def clean(text: str) -> str:
     """Display form: NFC, no control characters or lone surrogates, single spaces."""
+    if text.isprintable():
+        # No control, format or surrogate characters, and no whitespace but " " (all of
+        # them are non-printable): the fast path gives the same string.
+        return " ".join(unicodedata.normalize("NFC", text).split())
     text = _SURROGATE.sub("\ufffd", text)
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 
 
+_FOLDABLE_RE = re.compile("[" + "".join(chr(c) for c in _FOLD) + "]")
+
+
 def fold_accents(text: str) -> str:
     """Remove Spanish accents and diaeresis but keep ñ: "Información" -> "Informacion"."""
-    return text if text.isascii() else text.translate(_FOLD)
+    # translate() looks up every character; most non-ASCII chat text is emoji only.
+    if text.isascii() or _FOLDABLE_RE.search(text) is None:
+        return text
+    return text.translate(_FOLD)
 
 
 def replace_entities(text: str) -> str:
@@ -121,7 +134,7 @@ def replace_entities(text: str) -> str:
     Each pattern runs only when a character it needs is present ("@", ".", a digit):
     a cheap membership test saves most of the scoring time of short chat messages.
     """
-    if "@" in text:
+    if "@" in text and _EMAIL_HINT_RE.search(text) is not None:
         text = _EMAIL_RE.sub(f" {EMAIL} ", text)
     if "@" in text or "USER" in text:
         text = _MENTION_RE.sub(f" {MENTION} ", text)
@@ -168,8 +181,10 @@ def analyze(text: str) -> tuple[str, list[str]]:
         found.append("cue_elongation")
     if laughs:
         found.append("cue_laugh")
-    text = _PUNCT_RUN_RE.sub(r"\1\1", text)
-    return _SPACES.sub(" ", text).strip(), found
+    if "!!" in text or "??" in text or ".." in text or "¡¡" in text or "¿¿" in text:
+        text = _PUNCT_RUN_RE.sub(r"\1\1", text)
+    # Only " " is left as whitespace (clean collapsed the rest), so split/join is _SPACES.
+    return " ".join(text.split()), found
 
 
 @functools.lru_cache(maxsize=1)

@@ -66,7 +66,8 @@ def train(
         index = np.flatnonzero(dataset.frame[head].to_numpy() != "")
         head_started = time.perf_counter()
         report(f"{head}: {len(index)} rows, {len(set(labels))} labels, {config.cv}-fold calibration")
-        clf = CalibratedLinearClassifier(C=config.C, class_weight=config.class_weight, cv=config.cv, random_state=config.seed)
+        clf = CalibratedLinearClassifier(C=config.C, class_weight=config.class_weight, cv=config.cv, random_state=config.seed,
+                                         top_label_map=config.top_label_calibration)
         if head == "intent":
             # Only intents have an outside ("none of these"): the gated head (classifier.ScopeGate).
             clf.fit(X_all[index], labels, word_types=word_types[index], unigram_mask=featurizer.unigram_mask_)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from nlu.classifier import CalibratedLinearClassifier, ScopeGate, fit_scope_gate
+from nlu.classifier import CalibratedLinearClassifier, ScopeGate, TopLabelMap, fit_scope_gate
 from nlu.features import ChatFeaturizer
 
 OUT_OF_SCOPE = ["", "   ", "kwxyv plmnb trrzq", "the weather in london tomorrow", "🦄🦄"]
@@ -96,3 +96,54 @@ def test_classifier_without_gate_attribute_still_scores(tiny_model) -> None:
 def test_classifier_oof_probabilities_are_distributions(tiny_model) -> None:
     for head in tiny_model.heads.values():
         np.testing.assert_allclose(head.oof_proba_.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.5, 0.3), (1.0, 0.0), (2.0, -1.0), (0.25, 4.0), (4.0, -4.0)])
+def test_classifier_top_label_map_keeps_sum_and_ranking(a: float, b: float) -> None:
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.full(4, 0.7), size=300)
+    proba[0] = [0.25, 0.25, 0.25, 0.25]  # ties stay resolved as argmax resolves them
+    proba[1] = [1.0, 0.0, 0.0, 0.0]
+    proba[2] = [0.5, 0.5, 0.0, 0.0]
+    mapped = TopLabelMap(a, b).apply(proba)
+    np.testing.assert_allclose(mapped.sum(axis=1), 1.0)
+    assert np.all(mapped >= 0)
+    np.testing.assert_array_equal(np.argsort(-mapped, axis=1, kind="stable"), np.argsort(-proba, axis=1, kind="stable"))
+
+
+def test_classifier_top_label_map_fixes_overconfidence() -> None:
+    # Toy data: stated confidence 0.9 but right 60% of the time, 0.6 but right 50%.
+    from nlu.metrics import expected_calibration_error
+
+    confidence = np.repeat([0.9, 0.6], 1000)
+    correct = np.r_[np.arange(1000) < 600, np.arange(1000) < 500]
+    fitted = TopLabelMap.fit(confidence, correct)
+    proba = np.c_[confidence, 1.0 - confidence]
+    mapped = fitted.apply(proba)[:, 0]
+    assert expected_calibration_error(confidence, correct) > 0.2
+    assert expected_calibration_error(mapped, correct) < 0.02
+
+
+def test_classifier_top_label_map_fast_path_equals_reference(tiny_model) -> None:
+    from nlu.model import Model
+
+    heads = dict(tiny_model.heads)
+    clone = CalibratedLinearClassifier()
+    clone.__dict__.update(heads["sentiment"].__dict__)
+    clone.top_map_ = TopLabelMap(0.6, 0.2)
+    heads["sentiment"] = clone
+    model = Model(tiny_model.featurizer, heads, tiny_model.meta)
+    texts = ["no me llegó el pedido!!", "gracias, todo perfecto 😊", "hola", ""]
+    fast, reference = model.predict_proba(texts), model.reference_proba(texts)
+    for head in fast:
+        np.testing.assert_allclose(fast[head], reference[head], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(fast["sentiment"], tiny_model.predict_proba(texts)["sentiment"])
+
+
+def test_classifier_top_label_map_only_on_ungated_heads_with_enough_rows() -> None:
+    rng = np.random.default_rng(1)
+    X = sp.csr_matrix(rng.random((120, 6)))
+    y = np.where(X[:, 0].toarray().ravel() > 0.5, "si", "no")
+    assert CalibratedLinearClassifier().fit(X, y).top_map_ is not None
+    assert CalibratedLinearClassifier(top_label_map=False).fit(X, y).top_map_ is None
+    assert CalibratedLinearClassifier().fit(X[:40], y[:40]).top_map_ is None

@@ -13,6 +13,9 @@ from nlu.text import ABBREVIATIONS, clean, cues, fold_accents, normalize, tokeni
         ("e\u0301", "é"),  # combining accent composed (NFC)
         ("hola\ud800", "hola\ufffd"),  # lone surrogate from JSON does not survive
         ("", ""),
+        ("hola\u00a0mundo\u3000ya", "hola mundo ya"),  # non-ASCII spaces (non-printable: slow path)
+        ("a\u200bb \u2028c", "a b c"),
+        ("ya  llegó 😡", "ya llegó 😡"),  # printable: the fast path
     ],
 )
 def test_text_clean_keeps_display_form(raw: str, expected: str) -> None:
@@ -98,3 +101,18 @@ def test_text_tokenize_uses_spacy_spanish_rules() -> None:
 )
 def test_text_cues(raw: str, expected: list[str]) -> None:
     assert cues(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("escríbeme a ana@x.com @Iberia", "escribeme a xemail xuser"),
+        ("USER USERS", "xuser users"),
+        ("$ 300 mil, S/. 20, US$40 y 10 euros", "xmoney , xmoney xmoney y xmoney"),
+        ("pedido 12345!!!!", "pedido xorder !!"),
+        ("que mal...... 😡", "que mal.. 😡"),
+    ],
+)
+def test_text_normalize_entity_shortcuts_keep_results(raw: str, expected: str) -> None:
+    # The cheap pre-checks (lookaheads, "@" hints, punctuation-run tests) change no result.
+    assert normalize(raw) == expected
