@@ -11,12 +11,14 @@ the sha256 check catches damage and accidental swaps, not a forger who rewrites 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,7 +124,8 @@ class Model:
 
     def score_batch(self, texts: Sequence[str]) -> list[Prediction]:
         """Score many messages; the result for each equals ``score`` on it alone."""
-        return self._predictions(self.predict_proba(texts), len(texts))
+        with _cyclic_gc_paused():
+            return self._predictions(self.predict_proba(texts), len(texts))
 
     def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head, columns in :meth:`labels` order."""
@@ -192,6 +195,25 @@ class Model:
             )
             for i in range(n)
         ]
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one batch.
+
+    A batch allocates ~7 objects per message (predictions, ranking tuples) that stay alive
+    until it returns, so the allocation counter triggers full collections that walk all of
+    them: 100-140 ms pauses, 10k-message batches at 12-17k msg/s instead of ~18k (measured
+    in one process). None of these objects form cycles, so reference counting still frees
+    everything; the collector resumes (if it was on) when the batch ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _check_texts(texts: Sequence[str]) -> None:

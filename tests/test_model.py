@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ROWS
 
-from nlu import ArtifactError, InputError, TrainConfig, load_model, save_model, train
+from nlu import ArtifactError, InputError, Model, TrainConfig, load_model, save_model, train
 from nlu.classifier import fit_temperature, softmax
 from nlu.data import load_data
 from nlu.model import META_FILE, MODEL_FILE
@@ -195,3 +195,19 @@ def test_classifier_temperature_recovers_a_known_scale() -> None:
     p = softmax(logits / true_t)
     y = np.array([rng.choice(4, p=row) for row in p])
     assert fit_temperature(logits, y) == pytest.approx(true_t, rel=0.1)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_model_score_batch_leaves_the_garbage_collector_as_it_found_it(tiny_model: Model, enabled: bool) -> None:
+    import gc
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        tiny_model.score_batch(["hola", "dónde está mi pedido"])
+        assert gc.isenabled() is enabled
+        with pytest.raises(InputError):
+            tiny_model.score_batch(["hola", 3])  # type: ignore[list-item]
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
