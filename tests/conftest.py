@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from http_kit import RecordingSender, in_process_client
 
 from nlu import TrainConfig, load_model, save_model, train
 from nlu.data import load_data
+from nlu.service import Service
 from nlu.testing_pg import MISSING_MESSAGE, TempCluster, find_bindir
 
 # (text, intent, sentiment, emotion): six intents, written like WhatsApp messages.
@@ -112,3 +114,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("pg_url"))
     return str(tmp_path / "var" / "nlu.db")
+
+
+# -- the HTTP service in-process (tests/http_kit.py has the secrets and settings) ----------
+
+
+@pytest.fixture
+def service(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Service]:
+    with Service.from_paths(tiny_model_dir, db=tmp_path / "nlu.db") as svc:
+        yield svc
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def client(service: Service, sender: RecordingSender):  # type: ignore[no-untyped-def]
+    return in_process_client(service, sender)

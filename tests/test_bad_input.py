@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,41 +20,20 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROWS, write_csv
+from http_kit import AUTH, BODY_LIMIT, JSON, SECRET, SETTINGS, TOKEN, VERIFY, WEBHOOK_LIMIT, RecordingSender, TestClient
 from typer.testing import CliRunner
 
 from nlu import load_model
 from nlu.cli import app as cli_app
 from nlu.errors import ArtifactError, InputError, NLUError
-from nlu.server import ServerSettings, create_app
+from nlu.server import create_app
 from nlu.service import InboundMessage, Service
 from nlu.whatsapp import sign
 
-with warnings.catch_warnings():  # starlette's TestClient warns that it prefers httpx2
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
-
-VERIFY = "verifica-esto-123"
-SECRET = "app-secret-0123456789abcdef"
-TOKEN = "agente-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-BODY_LIMIT = 64 * 1024
-WEBHOOK_LIMIT = 16 * 1024
-SETTINGS = ServerSettings(
-    verify_token=VERIFY, app_secret=SECRET, agent_token=TOKEN, max_body_bytes=BODY_LIMIT, max_webhook_bytes=WEBHOOK_LIMIT
-)
-JSON = {"Content-Type": "application/json"}
 runner = CliRunner()
 
 
 # -- fixtures and helpers -------------------------------------------------------------
-
-
-class RecordingSender:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, body: dict[str, Any]) -> None:
-        self.sent.append(body)
 
 
 @pytest.fixture
@@ -67,16 +45,6 @@ def db(tmp_path: Path) -> Path:
 def service(tiny_model_dir: Path, db: Path) -> Iterator[Service]:
     with Service.from_paths(tiny_model_dir, db=db) as svc:
         yield svc
-
-
-@pytest.fixture
-def sender() -> RecordingSender:
-    return RecordingSender()
-
-
-@pytest.fixture
-def client(service: Service, sender: RecordingSender) -> TestClient:
-    return TestClient(create_app(service, SETTINGS, sender=sender), raise_server_exceptions=False)
 
 
 def stored(db: Path) -> dict[str, int]:

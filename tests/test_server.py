@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from http_kit import AUTH, SECRET, SETTINGS, TOKEN, VERIFY, RecordingSender, TestClient, serving
 from typer.testing import CliRunner
 
 from nlu.cli import app as cli_app
@@ -27,43 +21,7 @@ from nlu.server import ENV_AGENT_TOKEN, ENV_APP_SECRET, ENV_VERIFY_TOKEN, Server
 from nlu.service import Service
 from nlu.whatsapp import LogSender, PayloadError, Signature, check_signature, parse_webhook, sign
 
-with warnings.catch_warnings():  # starlette's TestClient warns that it prefers httpx2
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
-
-VERIFY = "verifica-esto-123"
-SECRET = "app-secret-0123456789abcdef"
-TOKEN = "agente-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WA_ID = "5215512345678"
-SETTINGS = ServerSettings(verify_token=VERIFY, app_secret=SECRET, agent_token=TOKEN, max_body_bytes=64 * 1024, max_webhook_bytes=16 * 1024)
-
-
-class RecordingSender:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.fail = fail
-
-    def send(self, body: dict[str, Any]) -> None:
-        self.sent.append(body)
-        if self.fail:
-            raise RuntimeError("graph api down")
-
-
-@pytest.fixture
-def service(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Service]:
-    with Service.from_paths(tiny_model_dir, db=tmp_path / "nlu.db") as svc:
-        yield svc
-
-
-@pytest.fixture
-def sender() -> RecordingSender:
-    return RecordingSender()
-
-
-@pytest.fixture
-def client(service: Service, sender: RecordingSender) -> TestClient:
-    return TestClient(create_app(service, SETTINGS, sender=sender), raise_server_exceptions=False)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -724,39 +682,9 @@ def test_cli_serve_refuses_a_bad_model(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "meta.json" in result.stderr and "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_server_real_process_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, ENV_VERIFY_TOKEN: VERIFY, ENV_APP_SECRET: SECRET, ENV_AGENT_TOKEN: TOKEN}
-    command = [sys.executable, "-m", "nlu", "serve", str(tiny_model_dir), "--port", str(port), "--db", str(tmp_path / "nlu.db"), "--no-access-log", "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1].decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
+    with serving(tiny_model_dir, db=str(tmp_path / "nlu.db")) as base:
         r = httpx.post(f"{base}/v1/messages", json={"conversation_id": "c1", "message_id": "m1", "text": "hola"}, timeout=10)
         assert r.status_code == 200 and r.json()["action"] == "answer"
         r = httpx.post(f"{base}/webhooks/whatsapp", content=b"{}", headers={"Content-Type": "application/json"}, timeout=10)
         assert r.status_code == 401
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to exit.
-    assert process.returncode in (0, -signal.SIGTERM)

@@ -4,67 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from http_kit import AUTH, SECRET, serving
 
-from nlu.server import ENV_AGENT_TOKEN, ENV_APP_SECRET, ENV_VERIFY_TOKEN
 from nlu.whatsapp import sign
-
-VERIFY = "verifica-esto-123"
-SECRET = "app-secret-0123456789abcdef"
-TOKEN = "agente-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(model_dir: Path, db: str, workers: int = 1) -> Iterator[str]:
-    """A real `nlu serve` process on a free port; yields its base URL once /healthz answers."""
-    port = _free_port()
-    env = {**os.environ, ENV_VERIFY_TOKEN: VERIFY, ENV_APP_SECRET: SECRET, ENV_AGENT_TOKEN: TOKEN, "NLU_DB": db}
-    command = [
-        sys.executable, "-m", "nlu", "serve", str(model_dir), "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.communicate()[1].decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def webhook(base: str, wa_id: str, message: dict[str, Any]) -> httpx.Response:

@@ -7,23 +7,17 @@ import hmac
 import json
 import logging
 import sqlite3
-import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
+from http_kit import RecordingSender, TestClient, in_process_client
 
 import nlu.server
 from nlu.errors import QueueUnavailable
-from nlu.server import ServerSettings, create_app
+from nlu.server import ServerSettings
 from nlu.service import Service
 from nlu.whatsapp import sign
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
 
 VERIFY = "verifica-esto-SECRETO-123"
 SECRET = "app-secret-SECRETO-0123456789abcdef"
@@ -33,28 +27,10 @@ SETTINGS = ServerSettings(verify_token=VERIFY, app_secret=SECRET, agent_token=TO
 JSON = {"Content-Type": "application/json"}
 
 
-class Sender:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, body: dict[str, Any]) -> None:
-        self.sent.append(body)
-
-
 @pytest.fixture
-def service(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Service]:
-    with Service.from_paths(tiny_model_dir, db=tmp_path / "nlu.db") as svc:
-        yield svc
-
-
-@pytest.fixture
-def sender() -> Sender:
-    return Sender()
-
-
-@pytest.fixture
-def client(service: Service, sender: Sender) -> TestClient:
-    return TestClient(create_app(service, SETTINGS, sender=sender), raise_server_exceptions=False)
+def client(service: Service, sender: RecordingSender) -> TestClient:
+    # Secrets marked SECRETO, so a log line that leaks one is easy to find.
+    return in_process_client(service, sender, SETTINGS)
 
 
 def payload(message_id: str, text: str) -> bytes:
@@ -127,7 +103,7 @@ def test_webhook_security_agent_token_compared_in_constant_time(client: TestClie
     assert len(calls) == 2 and all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
 
 
-def test_webhook_security_concurrent_replays_make_one_ticket(client: TestClient, service: Service, sender: Sender) -> None:
+def test_webhook_security_concurrent_replays_make_one_ticket(client: TestClient, service: Service, sender: RecordingSender) -> None:
     assert post(client, payload("wamid.C0", "sí")).status_code == 200  # the consent question
     consent = {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
         "contacts": [{"wa_id": "5215512345678"}],
