@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -204,35 +204,50 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model_dir: str, db: str | None, workers: int) -> Iterator[tuple[str, int]]:
-    """Start `nlu serve` on a free loopback port; always stop it, whatever happens."""
+def server(
+    model_dir: str,
+    db: str | None = None,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start `nlu serve` on a free loopback port; always stop it, whatever happens.
+
+    ``env`` overrides the throw-away secrets (a caller that signs webhooks needs to know
+    them); with ``log`` the server's output goes there with its access log on (the soak
+    checks it), else to this terminal without the access log.
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="nlu-loadtest-") as tmp:
-        env = {
+        full_env = {
             **os.environ,
             # Throw-away secrets: the webhook and agent routes are served as in production.
             "NLU_WHATSAPP_VERIFY_TOKEN": secrets.token_hex(16),
             "NLU_WHATSAPP_APP_SECRET": secrets.token_hex(16),
             "NLU_AGENT_TOKEN": secrets.token_hex(16),
+            **(env or {}),
         }
         command = [
             sys.executable, "-m", "nlu", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-            "--db", db or str(Path(tmp) / "nlu.db"), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+            "--db", db or str(Path(tmp) / "nlu.db"), "--workers", str(workers),
         ]
-        process = subprocess.Popen(command, env=env)
+        if log is None:
+            command += ["--no-access-log", "--log-level", "warning"]
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT if log else None)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
             while True:
                 if process.poll() is not None:
-                    raise SystemExit(f"error: the server exited with code {process.returncode} before it was ready")
+                    where = f" (its output: {log.name})" if log is not None else ""
+                    raise SystemExit(f"error: the server exited with code {process.returncode} before it was ready{where}")
                 with contextlib.suppress(httpx.TransportError):
                     if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     raise SystemExit("error: the server was not ready after 120 s")
                 time.sleep(0.2)
-            yield url, process.pid
+            yield url, process
         finally:
             process.terminate()
             try:
@@ -283,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         url, pid = args.url, args.pid
         if args.serve:
-            url, pid = stack.enter_context(server(args.serve, args.db, args.workers))
+            url, process = stack.enter_context(server(args.serve, args.db, args.workers))
+            pid = process.pid
             print(f"server pid {pid} on {url}, RSS {rss_mib(pid)[0]:.0f} MiB before load", flush=True)
         for route in routes:
             for concurrency in levels:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import secrets
 import sqlite3
@@ -39,7 +38,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadtest import free_port, load_texts, percentile, rss_mib  # noqa: E402
+from loadtest import load_texts, percentile, rss_mib, server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -324,41 +323,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"training a model on data/chats_train.csv into {model} ...", flush=True)
             subprocess.run([sys.executable, "-m", "nlu", "train", str(ROOT / "data" / "chats_train.csv"), "--out", model, "-q"], check=True)
         secret, token, verify = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(16)
-        env = {**os.environ, "NLU_WHATSAPP_VERIFY_TOKEN": verify, "NLU_WHATSAPP_APP_SECRET": secret, "NLU_AGENT_TOKEN": token, "NLU_DB": str(tmp / "nlu.db")}
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        env = {"NLU_WHATSAPP_VERIFY_TOKEN": verify, "NLU_WHATSAPP_APP_SECRET": secret, "NLU_AGENT_TOKEN": token}
         log_path = tmp / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "nlu", "serve", model, "--host", "127.0.0.1", "--port", str(port)],
-                                       env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                deadline = time.monotonic() + 120
-                while True:
-                    if process.poll() is not None:
-                        print(log_path.read_text(errors="replace")[-2000:], file=sys.stderr)
-                        raise SystemExit(f"error: the server exited with code {process.returncode} before it was ready")
-                    with contextlib.suppress(httpx.TransportError):
-                        if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                            break
-                    if time.monotonic() > deadline:
-                        raise SystemExit("error: the server was not ready after 120 s")
-                    time.sleep(0.2)
-                # The handshake, with the verify token in the query string: it must not reach the log.
-                handshake = httpx.get(f"{url}/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": verify, "hub.challenge": "7"})
-                rss_start = rss_mib(process.pid)[0] or 0.0
-                print(f"server pid {process.pid} on {url}, RSS {rss_start:.1f} MiB; {args.rate:g} req/s for {args.seconds:g} s", flush=True)
-                traffic = Traffic(url, secret, token, args.seed)
-                started = time.perf_counter()
-                samples = asyncio.run(soak(traffic, process.pid, args.seconds, args.rate, args.rss_every))
-                elapsed = time.perf_counter() - started
-                alive = process.poll() is None
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        with log_path.open("wb") as log, server(model, str(tmp / "nlu.db"), env=env, log=log) as (url, process):
+            # The handshake, with the verify token in the query string: it must not reach the log.
+            handshake = httpx.get(f"{url}/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": verify, "hub.challenge": "7"})
+            rss_start = rss_mib(process.pid)[0] or 0.0
+            print(f"server pid {process.pid} on {url}, RSS {rss_start:.1f} MiB; {args.rate:g} req/s for {args.seconds:g} s", flush=True)
+            traffic = Traffic(url, secret, token, args.seed)
+            started = time.perf_counter()
+            samples = asyncio.run(soak(traffic, process.pid, args.seconds, args.rate, args.rss_every))
+            elapsed = time.perf_counter() - started
+            alive = process.poll() is None
         log_text = log_path.read_text(errors="replace")
         tickets = tickets_in(tmp / "nlu.db")
 
