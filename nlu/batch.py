@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, DataError
-from .routing import first_message_decisions
+from .routing import first_message_decisions, policy_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -203,13 +203,6 @@ def score_table(
     }
     columns = list(table.columns) + [pa.array(results[f.name], f.type) for f in RESULT_SCHEMA]
     return pa.Table.from_arrays(columns, schema=output_schema(table.schema.remove_metadata()))
-
-
-def default_policy(model: Model) -> RoutingPolicy:
-    """The model's production routing policy (``meta.json`` "routing"), else the defaults."""
-    from .routing import policy_for
-
-    return policy_for(model)
 
 
 # -- reading the input --------------------------------------------------------------------
@@ -442,7 +435,7 @@ def score_file(
     source = open_input(input, text_column)
     output = Path(output)
     _check_output(output, source, force)
-    policy = policy if policy is not None else default_policy(model)
+    policy = policy if policy is not None else policy_for(model)
     if engine == "dask":
         return _score_dask(model, source, output, text_column, chunk_size, policy, force, progress, scheduler, n_workers)
     return _score_local(model, source, output, text_column, chunk_size, policy, force, progress)
