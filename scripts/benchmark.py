@@ -20,6 +20,7 @@ The held-out test splits of these sources are not in ../shared and never used he
 
     python scripts/benchmark.py                  # everything, writes docs/BENCHMARKS.md
     python scripts/benchmark.py --datasets top --limit 200 --no-peers --out /tmp/b.md
+    python scripts/benchmark.py --datasets top --no-peers --confusions 10 --out /tmp/b.md   # error pairs
 """
 
 from __future__ import annotations
@@ -409,6 +410,19 @@ def run_three_heads(splits: dict[str, Split], tmp: Path) -> dict[str, float] | N
 # -- report ------------------------------------------------------------------------------
 
 
+def confusions(split: Split, row: Row, top: int) -> list[str]:
+    """The most frequent (gold -> predicted) pairs among our dev errors, with the first
+    example of each: where to look before changing the model."""
+    labels = row.extra["labels"]
+    pred = [labels[i] for i in np.argmax(row.extra["proba"], axis=1)]
+    pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for text, gold, guess in zip(split.dev_texts, split.dev_labels, pred, strict=True):
+        if gold != guess:
+            pairs[(gold, guess)].append(text)
+    ranked = sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    return [f"  {len(texts):4d}  {gold} -> {guess}: {' '.join(texts[0].split())[:100]!r}" for (gold, guess), texts in ranked]
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -555,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sentiment-training", choices=("pooled", "own"), default="pooled",
                         help="pooled: TASS and airline each trained on both training sides (one label set); own: each on its own")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update")
+    parser.add_argument("--confusions", type=int, default=0, metavar="N",
+                        help="print our N most frequent (gold -> predicted) dev error pairs per dataset, with an example each")
     args = parser.parse_args(argv)
 
     if not args.data_dir.is_dir():
@@ -579,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
             models[(name, "nlu")] = model
             print(table([row]).splitlines()[-1], flush=True)
+            if args.confusions:
+                print("\n".join(confusions(split, row, args.confusions)), flush=True)
             if not args.no_peers:
                 row, pipe = run_tfidf_lr(split, tmp)
                 rows.append(row)
