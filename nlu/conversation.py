@@ -10,6 +10,9 @@ that was returned, so a retried message is answered once and the same outcome co
 Durability: WAL journal, one ``BEGIN IMMEDIATE`` transaction per operation, so a crash
 loses nothing that was acknowledged and a restart resumes every conversation. Safe to
 share between threads (one connection behind a lock) and between processes (SQLite locks).
+
+The operations, SQL included, are written once in ``_SqlConversations`` and shared with
+the PostgreSQL store; each backend adds only its connection handling and row locking.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from .errors import ConfigError, InputError, StorageUnavailable
+from .queue import _Executor, _SqlStore, resolve_db
 from .routing import Consent, ConversationView, Turn
 
 CONSENT_STATES: tuple[str, ...] = ("unknown", "granted", "revoked")
@@ -106,82 +110,38 @@ class Conversations(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class ConversationStore:
-    """Conversation state in one SQLite file (usually the queue's)."""
+class _SqlConversations(_SqlStore):
+    """The conversation-store operations whose SQL every backend shares, written once
+    (``?`` placeholders).
 
-    def __init__(self, path: str | Path, history_turns: int = 10, timeout: float = 30.0) -> None:
-        path = _sqlite_path(path)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.history_turns = history_turns
-        self._lock = threading.RLock()
-        try:
-            # Autocommit mode (isolation_level=None): transactions are explicit below.
-            self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            # executescript() would commit on its own; one statement at a time keeps the
-            # schema creation in one transaction.
-            with self._transaction() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"{path}: cannot open the conversation database: {exc}") from None
+    Besides what :class:`nlu.queue._SqlStore` lists (database errors become
+    :class:`StorageUnavailable`), a backend supplies ``_reading(what)``: like ``_write``,
+    for reads.
+    """
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; a database failure (locked past the busy timeout, disk
-        full, corrupt) rolls it back and becomes :class:`StorageUnavailable`: nothing is
-        half-written and no sqlite3 error escapes the library."""
-        with self._lock, self._storage("write conversation state"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")  # inside the try: a failed COMMIT is rolled back too
-            except BaseException:
-                if self._db.in_transaction:
-                    # The original error is the one worth reporting, not a failed rollback.
-                    with suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise
+    history_turns: int
 
-    @contextmanager
-    def _storage(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StorageUnavailable(f"{self.path}: cannot {what}: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _reading(self, what: str) -> AbstractContextManager[_Executor]:
+        raise NotImplementedError
 
     # -- reading ------------------------------------------------------------------------
 
     def view(self, conversation_id: str) -> ConversationView:
         """A snapshot of the conversation (a fresh one if it was never seen)."""
         _check_id(conversation_id, "conversation_id")
-        with self._lock, self._storage("read the conversation"):
-            row = self._db.execute(
+        key = self._storable(conversation_id)
+        with self._reading("read the conversation") as db:
+            row = db.execute(
                 "SELECT consent, disclosed, human_active, ticket_id, pending_options, reset_turn FROM conversations WHERE id = ?",
-                (conversation_id,),
+                (key,),
             ).fetchone()
             if row is None:
                 return ConversationView(conversation_id=conversation_id, consent="unknown")
             consent, disclosed, human_active, ticket_id, pending, reset_turn = row
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT message_id, text, intent, confidence, sentiment, emotion, frustration, action, reasons, created_at "
                 "FROM conversation_turns WHERE conversation_id = ? AND id > ? ORDER BY id DESC LIMIT ?",
-                (conversation_id, reset_turn, self.history_turns),
+                (key, reset_turn, self.history_turns),
             ).fetchall()
         turns = tuple(
             Turn(
@@ -202,8 +162,10 @@ class ConversationStore:
 
     def outcome(self, message_id: str) -> dict[str, Any] | None:
         """The outcome stored for an already processed message id, or None."""
-        with self._lock, self._storage("read a stored outcome"):
-            row = self._db.execute("SELECT outcome FROM conversation_messages WHERE message_id = ?", (message_id,)).fetchone()
+        with self._reading("read a stored outcome") as db:
+            row = db.execute(
+                "SELECT outcome FROM conversation_messages WHERE message_id = ?", (self._storable(message_id),)
+            ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     # -- writing ------------------------------------------------------------------------
@@ -225,70 +187,92 @@ class ConversationStore:
         """Store the outcome of one message and the state changes it caused, atomically.
 
         Returns ``(outcome, True)``, or the outcome stored earlier and ``False`` when the
-        message id was already processed (a retry that raced this one): nothing changes.
+        message id was already processed (a retry, by this process or another sharing the
+        database): nothing changes.
         """
         _check_id(conversation_id, "conversation_id")
         _check_id(message_id, "message_id")
         if consent is not None and consent not in CONSENT_STATES:
             raise InputError(f"consent must be one of {', '.join(CONSENT_STATES)}, got {consent!r}")
+        conversation, message = self._storable(conversation_id), self._storable(message_id)
+        stored = self._storable(json.dumps(dict(outcome), ensure_ascii=False))
         now = time.time()
-        with self._transaction() as db:
-            row = db.execute("SELECT outcome FROM conversation_messages WHERE message_id = ?", (message_id,)).fetchone()
-            if row is not None:
+        with self._write("write conversation state") as db:
+            # The message id first: whoever inserts it owns this message. On PostgreSQL a
+            # concurrent delivery blocks here until we commit, then finds it taken; SQLite's
+            # write lock serialises the two transactions whole.
+            claimed = db.execute(
+                "INSERT INTO conversation_messages (message_id, conversation_id, outcome, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                (message, conversation, stored, now),
+            ).fetchone()
+            if claimed is None:
+                row = db.execute("SELECT outcome FROM conversation_messages WHERE message_id = ?", (message,)).fetchone()
+                if row is None:  # purged or forgotten in between (PostgreSQL): nothing to return but a retry
+                    raise StorageUnavailable(f"{self.path}: message {message_id!r} was deleted while being recorded; retry")
                 return dict(json.loads(row[0])), False
             db.execute(
-                "INSERT OR IGNORE INTO conversations (id, created_at, updated_at) VALUES (?, ?, ?)",
-                (conversation_id, now, now),
+                "INSERT INTO conversations (id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (conversation, now, now),
             )
             updates: dict[str, Any] = {"updated_at": now}
             if consent is not None:
                 updates["consent"] = consent
             if disclosed is not None:
-                updates["disclosed"] = int(disclosed)
+                updates["disclosed"] = bool(disclosed)  # SQLite stores it as 1/0
             if human_active is not None:
-                updates["human_active"] = int(human_active)
+                updates["human_active"] = bool(human_active)
             if ticket_id is not _UNSET:
                 updates["ticket_id"] = ticket_id
             if pending_options is not None:
-                updates["pending_options"] = json.dumps(list(pending_options), ensure_ascii=False)
+                updates["pending_options"] = self._storable(json.dumps(list(pending_options), ensure_ascii=False))
             if reset:
-                last = db.execute("SELECT COALESCE(MAX(id), 0) FROM conversation_turns WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
-                updates["reset_turn"] = last
+                updates["reset_turn"] = self._last_turn(db, conversation)
             assignments = ", ".join(f"{k} = ?" for k in updates)
-            db.execute(f"UPDATE conversations SET {assignments} WHERE id = ?", (*updates.values(), conversation_id))
+            db.execute(f"UPDATE conversations SET {assignments} WHERE id = ?", (*updates.values(), conversation))
             if turn is not None:
+                text, intent, sentiment, emotion, action = map(
+                    self._storable, (turn.text, turn.intent, turn.sentiment, turn.emotion, turn.action)
+                )
                 db.execute(
                     "INSERT INTO conversation_turns (conversation_id, message_id, text, intent, confidence, sentiment, "
                     "emotion, frustration, action, reasons, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        conversation_id, message_id, turn.text, turn.intent, turn.confidence, turn.sentiment,
-                        turn.emotion, turn.frustration, turn.action, json.dumps(list(turn.reasons)), now,
+                        conversation, message, text, intent, turn.confidence, sentiment, emotion, turn.frustration,
+                        action, self._storable(json.dumps(list(turn.reasons))), now,
                     ),
                 )
-            db.execute(
-                "INSERT INTO conversation_messages (message_id, conversation_id, outcome, created_at) VALUES (?, ?, ?, ?)",
-                (message_id, conversation_id, json.dumps(dict(outcome), ensure_ascii=False), now),
-            )
         return dict(outcome), True
+
+    @staticmethod
+    def _last_turn(db: _Executor, conversation: str) -> int:
+        row = db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM conversation_turns WHERE conversation_id = ?", (conversation,)
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def end_handover(self, conversation_id: str) -> None:
         """The person's ticket is resolved: the bot takes the conversation back, and the
         turns before the handover no longer count towards streaks."""
+        conversation = self._storable(conversation_id)
         now = time.time()
-        with self._transaction() as db:
-            last = db.execute("SELECT COALESCE(MAX(id), 0) FROM conversation_turns WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+        with self._write("write conversation state") as db:
+            if self._FOR_UPDATE:
+                # Lock the row first so a message recorded meanwhile is either before the reset or after it.
+                db.execute(f"SELECT 1 FROM conversations WHERE id = ?{self._FOR_UPDATE}", (conversation,))
             db.execute(
-                "UPDATE conversations SET human_active = 0, ticket_id = NULL, pending_options = '[]', reset_turn = ?, updated_at = ? "
-                "WHERE id = ?",
-                (last, now, conversation_id),
+                "UPDATE conversations SET human_active = FALSE, ticket_id = NULL, pending_options = '[]', reset_turn = ?,"
+                " updated_at = ? WHERE id = ?",
+                (self._last_turn(db, conversation), now, conversation),
             )
 
     def forget(self, conversation_id: str) -> int:
         """Delete everything stored about a conversation (erasure request); rows deleted."""
-        with self._transaction() as db:
+        conversation = self._storable(conversation_id)
+        with self._write("forget a conversation") as db:
             n = 0
             for table, column in (("conversation_turns", "conversation_id"), ("conversation_messages", "conversation_id"), ("conversations", "id")):
-                n += db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation_id,)).rowcount
+                n += db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation,)).rowcount
         return n
 
     def purge(self, older_than_days: float) -> int:
@@ -299,11 +283,76 @@ class ConversationStore:
         N above the channel's retry window (WhatsApp retries for up to 7 days).
         """
         cutoff = _retention_cutoff(older_than_days)
-        with self._transaction() as db:
+        with self._write("purge conversation state") as db:
             n = db.execute("DELETE FROM conversation_turns WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversation_messages WHERE created_at < ?", (cutoff,)).rowcount
-            n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND human_active = 0", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND NOT human_active", (cutoff,)).rowcount
         return n
+
+
+class ConversationStore(_SqlConversations):
+    """Conversation state in one SQLite file (usually the queue's)."""
+
+    # No row locks in SQLite (nor FOR UPDATE): BEGIN IMMEDIATE already holds the whole
+    # database's write lock for the transaction.
+    _FOR_UPDATE = ""
+
+    def __init__(self, path: str | Path, history_turns: int = 10, timeout: float = 30.0) -> None:
+        path = _sqlite_path(path)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.history_turns = history_turns
+        self._lock = threading.RLock()
+        try:
+            # Autocommit mode (isolation_level=None): transactions are explicit below.
+            self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            # executescript() would commit on its own; one statement at a time keeps the
+            # schema creation in one transaction.
+            with self._write("write conversation state") as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{path}: cannot open the conversation database: {exc}") from None
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a database failure (locked past the busy timeout, disk
+        full, corrupt) rolls it back and becomes :class:`StorageUnavailable`: nothing is
+        half-written and no sqlite3 error escapes the library."""
+        with self._lock, self._storage(what):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")  # inside the try: a failed COMMIT is rolled back too
+            except BaseException:
+                if self._db.in_transaction:
+                    # The original error is the one worth reporting, not a failed rollback.
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        # Reads run in autocommit mode, no transaction; the lock keeps the threads off
+        # the shared connection meanwhile.
+        with self._lock, self._storage(what):
+            yield self._db
+
+    @contextmanager
+    def _storage(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"{self.path}: cannot {what}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def _retention_cutoff(older_than_days: object) -> float:
@@ -335,8 +384,6 @@ def open_conversations(url_or_path: str | Path | None = None, history_turns: int
     """Open (creating if needed) the conversation tables in the database named by a path or
     URL, resolved exactly as the queue resolves it (``None`` reads ``NLU_DB``): SQLite
     (:class:`ConversationStore`) or PostgreSQL (:class:`nlu.conversation_pg.PostgresConversationStore`)."""
-    from .queue import resolve_db
-
     kind, location = resolve_db(url_or_path)
     if kind == "postgresql":
         from .conversation_pg import PostgresConversationStore

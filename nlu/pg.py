@@ -8,6 +8,9 @@
   transaction-level advisory lock, so two processes starting at once never race on
   ``CREATE TABLE`` (PostgreSQL's ``IF NOT EXISTS`` is not safe against a concurrent
   creator) and an upgrade is all or nothing (PostgreSQL DDL is transactional).
+* :class:`StorePool`: the above in order for one store (schema, then pool), and its
+  transactions, on connections that take the SQL the stores share with SQLite (``?``
+  placeholders, see :class:`QmarkConnection`).
 * :func:`masked`: a URL without its password, for error messages and logs.
 """
 
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -138,6 +142,81 @@ def migrate(
                 (str(len(steps)),),
             )
     return found
+
+
+class QmarkConnection:
+    """A psycopg connection taking the SQL the stores share with SQLite: every ``?``
+    placeholder becomes psycopg's ``%s``, in this one place.
+
+    So the shared SQL must hold no literal ``?`` (nor a ``%``, which psycopg would read as
+    a placeholder). SQL written for psycopg (``%(name)s``) has no ``?`` and passes as it is.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = (), /) -> psycopg.Cursor[Any]:
+        return self._conn.execute(sql.replace("?", "%s"), params)
+
+
+class StorePool:
+    """One store's database: its schema brought up to date, then a pool of connections.
+
+    The schema comes first, on one direct connection: a bad URL fails fast with a clear
+    reason. Database failures become ``unavailable``; a schema newer than this code,
+    ``refused`` (see :func:`migrate`); using the store once closed, ``closed``
+    ("<url>: the <label> is closed").
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        timeout: float,
+        pool_size: int,
+        meta_table: str,
+        steps: Sequence[Sequence[str]],
+        what: str,
+        label: str,
+        unavailable: Callable[[str], Exception],
+        refused: Callable[[str], Exception],
+        closed: Callable[[str], Exception],
+    ) -> None:
+        check_options(timeout, pool_size)
+        self.where = masked(url)
+        self._label, self._unavailable, self._closed = label, unavailable, closed
+        try:
+            with connect(url, name=name, timeout=timeout, error=unavailable) as conn:
+                migrate(conn, meta_table=meta_table, steps=steps, what=what, where=self.where, error=refused)
+        except psycopg.Error as exc:
+            raise unavailable(f"{self.where}: cannot create the {what} tables: {describe(exc)}") from exc
+        self._pool: ConnectionPool | None = open_pool(
+            url, name=name, timeout=timeout, max_size=pool_size, error=unavailable
+        )
+
+    def transaction(self, what: str) -> AbstractContextManager[QmarkConnection]:
+        """One transaction on a pooled connection: committed when the block ends, rolled
+        back on any exception (a refusal included); database errors become ``unavailable``."""
+        pool = self._pool
+        if pool is None:
+            raise self._closed(f"{self.where}: the {self._label} is closed")
+        return self._transaction(pool, what)
+
+    @contextmanager
+    def _transaction(self, pool: ConnectionPool, what: str) -> Iterator[QmarkConnection]:
+        try:
+            with pool.connection() as conn:
+                yield QmarkConnection(conn)
+        except psycopg.Error as exc:
+            raise self._unavailable(f"{self.where}: cannot {what}: {describe(exc)}") from exc
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,6 +15,9 @@ database) become :class:`QueueUnavailable` (a :class:`QueueError`), never a sile
 other modules (conversation state), so every object here is named ``tickets*`` and the
 schema version lives in our own ``tickets_meta`` table rather than in ``PRAGMA user_version``,
 which belongs to the whole file and would be fought over by every module that versions itself.
+
+The operations whose SQL is the same on every backend live once, in ``_SqlQueue``; each
+backend adds only its connection handling, its claim statement and its row locking.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
@@ -185,7 +188,202 @@ class Queue(Protocol):
         ...
 
 
-class SQLiteQueue:
+class _Cursor(Protocol):
+    """What the shared operations use of a cursor (sqlite3's and psycopg's both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> builtins.list[Any]: ...
+
+
+class _Executor(Protocol):
+    """A connection inside one transaction, taking SQL with ``?`` placeholders (a sqlite3
+    connection as it is; on PostgreSQL, :class:`nlu.pg.QmarkConnection`)."""
+
+    def execute(self, sql: str, params: Any = (), /) -> _Cursor: ...
+
+
+class _SqlStore:
+    """What a store written once for SQLite and PostgreSQL needs from its backend.
+
+    * ``_write(what)``: one write transaction yielding an :class:`_Executor`, committed when
+      the block ends and rolled back on any exception (a refusal included); database errors
+      become the store's "unavailable" error, naming ``what`` could not be done;
+    * ``_FOR_UPDATE``: the clause that keeps a row read inside a transaction from other
+      writers until it ends (empty where the transaction already excludes them);
+    * ``_storable``: what text must become before it is stored or looked up;
+    * ``close``, and ``path``: where the data is, as error messages show it.
+    """
+
+    path: str
+    _FOR_UPDATE: str
+
+    def _write(self, what: str) -> AbstractContextManager[_Executor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _storable(value: Any) -> Any:
+        return value
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+
+class _SqlQueue(_SqlStore):
+    """The queue operations whose SQL every backend shares, written once (``?`` placeholders).
+
+    Besides what :class:`_SqlStore` lists, a backend supplies ``_read(what, sql, params)``,
+    the rows of one query, and ``_CLAIM`` in its own dialect (named parameters ``agent``,
+    ``lease_until``, ``now``). Rows are plain sequences of the ``_COLUMNS``.
+    """
+
+    _clock: Callable[[], float]
+    _CLAIM: str
+
+    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
+        raise NotImplementedError
+
+    def _ticket(self, row: Sequence[Any]) -> Ticket:
+        return _ticket_from_row(dict(zip(_FIELDS, row, strict=True)))
+
+    def _fetch(self, conn: _Executor, ticket_id: int) -> Ticket:
+        """The ticket, read inside a write transaction and kept from other writers until it ends."""
+        row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = ?{self._FOR_UPDATE}", (ticket_id,)).fetchone()
+        if row is None:
+            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
+        return self._ticket(row)
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        prediction: Mapping[str, Any],
+        reasons: Sequence[str],
+        priority: float,
+        turns: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[Ticket, bool]:
+        values = _new_ticket(
+            conversation_id=conversation_id, message_id=message_id, text=text, prediction=prediction,
+            reasons=reasons, priority=priority, turns=turns,
+        )
+        values = {k: self._storable(v) for k, v in values.items()}
+        now = self._clock()
+        with self._write("enqueue a ticket") as conn:
+            row = conn.execute(
+                "INSERT INTO tickets (conversation_id, message_id, text, prediction, reasons, priority,"
+                " status, created_at, updated_at, turns) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+                f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
+                (
+                    values["conversation_id"], values["message_id"], values["text"], values["prediction"],
+                    values["reasons"], values["priority"], now, now, values["turns"],
+                ),
+            ).fetchone()
+            created = row is not None
+            if row is None:
+                # PostgreSQL (READ COMMITTED): this statement sees the row the conflicting
+                # insert committed. SQLite's write lock means the row is simply there.
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (values["message_id"],)
+                ).fetchone()
+                if row is None:  # deleted (purged) between the two statements (PostgreSQL only)
+                    raise QueueUnavailable(f"{self.path}: ticket for message {values['message_id']!r} vanished; retry")
+            ticket = self._ticket(row)
+        _check_same_conversation(ticket, values["conversation_id"])
+        return ticket, created
+
+    def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
+        agent = self._storable(_nonempty("agent", agent))
+        lease = _positive("lease_seconds", lease_seconds)
+        now = self._clock()
+        with self._write("claim a ticket") as conn:
+            row = conn.execute(self._CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
+            return None if row is None else self._ticket(row)
+
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
+        ticket_id, agent, resolution = _resolve_args(ticket_id, agent, resolution)
+        agent, resolution = self._storable(agent), self._storable(resolution)
+        with self._write(f"resolve ticket {ticket_id}") as conn:
+            ticket = self._fetch(conn, ticket_id)
+            if ticket.status == "resolved" and ticket.agent == agent:
+                return ticket  # a retried resolve (e.g. after a timeout) is not an error
+            _check_holder(ticket, agent, "resolve")
+            row = conn.execute(
+                "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
+                f" WHERE id = ? RETURNING {_COLUMNS}",
+                (resolution, self._clock(), ticket_id),
+            ).fetchone()
+            assert row is not None  # read and kept from other writers by _fetch
+            return self._ticket(row)
+
+    def release(self, ticket_id: int, agent: str) -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        agent = self._storable(_nonempty("agent", agent))
+        with self._write(f"release ticket {ticket_id}") as conn:
+            _check_holder(self._fetch(conn, ticket_id), agent, "release")
+            row = conn.execute(
+                "UPDATE tickets SET status = 'queued', agent = NULL, lease_until = NULL, updated_at = ?"
+                f" WHERE id = ? RETURNING {_COLUMNS}",
+                (self._clock(), ticket_id),
+            ).fetchone()
+            assert row is not None  # read and kept from other writers by _fetch
+            return self._ticket(row)
+
+    def get(self, ticket_id: int) -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        rows = self._read(f"read ticket {ticket_id}", f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,))
+        if not rows:
+            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
+        return self._ticket(rows[0])
+
+    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
+        order = _list_order(status, limit)
+        where = "" if status is None else "WHERE status = ?"
+        params: tuple[Any, ...] = (limit,) if status is None else (status, limit)
+        rows = self._read("list tickets", f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY {order} LIMIT ?", params)
+        return [self._ticket(row) for row in rows]
+
+    def depth(self) -> int:
+        rows = self._read(
+            "count queued tickets",
+            "SELECT (SELECT count(*) FROM tickets WHERE status = 'queued')"
+            " + (SELECT count(*) FROM tickets WHERE status = 'claimed' AND lease_until <= ?)",
+            (self._clock(),),
+        )
+        return int(rows[0][0])
+
+    def open_for_conversation(self, conversation_id: str) -> Ticket | None:
+        conversation_id = self._storable(_nonempty("conversation_id", conversation_id))
+        rows = self._read(
+            "read the conversation's ticket",
+            f"SELECT {_COLUMNS} FROM tickets WHERE conversation_id = ? AND status IN ('queued', 'claimed')"
+            " ORDER BY created_at DESC, id DESC LIMIT 1",
+            (conversation_id,),
+        )
+        return self._ticket(rows[0]) if rows else None
+
+    def purge(self, older_than_days: float) -> int:
+        cutoff = self._clock() - _days(older_than_days) * 86400.0
+        with self._write("purge resolved tickets") as conn:
+            return conn.execute("DELETE FROM tickets WHERE status = 'resolved' AND updated_at < ?", (cutoff,)).rowcount
+
+
+class SQLiteQueue(_SqlQueue):
     """The queue in one SQLite file (WAL mode), safe across threads and processes.
 
     One connection guarded by a lock serves the threads of a process; processes coordinate
@@ -200,6 +398,11 @@ class SQLiteQueue:
     claimers got 1 ticket of 2,000 and waited 0.5-5.7 s for it, past a 5 s timeout). Short
     jittered polls give both a fair chance at the same throughput.
     """
+
+    _CLAIM = _CLAIM
+    # No row locks in SQLite (nor FOR UPDATE): BEGIN IMMEDIATE already holds the whole
+    # database's write lock for the transaction.
+    _FOR_UPDATE = ""
 
     def __init__(
         self,
@@ -229,7 +432,6 @@ class SQLiteQueue:
             )
         except sqlite3.Error as exc:
             raise QueueUnavailable(f"{self.path}: cannot open the queue database: {exc}") from exc
-        conn.row_factory = sqlite3.Row
         self._conn = conn
         try:
             self._setup(conn, synchronous.upper())
@@ -306,7 +508,8 @@ class SQLiteQueue:
                     raise self._error(what, exc) from exc
                 raise
 
-    def _read(self, what: str, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> builtins.list[sqlite3.Row]:
+    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
+        # Outside any transaction (autocommit), retried while the database is busy.
         with self._lock:
             conn = self._connection()
             try:
@@ -314,138 +517,11 @@ class SQLiteQueue:
             except sqlite3.Error as exc:
                 raise self._error(what, exc) from exc
 
-    def _ticket(self, row: sqlite3.Row) -> Ticket:
-        return _ticket_from_row(row)
-
-    def _fetch(self, conn: sqlite3.Connection, ticket_id: int) -> Ticket:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
-        if row is None:
-            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
-        return self._ticket(row)
-
-    # -- the protocol --------------------------------------------------------------------
-
-    def enqueue(
-        self,
-        *,
-        conversation_id: str,
-        message_id: str,
-        text: str,
-        prediction: Mapping[str, Any],
-        reasons: Sequence[str],
-        priority: float,
-        turns: Sequence[Mapping[str, Any]] = (),
-    ) -> tuple[Ticket, bool]:
-        values = _new_ticket(
-            conversation_id=conversation_id, message_id=message_id, text=text, prediction=prediction,
-            reasons=reasons, priority=priority, turns=turns,
-        )
-        conversation_id, message_id = values["conversation_id"], values["message_id"]
-        now = self._clock()
-        with self._write("enqueue a ticket") as conn:
-            row = conn.execute(
-                "INSERT INTO tickets (conversation_id, message_id, text, prediction, reasons, priority,"
-                " status, created_at, updated_at, turns)"
-                " VALUES (:conversation_id, :message_id, :text, :prediction, :reasons, :priority,"
-                " 'queued', :now, :now, :turns)"
-                f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
-                {**values, "now": now},
-            ).fetchone()
-            created = row is not None
-            if row is None:
-                row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (message_id,)).fetchone()
-            ticket = self._ticket(row)
-        _check_same_conversation(ticket, conversation_id)
-        return ticket, created
-
-    def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
-        agent = _nonempty("agent", agent)
-        lease = _positive("lease_seconds", lease_seconds)
-        now = self._clock()
-        with self._write("claim a ticket") as conn:
-            row = conn.execute(_CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
-            return None if row is None else self._ticket(row)
-
-    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
-        ticket_id, agent, resolution = _resolve_args(ticket_id, agent, resolution)
-        with self._write(f"resolve ticket {ticket_id}") as conn:
-            ticket = self._fetch(conn, ticket_id)
-            if ticket.status == "resolved" and ticket.agent == agent:
-                return ticket  # a retried resolve (e.g. after a timeout) is not an error
-            _check_holder(ticket, agent, "resolve")
-            row = conn.execute(
-                "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
-                f" WHERE id = ? RETURNING {_COLUMNS}",
-                (resolution, self._clock(), ticket_id),
-            ).fetchone()
-            return self._ticket(row)
-
-    def release(self, ticket_id: int, agent: str) -> Ticket:
-        ticket_id = _ticket_id(ticket_id)
-        agent = _nonempty("agent", agent)
-        with self._write(f"release ticket {ticket_id}") as conn:
-            _check_holder(self._fetch(conn, ticket_id), agent, "release")
-            row = conn.execute(
-                "UPDATE tickets SET status = 'queued', agent = NULL, lease_until = NULL, updated_at = ?"
-                f" WHERE id = ? RETURNING {_COLUMNS}",
-                (self._clock(), ticket_id),
-            ).fetchone()
-            return self._ticket(row)
-
-    def get(self, ticket_id: int) -> Ticket:
-        ticket_id = _ticket_id(ticket_id)
-        rows = self._read(f"read ticket {ticket_id}", f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,))
-        if not rows:
-            raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
-        return self._ticket(rows[0])
-
-    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
-        order = _list_order(status, limit)
-        where = "" if status is None else "WHERE status = ?"
-        params: tuple[Any, ...] = (limit,) if status is None else (status, limit)
-        rows = self._read("list tickets", f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY {order} LIMIT ?", params)
-        return [self._ticket(row) for row in rows]
-
-    def depth(self) -> int:
-        rows = self._read(
-            "count queued tickets",
-            "SELECT (SELECT count(*) FROM tickets WHERE status = 'queued')"
-            " + (SELECT count(*) FROM tickets WHERE status = 'claimed' AND lease_until <= ?)",
-            (self._clock(),),
-        )
-        return int(rows[0][0])
-
-    def open_for_conversation(self, conversation_id: str) -> Ticket | None:
-        conversation_id = _nonempty("conversation_id", conversation_id)
-        rows = self._read(
-            "read the conversation's ticket",
-            f"SELECT {_COLUMNS} FROM tickets WHERE conversation_id = ? AND status IN ('queued', 'claimed')"
-            " ORDER BY created_at DESC, id DESC LIMIT 1",
-            (conversation_id,),
-        )
-        return self._ticket(rows[0]) if rows else None
-
-    def purge(self, older_than_days: float) -> int:
-        cutoff = self._clock() - _days(older_than_days) * 86400.0
-        with self._write("purge resolved tickets") as conn:
-            return conn.execute(
-                "DELETE FROM tickets WHERE status = 'resolved' AND updated_at < ?", (cutoff,)
-            ).rowcount
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 conn.close()
-
-    def __enter__(self) -> SQLiteQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SQLiteQueue({self.path!r})"
 
 
 def resolve_db(url_or_path: str | os.PathLike[str] | None = None) -> tuple[str, str]:
@@ -534,7 +610,7 @@ def _new_ticket(
     }
 
 
-def _ticket_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Ticket:
+def _ticket_from_row(row: Mapping[str, Any]) -> Ticket:
     """A :class:`Ticket` from a row holding the ``_COLUMNS`` (JSON columns as text)."""
     return Ticket(
         id=int(row["id"]),
