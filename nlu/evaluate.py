@@ -17,9 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomic
 from .config import HEADS, RoutingPolicy, TrainConfig
 from .data import TEXT, Dataset
 from .errors import ConfigError, DataError, NLUError
@@ -563,21 +562,7 @@ def write_toml_values(path: str | Path, table: str, values: Mapping[str, float])
         raise NLUError(f"{path}: refusing to write: editing [{table}] would change other settings")
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text.encode("utf-8"))
 
 
 def _toml_number(value: float) -> str:

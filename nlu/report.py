@@ -12,8 +12,6 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import write_atomic
 from .errors import DataError
 from .evaluate import Evaluation, HeadResult, SweepPoint, errors_frame
 from .metrics import expected_calibration_error
@@ -60,13 +59,13 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> ReportFiles:
     # The curve needs gold intents: without them there is no accuracy to plot.
     if evaluation.routing is not None and any(p.answered_accuracy is not None for p in evaluation.sweep):
         plots["risk_coverage.png"] = risk_coverage_png(evaluation.sweep, evaluation.routing.answer_threshold)
-    plot_paths = tuple(_write_bytes(out / name, data) for name, data in plots.items())
+    plot_paths = tuple(write_atomic(out / name, data) for name, data in plots.items())
 
     metrics_path = write_json(out / "metrics.json", evaluation.metrics)
     errors = errors_frame(evaluation)
-    errors_path = _write_bytes(out / "errors.csv", errors.to_csv(index=False).encode())
-    predictions_path = _write_bytes(out / "predictions.csv", evaluation.predictions.to_csv(index=False).encode())
-    html_path = _write_bytes(out / "report.html", render_html(evaluation, plots).encode())
+    errors_path = write_atomic(out / "errors.csv", errors.to_csv(index=False).encode())
+    predictions_path = write_atomic(out / "predictions.csv", evaluation.predictions.to_csv(index=False).encode())
+    html_path = write_atomic(out / "report.html", render_html(evaluation, plots).encode())
     return ReportFiles(out, metrics_path, html_path, errors_path, predictions_path, plot_paths)
 
 
@@ -74,20 +73,7 @@ def write_json(path: str | Path, data: Any) -> Path:
     """Pretty UTF-8 JSON, written atomically (creates the parent folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
-
-
-def _write_bytes(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 # -- plots --------------------------------------------------------------------------------
