@@ -81,6 +81,9 @@ class RoutingSummary:
     answer_threshold: float
     frustration_threshold: float
     reasons: dict[str, int] = field(default_factory=dict)  # reason code -> rows
+    # The same rows split by what was done: opt_out and out_of_scope are answered,
+    # ambiguous is clarified, the rest escalate; an analyst must not read them as one pile.
+    reasons_by_action: dict[str, dict[str, int]] = field(default_factory=dict)  # action -> reason code -> rows
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,6 +190,9 @@ def routing_summary(
     right = _acted_intents(decisions, predictions) == gold
     escalated = kinds == "escalate"
     reasons: Counter[str] = Counter(code for d in decisions for code in d.reasons)
+    by_action: dict[str, Counter[str]] = {}
+    for d in decisions:
+        by_action.setdefault(d.action, Counter()).update(d.reasons)
     return RoutingSummary(
         answered=_share(answered.sum(), n),
         answered_accuracy=_share((right & labelled).sum(), labelled.sum()),
@@ -199,6 +205,11 @@ def routing_summary(
         answer_threshold=policy.answer_threshold,
         frustration_threshold=policy.frustration_threshold,
         reasons=dict(reasons.most_common()),
+        reasons_by_action={
+            action: dict(by_action[action].most_common())
+            for action in ("escalate", "clarify", "answer")
+            if by_action.get(action)
+        },
     )
 
 

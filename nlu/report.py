@@ -422,8 +422,12 @@ def _routing_section(evaluation: Evaluation, plots: dict[str, bytes]) -> str:
           _pct(routing.frustrated_escalated), str(routing.n), str(routing.n_frustrated)]],
         [True] * 7,
     )]
-    if routing.reasons:
-        parts.append(_table(["reason", "rows"], [[_e(r), str(n)] for r, n in routing.reasons.items()], [False, True]))
+    if routing.reasons_by_action:
+        parts.append(_table(
+            ["action", "reason", "rows"],
+            [[_e(action), _e(r), str(n)] for action, counts in routing.reasons_by_action.items() for r, n in counts.items()],
+            [False, False, True],
+        ))
     parts.append(_img(plots, "risk_coverage.png", "risk-coverage curve"))
     if evaluation.sweep:
         parts.append("<h3>Threshold sweep</h3><p class=\"muted\">Routing outcome for each answer threshold, everything "

@@ -89,6 +89,14 @@ def test_evaluate_metrics_json_has_contract_keys_and_ranges(report_dir: Path) ->
         assert 0.0 <= routing[key] <= 1.0, key
     assert routing["answered"] + routing["clarified"] + routing["escalated"] == pytest.approx(1.0)
     assert routing["n_frustrated"] == 2  # the frustracion row and the enojo row
+    by_action = routing["reasons_by_action"]
+    assert set(by_action) <= {"answer", "clarify", "escalate"}
+    merged: dict[str, int] = {}
+    for counts in by_action.values():
+        for code, rows in counts.items():
+            merged[code] = merged.get(code, 0) + rows
+    assert merged == routing["reasons"]  # the same rows, split by what was done with them
+    assert sum(by_action.get("escalate", {}).values()) >= round(routing["escalated"] * routing["n"])
 
 
 def test_evaluate_reports_unseen_labels_without_crashing(evaluation, report_dir: Path) -> None:  # type: ignore[no-untyped-def]
