@@ -63,6 +63,21 @@ def _main(
 
 DataFiles = Annotated[list[Path], typer.Argument(help="Data files: .csv .tsv .jsonl .parquet or Rasa .yml", show_default=False)]
 ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `nlu train`.", show_default=False)]
+ColumnMap = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--column", "-c", metavar="FILE_COLUMN=COLUMN", show_default=False,
+        help="Use a column of the files as one of ours (text, intent, sentiment, emotion, ...); repeatable: -c tweet=text -c label=sentiment.",
+    ),
+]
+
+
+def _load(paths: list[Path], columns: list[str] | None) -> Any:
+    """The data files as one Dataset, with the command line's --column renames."""
+    from .data import load_data, parse_column_map
+
+    return load_data([str(p) for p in paths], parse_column_map(columns or []))
+
 
 
 @app.command()
@@ -77,6 +92,7 @@ def train(
         bool,
         typer.Option("--drop-conflicts", help="Drop the label of a text labelled two ways (instead of refusing the data)."),
     ] = False,
+    column: ColumnMap = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Train intent, sentiment and emotion heads on labelled data and save the model."""
@@ -84,7 +100,6 @@ def train(
 
     from .config import load_config
     from .data import drop_conflicts as without_conflicts
-    from .data import load_data
     from .errors import ArtifactError
     from .model import save_model
     from .train import train as train_model
@@ -96,7 +111,7 @@ def train(
     if cv is not None:
         settings = dataclasses.replace(settings, cv=cv)
     progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
-    dataset = load_data([str(p) for p in data])
+    dataset = _load(data, column)
     if drop_conflicts:
         dataset, dropped = without_conflicts(dataset)
         for head, n in dropped.items():
@@ -208,11 +223,11 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder to write (metrics.json, report.html, PNG, CSV).")] = None,
     cv: Annotated[int | None, typer.Option("--cv", min=2, help="Cross-validate: train and test on K stratified folds of DATA (no model).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml: its [routing] replaces the model's policy; [train] is used by --cv.")] = None,
+    column: ColumnMap = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Evaluate a model on labelled data and write an analyst report, or cross-validate with --cv."""
     from .config import load_config
-    from .data import load_data
     from .errors import DataError
     from .routing import policy_for
 
@@ -222,7 +237,7 @@ def evaluate(
 
         progress = None if quiet else (lambda msg: typer.echo(msg, err=True))
         # No model yet: the folds are routed with the config's policy (defaults without one).
-        cross = cross_validate(load_data([str(p) for p in paths]), cv, settings.train, progress=progress, policy=settings.routing)
+        cross = cross_validate(_load(paths, column), cv, settings.train, progress=progress, policy=settings.routing)
         typer.echo(f"{cross.k}-fold cross-validation, stratified by {cross.stratified_by}")
         typer.echo(f"{'':<10} {'metric':<22} {'mean':>7}   {'std':>6}")
         for section, stats in cross.summary.items():
@@ -243,7 +258,7 @@ def evaluate(
     if out is None:
         raise DataError("--out REPORT_DIR is required")
     model = load_model(paths[0])
-    evaluation = run_evaluation(model, load_data([str(p) for p in paths[1:]]), policy=policy_for(model, config))
+    evaluation = run_evaluation(model, _load(paths[1:], column), policy=policy_for(model, config))
     files = write_report(evaluation, out)
     for head, result in evaluation.heads.items():
         m = result.metrics
@@ -265,17 +280,17 @@ def compare(
     b: Annotated[Path, typer.Argument(help="Candidate: a report folder (or metrics.json), or a model directory with DATA.", show_default=False)],
     data: Annotated[list[Path] | None, typer.Argument(help="Labelled data to evaluate both models on (then A and B are model directories).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces both models' policies.")] = None,
+    column: ColumnMap = None,
 ) -> None:
     """Compare two reports, or two models on the same data: what got better or worse per head and per label."""
     if data:
-        from .data import load_data
         from .evaluate import compare_models
         from .model import load_model
         from .routing import policy_for
 
         model_a, model_b = load_model(a), load_model(b)
         comparison = compare_models(
-            model_a, model_b, load_data([str(p) for p in data]),
+            model_a, model_b, _load(data, column),
             policies=(policy_for(model_a, config), policy_for(model_b, config)), names=(str(a), str(b)),
         )
     else:
@@ -313,9 +328,9 @@ def thresholds(
     write: Annotated[Path | None, typer.Option("--write", help="nlu.toml whose [routing] thresholds to set to the choices.")] = None,
     step: Annotated[float, typer.Option("--step", min=0.01, max=0.5, help="Threshold step of the printed table.")] = 0.05,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces the model's policy in the sweep.")] = None,
+    column: ColumnMap = None,
 ) -> None:
     """Sweep the answer and frustration thresholds on labelled data; pick them for a target accuracy, an escalation budget or a frustrated-customer recall."""
-    from .data import load_data
     from .errors import ConfigError
     from .evaluate import frustration_thresholds, write_toml_values
     from .evaluate import thresholds as sweep_thresholds
@@ -323,7 +338,7 @@ def thresholds(
     from .routing import policy_for
 
     model = load_model(model_dir)
-    dataset = load_data([str(p) for p in data])
+    dataset = _load(data, column)
     policy = policy_for(model, config)
     choice = sweep_thresholds(model, dataset, target_accuracy, max_escalation, policy=policy)
     every = max(1, round(step * 100))
@@ -375,12 +390,12 @@ def thresholds(
 
 @data_app.command("check")
 @fails_cleanly
-def data_check(data: DataFiles) -> None:
+def data_check(data: DataFiles, column: ColumnMap = None) -> None:
     """Validate data files and summarise labels and duplicates; exit 1 on problems."""
-    from .data import check_data, load_data
+    from .data import check_data
     from .errors import DataError
 
-    report = check_data(load_data([str(p) for p in data]))
+    report = check_data(_load(data, column))
     for info in report.files:
         typer.echo(f"{info.path}: {info.rows} rows, sha256 {info.sha256[:12]}")
     for head, counts in report.label_counts.items():

@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,19 @@ class DataReport:
         return not self.errors
 
 
-def load_data(paths: Sequence[str | Path]) -> Dataset:
-    """Read and concatenate data files; raise :class:`DataError` on unreadable structure."""
+def load_data(paths: Sequence[str | Path], columns: Mapping[str, str] | None = None) -> Dataset:
+    """Read and concatenate data files; raise :class:`DataError` on unreadable structure.
+
+    ``columns`` renames the files' own columns to ours (``{"tweet": "text", "label":
+    "sentiment"}``), so third-party data is used as it is; see :func:`parse_column_map`.
+    """
     if not paths:
         raise DataError("no data files given")
+    renames = _checked_column_map(columns or {})
     frames = []
     infos = []
     for path in paths:
-        frame, info = _read_file(Path(path))
+        frame, info = _read_file(Path(path), renames)
         frames.append(frame)
         infos.append(info)
     frame = pd.concat(frames, ignore_index=True, sort=False)
@@ -193,6 +198,33 @@ def require_valid(dataset: Dataset) -> Dataset:
     return dataset
 
 
+def parse_column_map(specs: Sequence[str]) -> dict[str, str]:
+    """``["tweet=text", "label=sentiment"]`` (the command line's ``--column``) -> a
+    ``columns`` mapping for :func:`load_data`."""
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        source, sep, target = (part.strip() for part in spec.partition("="))
+        if not sep or not source or not target:
+            raise DataError(f"--column {spec!r}: expected FILE_COLUMN=COLUMN, e.g. tweet=text")
+        if source in mapping:
+            raise DataError(f"--column: {source!r} is mapped twice")
+        mapping[source] = target
+    return _checked_column_map(mapping)
+
+
+def _checked_column_map(columns: Mapping[str, str]) -> dict[str, str]:
+    targets = (TEXT, *HEADS, *OPTIONAL_COLUMNS)
+    for source, target in columns.items():
+        if target not in targets:
+            raise DataError(f"column map {source!r} -> {target!r}: {target!r} is not one of {', '.join(targets)}")
+    seen: dict[str, str] = {}
+    for source, target in columns.items():
+        if target in seen:
+            raise DataError(f"column map: both {seen[target]!r} and {source!r} are mapped to {target!r}")
+        seen[target] = source
+    return dict(columns)
+
+
 def load_training_data(paths: Sequence[str | Path]) -> Dataset:
     """:func:`load_data` + :func:`check_data`, raising on the first problems found."""
     return require_valid(load_data(paths))
@@ -209,7 +241,7 @@ def sha256_file(path: Path) -> str:
 # --- readers -------------------------------------------------------------------------
 
 
-def _read_file(path: Path) -> tuple[pd.DataFrame, FileInfo]:
+def _read_file(path: Path, renames: Mapping[str, str]) -> tuple[pd.DataFrame, FileInfo]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
@@ -229,7 +261,7 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, FileInfo]:
             frame = _read_jsonl(path, text)
         else:
             frame = _read_rasa_yaml(path, text)
-    frame = _validate_columns(path, frame)
+    frame = _validate_columns(path, _renamed(path, frame, renames))
     frame[SOURCE] = str(path)
     return frame, FileInfo(path=str(path), sha256=hashlib.sha256(raw).hexdigest(), rows=len(frame))
 
@@ -272,12 +304,6 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
             raise DataError(f"{path}: line {number}: invalid JSON: {exc.msg}") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
-        for column in (TEXT, *HEADS):
-            value = record.get(column)
-            if value is not None and not isinstance(value, str):
-                raise DataError(
-                    f"{path}: line {number}, column {column}: expected a string, got {type(value).__name__}"
-                )
         records.append(record)
         places.append(f"line {number}")
     if not records:
@@ -292,12 +318,6 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many unrelated types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
-    for column in (TEXT, *HEADS):
-        if column in frame.columns:
-            bad = frame[column].map(lambda v: v is not None and not isinstance(v, str) and not pd.isna(v))
-            if bad.any():
-                row = int(bad.to_numpy().argmax()) + 1
-                raise DataError(f"{path}: row {row}, column {column}: expected a string")
     frame[WHERE] = [f"row {i + 1}" for i in range(len(frame))]
     return frame
 
@@ -343,12 +363,37 @@ def _strip_rasa_entities(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\{[^}]*\}", r"\1", text)
 
 
+def _renamed(path: Path, frame: pd.DataFrame, renames: Mapping[str, str]) -> pd.DataFrame:
+    if not renames:
+        return frame
+    missing = [source for source in renames if source not in frame.columns]
+    if missing:
+        found = [str(c) for c in frame.columns if c != WHERE][:10]
+        raise DataError(
+            f"{path}: no column {missing[0]!r} to map to {renames[missing[0]]!r} (columns found: {', '.join(found) or 'none'})"
+        )
+    clashes = [t for s, t in renames.items() if t in frame.columns and t not in renames]
+    if clashes:
+        raise DataError(f"{path}: column {clashes[0]!r} exists and another column is mapped to it; map or rename one of them")
+    return frame.rename(columns=dict(renames))
+
+
 def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     if TEXT not in frame.columns:
         found = [str(c) for c in frame.columns if c != WHERE][:10]  # WHERE is ours, not the file's
         raise DataError(f"{path}: missing column 'text' (columns found: {', '.join(found) or 'none'})")
     keep = [TEXT, *(h for h in HEADS if h in frame.columns), *(c for c in OPTIONAL_COLUMNS if c in frame.columns), WHERE]
     frame = frame[keep].copy()
+    for column in (TEXT, *HEADS):
+        # CSV cells are always text; JSONL and Parquet can hold numbers, lists, objects.
+        if column in frame.columns:
+            bad = frame[column].map(lambda v: v is not None and not isinstance(v, str) and not _is_missing(v))
+            if bad.any():
+                i = int(bad.to_numpy().argmax())
+                value = frame[column].iloc[i]
+                raise DataError(
+                    f"{path}: {frame[WHERE].iloc[i]}, column {column}: expected a string, got {type(value).__name__}"
+                )
     frame[TEXT] = frame[TEXT].map(lambda v: clean(v) if isinstance(v, str) else "")
     for head in HEADS:
         if head in frame.columns:
@@ -357,6 +402,14 @@ def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _is_missing(value: Any) -> bool:
+    """A missing cell (None, NaN, pandas' NA): "not labelled", not a wrong type."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array is not a scalar: not missing
+        return False
 
 
 def _text_key(text: str) -> str:

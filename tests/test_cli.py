@@ -172,3 +172,25 @@ def test_cli_train_drop_conflicts_trains_what_plain_train_refuses(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert "emotion: dropped the label of 1 text(s) labelled two ways" in result.output
     assert (tmp_path / "b" / "model.joblib").is_file()
+
+
+def test_cli_column_map_trains_and_evaluates_third_party_columns(tmp_path: Path) -> None:
+    from conftest import ROWS
+
+    data = write_csv(tmp_path / "t.csv", [(text, intent) for text, intent, _, _ in ROWS], ("mensaje", "etiqueta"))
+    plain = runner.invoke(app, ["data", "check", str(data)])
+    assert plain.exit_code == 1 and "missing column 'text'" in plain.stderr
+    mapping = ["-c", "mensaje=text", "--column", "etiqueta=intent"]
+    assert runner.invoke(app, ["data", "check", str(data), *mapping]).exit_code == 0
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "-q", "--cv", "3", *mapping])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(data), "--out", str(tmp_path / "r"), *mapping])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["intent"]["n"] == len(ROWS)
+    result = runner.invoke(app, ["thresholds", str(tmp_path / "m"), str(data), "--target-accuracy", "0.5", *mapping])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_column_map_mistake_is_one_line(tmp_path: Path, tiny_csv: Path) -> None:
+    line = _error_line(runner.invoke(app, ["data", "check", str(tiny_csv), "-c", "texto"]))
+    assert line == "error: --column 'texto': expected FILE_COLUMN=COLUMN, e.g. tweet=text"

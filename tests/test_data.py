@@ -8,7 +8,7 @@ import pytest
 from conftest import ROWS, write_csv
 
 from nlu import DataError
-from nlu.data import check_data, drop_conflicts, load_data, load_training_data
+from nlu.data import check_data, drop_conflicts, load_data, load_training_data, parse_column_map
 
 
 def test_data_reads_every_format_alike(tmp_path: Path, tiny_csv: Path) -> None:
@@ -162,4 +162,67 @@ def test_data_check_header_only_file_is_a_problem_not_ok(tmp_path: Path, tiny_cs
 def test_data_missing_text_column_lists_only_the_files_columns(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "c.csv", [("hola", "saludo")], ("txt", "intent"))
     with pytest.raises(DataError, match=r"missing column 'text' \(columns found: txt, intent\)$"):
+        load_data([path])
+
+
+def test_data_column_map_reads_third_party_columns_in_every_format(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"id": ["1", "2"], "tweet": ["qué asco de vuelo", "me encantó"], "label": ["N", "P"]})
+    csv_path, jsonl_path, parquet_path = tmp_path / "t.csv", tmp_path / "t.jsonl", tmp_path / "t.parquet"
+    frame.to_csv(csv_path, index=False)
+    jsonl_path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in frame.to_dict("records")), encoding="utf-8")
+    frame.to_parquet(parquet_path)
+    for path in (csv_path, jsonl_path, parquet_path):
+        dataset = load_data([path], columns={"tweet": "text", "label": "sentiment"})
+        assert dataset.frame["text"].tolist() == ["qué asco de vuelo", "me encantó"]
+        assert dataset.frame["sentiment"].tolist() == ["N", "P"]
+        assert dataset.heads == ("sentiment",)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"twet": "text", "label": "sentiment"}, r"t.csv: no column 'twet' to map to 'text' \(columns found: tweet, label, text_es\)"),
+        ({"tweet": "txt"}, "'txt' is not one of text, intent, sentiment, emotion"),
+        ({"tweet": "text", "text_es": "text"}, "both 'tweet' and 'text_es' are mapped to 'text'"),
+    ],
+)
+def test_data_column_map_errors_name_the_column(tmp_path: Path, columns: dict[str, str], message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("tweet,label,text_es\nhola,P,hola\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_data([path], columns=columns)
+
+
+def test_data_column_map_refuses_to_shadow_an_existing_column(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("text,tweet,intent\nhola,buenas,saludo\n", encoding="utf-8")
+    with pytest.raises(DataError, match="t.csv: column 'text' exists and another column is mapped to it"):
+        load_data([path], columns={"tweet": "text"})
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        (["tweet=text"], {"tweet": "text"}),
+        ([" tweet = text ", "label=sentiment"], {"tweet": "text", "label": "sentiment"}),
+        ([], {}),
+    ],
+)
+def test_data_parse_column_map(specs: list[str], expected: dict[str, str]) -> None:
+    assert parse_column_map(specs) == expected
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [(["tweet"], "expected FILE_COLUMN=COLUMN"), (["=text"], "expected FILE_COLUMN=COLUMN"), (["a=text", "a=intent"], "'a' is mapped twice")],
+)
+def test_data_parse_column_map_rejects_malformed_specs(specs: list[str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_column_map(specs)
+
+
+def test_data_parquet_number_in_text_column_names_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "n.parquet"
+    pd.DataFrame({"text": [None, 7], "intent": ["saludo", "saludo"]}).to_parquet(path)  # a float column
+    with pytest.raises(DataError, match="n.parquet: row 2, column text: expected a string, got float"):
         load_data([path])
