@@ -1,0 +1,101 @@
+"""The featuriser's fast paths against scikit-learn's reference path, on real-sized data."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlu.features import ChatFeaturizer
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+ODD = [
+    "", "   ", "hola hola hola", "no no no me gusta nada", "😡😡😡", "x" * 300, "a\x00b", "holaaaa JAJAJA!!! ??",
+    "USER @iberia https://x.com 123 456 789 #A-4821", "por favor por favor xfa", "? ! ?", "pedido pedido pedido pedido",
+]
+
+
+def _texts(name: str) -> list[str]:
+    with (DATA / name).open(encoding="utf-8", newline="") as fh:
+        return [row["text"] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def bundled() -> tuple[list[str], list[str]]:
+    return _texts("chats_train.csv")[:1500], _texts("chats_test.csv")
+
+
+@pytest.fixture(scope="module")
+def fitted(bundled: tuple[list[str], list[str]]) -> ChatFeaturizer:
+    return ChatFeaturizer().fit(bundled[0])
+
+
+def _assert_same(f: ChatFeaturizer, texts: list[str]) -> None:
+    fast, types = f.transform_fast_with_types(texts)
+    reference = f.transform(texts)
+    assert fast.shape == reference.shape
+    assert abs(fast - reference).max() < 1e-12
+    assert types.tolist() == f.word_types(texts).tolist()
+
+
+@pytest.mark.parametrize(
+    ("negation", "ngram_max", "lexicon"),
+    [(0, 2, True), (0, 2, False), (0, 1, True), (0, 3, True), (2, 2, True)],  # vectorised x3, then per-message x2
+)
+def test_features_fast_path_equals_reference_path(bundled: tuple[list[str], list[str]], negation: int, ngram_max: int, lexicon: bool) -> None:
+    train, test = bundled
+    f = ChatFeaturizer(word_ngram_max=ngram_max, negation=negation, lexicon=lexicon).fit(train)
+    # Unseen messages (the test file), odd ones, and the same batch again (cache warm).
+    batch = test[:400] + ODD
+    _assert_same(f, batch)
+    _assert_same(f, batch)
+
+
+def test_features_one_message_equals_its_row_in_a_batch(bundled: tuple[list[str], list[str]], fitted: ChatFeaturizer) -> None:
+    test, f = bundled[1], fitted
+    batch = test[:50] + ODD
+    X, types = f.transform_fast_with_types(batch)
+    for i, text in enumerate(batch):
+        x, t = f.transform_fast_with_types([text])
+        assert (x != X[i]).nnz == 0 and np.array_equal(x.data, X[i].data)
+        assert t[0] == types[i]
+
+
+def test_features_empty_batch() -> None:
+    f = ChatFeaturizer(char_min_df=1).fit(["hola", "mi pedido"])
+    X, types = f.transform_fast_with_types([])
+    assert X.shape == (0, f.n_features_out_) and types.shape == (0,)
+
+
+def test_features_cache_is_cleared_between_batches_and_not_pickled(bundled: tuple[list[str], list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu.features as features
+
+    train, test = bundled
+    f = ChatFeaturizer().fit(train)
+    monkeypatch.setattr(features, "_CACHE_LIMIT", 50)
+    # The cache grows past the limit inside a batch (token ids must stay consistent) and
+    # is emptied before the next one; results never change.
+    _assert_same(f, test[:200])
+    assert len(f._runtime().chunks) > 50
+    _assert_same(f, test[200:300] + ODD)
+    clone = pickle.loads(pickle.dumps(f))
+    assert "_runtime_state" not in clone.__dict__
+    _assert_same(clone, test[:100])
+
+
+def test_features_bigram_outside_the_unigram_vocabulary_falls_back(bundled: tuple[list[str], list[str]]) -> None:
+    # The vectorised path finds bigrams through their two unigram columns; a vocabulary
+    # with a bigram whose unigram is missing (not made by the default vectorizer) must
+    # still give the reference result, through the per-message path.
+    train, test = bundled
+    f = ChatFeaturizer().fit(train)
+    gram = next(g for g in f.word_vectorizer_.vocabulary_ if g.count(" ") == 1)
+    a = gram.split(" ")[0]
+    col = f.word_vectorizer_.vocabulary_.pop(a)
+    f.word_vectorizer_.vocabulary_["zz_" + a] = col  # same size, the unigram renamed
+    f._index_vocabularies()
+    assert f._bigram_table(f._runtime())[2] is False
+    _assert_same(f, [t for t in test if gram in " ".join(t.lower().split())][:5] + test[:50])
