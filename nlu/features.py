@@ -195,14 +195,17 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def _index_vocabularies(self) -> None:
         self.__dict__.pop("_runtime_state", None)  # scoring caches of an earlier vocabulary
         self.n_word_features_ = len(self.word_vectorizer_.vocabulary_)
-        # Unigram columns (single word tokens, not bigrams or tone cues): what the
-        # out-of-scope gate counts as "known words" (see classifier.ScopeGate).
-        unigram = np.zeros(0, dtype=bool)
-        if self.n_word_features_:
-            unigram = np.zeros(self.n_word_features_, dtype=bool)
-            for gram, i in self.word_vectorizer_.vocabulary_.items():
-                unigram[i] = " " not in gram and not gram.startswith(("cue_", "neg_", "lex_"))
-        self.unigram_mask_ = np.concatenate([unigram, np.zeros(len(self.char_vectorizer_.vocabulary_), dtype=bool)])
+        # Unigram columns (single word tokens, not bigrams or tone cues) and bigram columns:
+        # what the out-of-scope gate counts as "known words" and "known bigrams" (see
+        # classifier.ScopeGate).
+        unigram = np.zeros(self.n_word_features_, dtype=bool)
+        bigram = np.zeros(self.n_word_features_, dtype=bool)
+        for gram, i in self.word_vectorizer_.vocabulary_.items():
+            unigram[i] = " " not in gram and not gram.startswith(("cue_", "neg_", "lex_"))
+            bigram[i] = gram.count(" ") == 1
+        no_char = np.zeros(len(self.char_vectorizer_.vocabulary_), dtype=bool)
+        self.unigram_mask_ = np.concatenate([unigram, no_char])
+        self.bigram_mask_ = np.concatenate([bigram, no_char])
         self.word_index_ = dict(self.word_vectorizer_.vocabulary_)
         self.char_index_ = {g: i + self.n_word_features_ for g, i in self.char_vectorizer_.vocabulary_.items()}
         self.idf_ = np.concatenate([self.word_vectorizer_.idf_, self.char_vectorizer_.idf_])
@@ -218,8 +221,13 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return sp.hstack([word, char], format="csr")
 
     def word_types(self, texts: Sequence[str]) -> np.ndarray:
-        """Reference count of distinct word tokens per message (known or not)."""
-        return np.asarray([len(set(words(analyze(text)[0]))) for text in texts], dtype=np.float64)
+        """Reference counts per message, shape (n, 2): distinct word tokens and distinct
+        word bigrams (pairs of consecutive tokens), known or not."""
+        out = np.zeros((len(texts), 2))
+        for i, text in enumerate(texts):
+            tokens = words(analyze(text)[0])
+            out[i] = len(set(tokens)), len(set(zip(tokens, tokens[1:], strict=False)))
+        return out
 
     def transform_fast(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Same matrix as :meth:`transform`, built directly (see module docstring)."""
@@ -263,18 +271,30 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             tok_row = np.repeat(piece_row, n_toks)
         else:
             cols = rows = toks = tok_row = np.zeros(0, dtype=np.int64)
-        # Distinct tokens per message, unknown ones included (for the scope gate).
+        # Distinct tokens and distinct bigrams per message, unknown ones included (for the
+        # scope gate): one sort of (row, token) keys, one of (row, token pair) keys.
+        n_types = np.zeros((n, 2))
         pairs = np.sort((tok_row << 32) | (toks + _TOKEN_OFFSET))
         distinct = np.ones(len(pairs), dtype=bool)
         np.not_equal(pairs[1:], pairs[:-1], out=distinct[1:])
-        n_types = np.bincount(pairs[distinct] >> 32, minlength=n).astype(np.float64)
+        n_types[:, 0] = np.bincount(pairs[distinct] >> 32, minlength=n)
+        a, b = toks[:-1], toks[1:]
+        same = tok_row[1:] == tok_row[:-1]
+        if same.any():
+            shift = np.uint64(32)
+            pair_key = ((a[same] + _TOKEN_OFFSET).astype(np.uint64) << shift) | (b[same] + _TOKEN_OFFSET).astype(np.uint64)
+            pair_row = tok_row[1:][same]
+            order = np.lexsort((pair_key, pair_row))
+            pair_key, pair_row = pair_key[order], pair_row[order]
+            distinct = np.ones(len(pair_key), dtype=bool)
+            distinct[1:] = (pair_key[1:] != pair_key[:-1]) | (pair_row[1:] != pair_row[:-1])
+            n_types[:, 1] = np.bincount(pair_row[distinct], minlength=n)
         parts_cols, parts_rows = [cols], [rows]
         if self.word_ngram_max >= 2 and len(toks) > 1:
             # Bigrams of consecutive tokens of one message; a bigram in the vocabulary has
             # two known tokens (the word vocabulary keeps every training unigram).
             keys_known, cols_known, _ = self._bigram_table(runtime)
-            a, b = toks[:-1], toks[1:]
-            ok = (tok_row[1:] == tok_row[:-1]) & (a >= 0) & (b >= 0)
+            ok = same & (a >= 0) & (b >= 0)
             keys = a[ok] * self.n_word_features_ + b[ok]
             pos = np.searchsorted(keys_known, keys)
             pos[pos >= len(keys_known)] = 0
@@ -305,7 +325,7 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         word_rows: list[int] = []
         char_parts: list[np.ndarray] = []
         char_sizes: list[int] = []
-        n_types = np.zeros(n)
+        n_types = np.zeros((n, 2))
         for i, (normalized, cue_words) in enumerate(analyzed):
             size = 0
             n_word = len(word_cols)
@@ -320,7 +340,7 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                     char_parts.append(hit[0][: hit[4]])
                     size += hit[4]
             char_sizes.append(size)
-            n_types[i] = len(set(tokens))
+            n_types[i] = len(set(tokens)), len(set(zip(tokens, tokens[1:], strict=False)))
             if by_chunk:
                 grams: list[str] = []
                 for k in range(2, ngram_max + 1):
