@@ -68,10 +68,11 @@ _LAUGH_RE = re.compile(r"(?i)\b(?=[jhlxaeiou])(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]
 _ELONGATION_RE = re.compile(r"([^\W\d_wx])\1\1+")
 # Cheap necessary conditions, searched first (3-5x faster than the patterns they guard,
 # which start with a word boundary or a backreference the engine cannot skip ahead on):
-# every laugh contains one of these (j-laughs two j's with only vowels or s between them;
-# case-insensitive like the laugh pattern, whose (?i) also matches "ı" and "ſ"),
-# every elongation a tripled word character.
-_LAUGH_HINT_RE = re.compile(r"(?i)j[aeious]*j|hah|heh|lo+l|xd")
+# every laugh contains one of these (j-laughs two j's with only vowels or s between them),
+# every elongation a tripled word character. The laugh hint runs on lower-cased text,
+# where the laugh pattern's (?i) can still match "ı" as i and "ſ" as s; (?i) on the hint
+# itself would make it 6x slower (no fast literal scan).
+_LAUGH_HINT_RE = re.compile(r"j[aeiousıſ]*j|hah|heh|lo+l|xd")
 _ELONGATION_HINT_RE = re.compile(r"(\w)\1\1")
 _PUNCT_RUN_RE = re.compile(r"([!?¡¿.])\1+")
 
