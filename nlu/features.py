@@ -12,6 +12,7 @@ with the same result:
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from itertools import chain
 
@@ -35,24 +36,30 @@ _Chunk = tuple[np.ndarray, int, tuple[int, ...], int, int, tuple[str, ...]]
 
 
 class _Runtime:
-    """Per-process scoring caches of a fitted featuriser (never pickled)."""
+    """Per-process scoring caches of a fitted featuriser (never pickled).
 
-    def __init__(self) -> None:
+    Cached chunks refer to this object's token ids, so a full cache is never cleared in
+    place: the featuriser starts a new one (keeping the bigram table), and a batch running
+    in another thread keeps the one it started with. Ids come from an atomic counter and
+    ``setdefault``, so two threads never give two tokens the same id.
+    """
+
+    def __init__(self, bigrams: tuple[np.ndarray, np.ndarray, bool] | None = None) -> None:
         self.chunks: dict[str, _Chunk] = {}
         self.token_ids: dict[str, int] = {}  # unknown tokens -> negative ids
-        self.bigrams: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self.bigrams = bigrams
+        self._next_id = itertools.count(1)
 
     def token_id(self, token: str, word_index: dict[str, int]) -> int:
         i = word_index.get(token)
         if i is None:
             i = self.token_ids.get(token)
             if i is None:
-                i = self.token_ids[token] = -1 - len(self.token_ids)
+                i = self.token_ids.setdefault(token, -next(self._next_id))
         return i
 
-    def clear(self) -> None:
-        self.chunks.clear()
-        self.token_ids.clear()
+    def full(self) -> bool:
+        return len(self.chunks) >= _CACHE_LIMIT or len(self.token_ids) >= _CACHE_LIMIT
 
 
 # Tokens that end a negation scope ("no me gusta! pero ..."); commas are already gone.
@@ -245,10 +252,10 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         or word n-grams beyond bigrams a per-message loop builds the word n-grams instead.
         """
         runtime = self._runtime()
-        if len(runtime.chunks) >= _CACHE_LIMIT or len(runtime.token_ids) >= _CACHE_LIMIT:
+        if runtime.full():
             # Bounded memory on endless novel text; refills with the common chunks. Only
-            # between batches: inside one, token ids must stay consistent.
-            runtime.clear()
+            # between batches: inside one, token ids must stay consistent (see _Runtime).
+            runtime = self.__dict__["_runtime_state"] = _Runtime(runtime.bigrams)
         analyzed = [analyze(text) for text in texts]
         if self._negation or self.word_ngram_max > 2 or not self._bigram_table(runtime)[2]:
             return self._transform_per_message(analyzed, runtime)

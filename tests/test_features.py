@@ -79,8 +79,11 @@ def test_features_cache_is_cleared_between_batches_and_not_pickled(bundled: tupl
     # The cache grows past the limit inside a batch (token ids must stay consistent) and
     # is emptied before the next one; results never change.
     _assert_same(f, test[:200])
-    assert len(f._runtime().chunks) > 50
+    first = f._runtime()
+    assert len(first.chunks) > 50
     _assert_same(f, test[200:300] + ODD)
+    # A full cache is replaced, not cleared (a batch in another thread keeps its own).
+    assert f._runtime() is not first and len(first.chunks) > 50 and f._runtime().bigrams is first.bigrams
     clone = pickle.loads(pickle.dumps(f))
     assert "_runtime_state" not in clone.__dict__
     _assert_same(clone, test[:100])
@@ -99,3 +102,33 @@ def test_features_bigram_outside_the_unigram_vocabulary_falls_back(bundled: tupl
     f._index_vocabularies()
     assert f._bigram_table(f._runtime())[2] is False
     _assert_same(f, [t for t in test if gram in " ".join(t.lower().split())][:5] + test[:50])
+
+
+def test_features_concurrent_batches_give_the_same_matrices(bundled: tuple[list[str], list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The HTTP server scores in a thread pool; a small cache limit makes the threads
+    # replace the cache under each other's feet.
+    import threading
+
+    import nlu.features as features
+
+    train, test = bundled
+    f = ChatFeaturizer().fit(train)
+    expected = [f.transform(test[i : i + 40]) for i in range(0, 320, 40)]
+    monkeypatch.setattr(features, "_CACHE_LIMIT", 30)
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for rep in range(3):
+            for j, i in enumerate(range(0, 320, 40)):
+                if (j + k + rep) % 2:
+                    continue
+                X, types = f.transform_fast_with_types(test[i : i + 40])
+                if abs(X - expected[j]).max() > 1e-12 or types.tolist() != f.word_types(test[i : i + 40]).tolist():
+                    errors.append(f"thread {k} batch {j}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
