@@ -133,8 +133,9 @@ SCOPE_KNOWN_CREDIT = 0.125
 class ScopeGate:
     """P(in scope) of a message from how many of its distinct words the head never saw.
 
-    ``score = unknown - known / 8`` (distinct word tokens of the message the head's
-    training rows never contained, minus a credit for those they did),
+    ``score = unknown - known / 8 + w * unknown_bigrams`` (distinct word tokens of the
+    message the head's training rows never contained, minus a credit for those they did,
+    plus distinct word bigrams they never contained),
     ``gate = sigmoid(slope * (limit - score))``, and 0 when the message shares no word
     with the head's training data (an empty message, another language, emoji the head
     never saw). The head's probabilities become ``gate * p + (1 - gate) / K``: the rest
@@ -142,28 +143,55 @@ class ScopeGate:
 
     Why word types and not tf-idf similarity: character n-grams make any Spanish tweet
     look familiar, and centroid cosine on the word block separates TOP commands from
-    tweets poorly (AUROC 0.91), while the unknown-word count alone reaches 0.99. The
-    limit is learnt from the head's own out-of-fold scores, so it adapts to any intent
-    set (chat messages with typos get a higher limit than short voice commands).
-    Costs one bincount over the row's nonzero columns at scoring time.
+    tweets poorly (AUROC 0.91), while the unknown-word count alone reaches 0.99. Unknown
+    bigrams catch what it misses: a tweet made only of words the intents use ("vamos a
+    pasar año nuevo a la playa") in combinations they never do. ``w`` and the limit are
+    learnt from the head's own out-of-fold rows (``w = bigram_weight / q98`` of their
+    unknown-bigram counts), so the rule adapts to any intent set: long chat messages
+    with many novel bigrams get a small ``w``, short voice commands a larger one.
+    Costs two bincounts over the row's nonzero columns at scoring time.
+
+    ``word_types`` is per message: distinct word tokens, or (n, 2) distinct tokens and
+    distinct bigrams (what the featuriser gives; a gate without bigrams reads column 0).
     """
 
-    def __init__(self, known: np.ndarray, limit: float, slope: float = SCOPE_SLOPE, known_credit: float = SCOPE_KNOWN_CREDIT) -> None:
+    def __init__(
+        self,
+        known: np.ndarray,
+        limit: float,
+        slope: float = SCOPE_SLOPE,
+        known_credit: float = SCOPE_KNOWN_CREDIT,
+        known_bigrams: np.ndarray | None = None,
+        bigram_weight: float = 0.0,
+    ) -> None:
         self.known = known
         self.limit = limit
         self.slope = slope
         self.known_credit = known_credit
+        self.known_bigrams = known_bigrams
+        self.bigram_weight = bigram_weight
 
-    def known_types(self, X: sp.csr_matrix) -> np.ndarray:
+    def _bigram_term(self) -> tuple[np.ndarray | None, float]:
+        # Gates pickled before bigrams existed have neither attribute.
+        return self.__dict__.get("known_bigrams"), float(self.__dict__.get("bigram_weight", 0.0))
+
+    def known_types(self, X: sp.csr_matrix, mask: np.ndarray | None = None) -> np.ndarray:
         rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        return np.bincount(rows, weights=self.known[X.indices], minlength=X.shape[0])
+        return np.bincount(rows, weights=(self.known if mask is None else mask)[X.indices], minlength=X.shape[0])
 
-    def score(self, known: np.ndarray, word_types: np.ndarray) -> np.ndarray:
-        return np.maximum(word_types - known, 0.0) - self.known_credit * known
+    def score(self, known: np.ndarray, word_types: np.ndarray, known_bigrams: np.ndarray | None = None) -> np.ndarray:
+        types = word_types[:, 0] if word_types.ndim == 2 else word_types
+        out = np.maximum(types - known, 0.0) - self.known_credit * known
+        _, weight = self._bigram_term()
+        if weight and known_bigrams is not None and word_types.ndim == 2:
+            out = out + weight * np.maximum(word_types[:, 1] - known_bigrams, 0.0)
+        return out
 
     def factor(self, X: sp.csr_matrix, word_types: np.ndarray) -> np.ndarray:
         known = self.known_types(X)
-        gate = 1.0 / (1.0 + np.exp(self.slope * (self.score(known, word_types) - self.limit)))
+        mask, weight = self._bigram_term()
+        known_bigrams = self.known_types(X, mask) if weight and mask is not None else None
+        gate = 1.0 / (1.0 + np.exp(self.slope * (self.score(known, word_types, known_bigrams) - self.limit)))
         return np.where(known > 0, gate, 0.0)
 
     def apply(self, proba: np.ndarray, X: sp.csr_matrix, word_types: np.ndarray) -> np.ndarray:
@@ -172,20 +200,36 @@ class ScopeGate:
 
 
 def fit_scope_gate(
-    X: sp.csr_matrix, word_types: np.ndarray, unigram_mask: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]
+    X: sp.csr_matrix,
+    word_types: np.ndarray,
+    unigram_mask: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    bigram_mask: np.ndarray | None = None,
+    bigram_weight: float = 0.0,
 ) -> tuple[ScopeGate, np.ndarray]:
-    """The gate of a head trained on rows X, and its out-of-fold factors (words counted
-    against each fold's training vocabulary, as a new message's would be)."""
+    """The gate of a head trained on rows X, and its out-of-fold factors (words and
+    bigrams counted against each fold's training vocabulary, as a new message's would be).
+    The bigram term needs ``bigram_mask`` (per feature) and (n, 2) ``word_types``."""
     X = sp.csr_matrix(X)
+    use_bigrams = bool(bigram_weight) and bigram_mask is not None and word_types.ndim == 2 and bool(bigram_mask.any())
     oof_known = np.zeros(X.shape[0])
+    oof_bigrams = np.zeros(X.shape[0])
+    probe = ScopeGate(unigram_mask, 0.0)
     for train_idx, test_idx in splits:
         seen = np.zeros(X.shape[1], dtype=bool)
         seen[X[train_idx].indices] = True
-        oof_known[test_idx] = ScopeGate(seen & unigram_mask, 0.0).known_types(X[test_idx])
+        oof_known[test_idx] = probe.known_types(X[test_idx], seen & unigram_mask)
+        if use_bigrams:
+            oof_bigrams[test_idx] = probe.known_types(X[test_idx], seen & bigram_mask)
     seen = np.zeros(X.shape[1], dtype=bool)
     seen[X.indices] = True
     gate = ScopeGate(seen & unigram_mask, 0.0)
-    oof_score = gate.score(oof_known, word_types)
+    if use_bigrams:
+        assert bigram_mask is not None
+        unknown_bigrams = np.maximum(word_types[:, 1] - oof_bigrams, 0.0)
+        gate.known_bigrams = seen & bigram_mask
+        gate.bigram_weight = bigram_weight / max(float(np.quantile(unknown_bigrams, SCOPE_QUANTILE)), 1.0)
+    oof_score = gate.score(oof_known, word_types, oof_bigrams if use_bigrams else None)
     gate.limit = float(np.quantile(oof_score, SCOPE_QUANTILE)) + 0.5
     oof_factor = 1.0 / (1.0 + np.exp(gate.slope * (oof_score - gate.limit)))
     # A row with no word known to its fold gets the same zero gate as at scoring time.
@@ -209,9 +253,11 @@ class CalibratedLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignor
         cv: int = 5,
         random_state: int = 13,
         top_label_map: bool = True,
+        scope_bigram_weight: float = 0.0,
     ) -> None:
         self.C = C
         self.top_label_map = top_label_map
+        self.scope_bigram_weight = scope_bigram_weight
         self.class_weight = class_weight
         self.cv = cv
         self.random_state = random_state
@@ -235,9 +281,11 @@ class CalibratedLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignor
         y: Sequence[str],
         word_types: np.ndarray | None = None,
         unigram_mask: np.ndarray | None = None,
+        bigram_mask: np.ndarray | None = None,
     ) -> CalibratedLinearClassifier:
         """Fit; with ``word_types`` (per row) and ``unigram_mask`` (per feature) also an
-        out-of-scope :class:`ScopeGate`, applied to ``oof_proba_`` and predict_proba."""
+        out-of-scope :class:`ScopeGate` (its bigram term with ``bigram_mask`` and a
+        non-zero ``scope_bigram_weight``), applied to ``oof_proba_`` and predict_proba."""
         labels = np.asarray(y)
         self.classes_, y_idx = np.unique(labels, return_inverse=True)
         if len(self.classes_) < 2:
@@ -261,7 +309,9 @@ class CalibratedLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignor
         self.oof_proba_ = softmax(oof_scores / self.temperature_)
         self.scope_gate_: ScopeGate | None = None
         if word_types is not None and unigram_mask is not None:
-            self.scope_gate_, oof_factor = fit_scope_gate(X, np.asarray(word_types, dtype=np.float64), unigram_mask, splits)
+            self.scope_gate_, oof_factor = fit_scope_gate(
+                X, np.asarray(word_types, dtype=np.float64), unigram_mask, splits, bigram_mask, self.scope_bigram_weight
+            )
             self.oof_proba_ = oof_factor[:, None] * self.oof_proba_ + (1.0 - oof_factor[:, None]) / len(self.classes_)
         self.top_map_: TopLabelMap | None = None
         # Not on gated (intent) heads: the map would lift the low confidences the gate

@@ -12,7 +12,9 @@ with the same result:
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +26,40 @@ from .text import NEGATORS, analyze, words
 
 # Distinct chunks (space-separated pieces of normalised text) kept in the scoring cache.
 _CACHE_LIMIT = 200_000
+# Token ids are unigram columns (>= 0) or negative runtime ids; shifted into 32 bits to
+# pack (row, token) pairs into one int64 when counting distinct tokens.
+_TOKEN_OFFSET = 1 << 31
+
+# A chunk's cache entry: (char + unigram + lexicon columns, their count, token ids, their
+# count, how many of the columns are char n-grams (they come first), tokens).
+_Chunk = tuple[np.ndarray, int, tuple[int, ...], int, int, tuple[str, ...]]
+
+
+class _Runtime:
+    """Per-process scoring caches of a fitted featuriser (never pickled).
+
+    Cached chunks refer to this object's token ids, so a full cache is never cleared in
+    place: the featuriser starts a new one (keeping the bigram table), and a batch running
+    in another thread keeps the one it started with. Ids come from an atomic counter and
+    ``setdefault``, so two threads never give two tokens the same id.
+    """
+
+    def __init__(self, bigrams: tuple[np.ndarray, np.ndarray, bool] | None = None) -> None:
+        self.chunks: dict[str, _Chunk] = {}
+        self.token_ids: dict[str, int] = {}  # unknown tokens -> negative ids
+        self.bigrams = bigrams
+        self._next_id = itertools.count(1)
+
+    def token_id(self, token: str, word_index: dict[str, int]) -> int:
+        i = word_index.get(token)
+        if i is None:
+            i = self.token_ids.get(token)
+            if i is None:
+                i = self.token_ids.setdefault(token, -next(self._next_id))
+        return i
+
+    def full(self) -> bool:
+        return len(self.chunks) >= _CACHE_LIMIT or len(self.token_ids) >= _CACHE_LIMIT
 
 
 # Tokens that end a negation scope ("no me gusta! pero ..."); commas are already gone.
@@ -164,15 +200,19 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return bool(self.__dict__.get("lexicon", False))
 
     def _index_vocabularies(self) -> None:
+        self.__dict__.pop("_runtime_state", None)  # scoring caches of an earlier vocabulary
         self.n_word_features_ = len(self.word_vectorizer_.vocabulary_)
-        # Unigram columns (single word tokens, not bigrams or tone cues): what the
-        # out-of-scope gate counts as "known words" (see classifier.ScopeGate).
-        unigram = np.zeros(0, dtype=bool)
-        if self.n_word_features_:
-            unigram = np.zeros(self.n_word_features_, dtype=bool)
-            for gram, i in self.word_vectorizer_.vocabulary_.items():
-                unigram[i] = " " not in gram and not gram.startswith(("cue_", "neg_", "lex_"))
-        self.unigram_mask_ = np.concatenate([unigram, np.zeros(len(self.char_vectorizer_.vocabulary_), dtype=bool)])
+        # Unigram columns (single word tokens, not bigrams or tone cues) and bigram columns:
+        # what the out-of-scope gate counts as "known words" and "known bigrams" (see
+        # classifier.ScopeGate).
+        unigram = np.zeros(self.n_word_features_, dtype=bool)
+        bigram = np.zeros(self.n_word_features_, dtype=bool)
+        for gram, i in self.word_vectorizer_.vocabulary_.items():
+            unigram[i] = " " not in gram and not gram.startswith(("cue_", "neg_", "lex_"))
+            bigram[i] = gram.count(" ") == 1
+        no_char = np.zeros(len(self.char_vectorizer_.vocabulary_), dtype=bool)
+        self.unigram_mask_ = np.concatenate([unigram, no_char])
+        self.bigram_mask_ = np.concatenate([bigram, no_char])
         self.word_index_ = dict(self.word_vectorizer_.vocabulary_)
         self.char_index_ = {g: i + self.n_word_features_ for g, i in self.char_vectorizer_.vocabulary_.items()}
         self.idf_ = np.concatenate([self.word_vectorizer_.idf_, self.char_vectorizer_.idf_])
@@ -188,8 +228,13 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return sp.hstack([word, char], format="csr")
 
     def word_types(self, texts: Sequence[str]) -> np.ndarray:
-        """Reference count of distinct word tokens per message (known or not)."""
-        return np.asarray([len(set(words(analyze(text)[0]))) for text in texts], dtype=np.float64)
+        """Reference counts per message, shape (n, 2): distinct word tokens and distinct
+        word bigrams (pairs of consecutive tokens), known or not."""
+        out = np.zeros((len(texts), 2))
+        for i, text in enumerate(texts):
+            tokens = words(analyze(text)[0])
+            out[i] = len(set(tokens)), len(set(zip(tokens, tokens[1:], strict=False)))
+        return out
 
     def transform_fast(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Same matrix as :meth:`transform`, built directly (see module docstring)."""
@@ -198,98 +243,202 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def transform_fast_with_types(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`transform_fast` and :meth:`word_types` in one pass.
 
-        Per message, Python work is only: normalise, split on spaces, look each chunk up
-        in a cache of (word tokens, character n-gram columns), look up the word n-grams.
-        Counting, sublinear tf, idf and the per-block L2 norms run vectorised over the
-        whole batch. A chunk's tokens and character n-grams depend on the chunk alone
-        (spaCy splits on whitespace first, char_wb n-grams never cross a space), so the
-        cache changes nothing but the time.
+        Per message, Python work is only: normalise, split on spaces, look each chunk up in
+        a cache of (feature columns, token ids). Word bigrams, distinct-token counts,
+        counting, sublinear tf, idf and the per-block L2 norms run vectorised over the
+        whole batch. A chunk's tokens, character n-grams, unigram and lexicon columns
+        depend on the chunk alone (spaCy splits on whitespace first, char_wb n-grams never
+        cross a space), so the cache changes nothing but the time. With a negation scope
+        or word n-grams beyond bigrams a per-message loop builds the word n-grams instead.
         """
-        n = len(texts)
-        word_index = self.word_index_
-        ngram_max = self.word_ngram_max
-        chunk = self._chunk
-        chunk(" ")  # creates the cache
-        cache_get = self.__dict__["_cache"].get
-        word_get = word_index.get
-        negation, lexicon = self._negation, self._lexicon
-        # Without negation scopes a token's unigram and lexicon columns depend on the token
-        # alone: the chunk cache holds them and only n-grams (n >= 2) and cues are looked up.
-        by_chunk = not negation
+        runtime = self._runtime()
+        if runtime.full():
+            # Bounded memory on endless novel text; refills with the common chunks. Only
+            # between batches: inside one, token ids must stay consistent (see _Runtime).
+            runtime = self.__dict__["_runtime_state"] = _Runtime(runtime.bigrams)
+        analyzed = [analyze(text) for text in texts]
+        if self._negation or self.word_ngram_max > 2 or not self._bigram_table(runtime)[2]:
+            return self._transform_per_message(analyzed, runtime)
+        return self._transform_vectorised(analyzed, runtime)
+
+    def _transform_vectorised(self, analyzed: list[tuple[str, list[str]]], runtime: _Runtime) -> tuple[sp.csr_matrix, np.ndarray]:
+        n = len(analyzed)
+        pieces_of = [normalized.split() for normalized, _ in analyzed]
+        n_pieces = np.fromiter(map(len, pieces_of), dtype=np.int64, count=n)
+        cache_get, chunk = runtime.chunks.get, self._chunk
+        hits = [cache_get(piece) or chunk(piece, runtime) for piece in chain.from_iterable(pieces_of)]
+        piece_row = np.repeat(np.arange(n, dtype=np.int64), n_pieces)
+        if hits:
+            col_parts, n_cols, tok_parts, n_toks, _, _ = zip(*hits, strict=True)
+            # Character n-gram, unigram and lexicon columns of every chunk.
+            cols = np.concatenate(col_parts)
+            rows = np.repeat(piece_row, n_cols)
+            # Word tokens in order (ids: unigram column if known, a negative runtime id if not);
+            # from tuples: concatenating ~15 tiny arrays per message costs more than the ids.
+            toks = np.fromiter(chain.from_iterable(tok_parts), dtype=np.int64, count=sum(n_toks))
+            tok_row = np.repeat(piece_row, n_toks)
+        else:
+            cols = rows = toks = tok_row = np.zeros(0, dtype=np.int64)
+        # Distinct tokens and distinct bigrams per message, unknown ones included (for the
+        # scope gate): one sort of (row, token) keys, one of (row, token pair) keys.
+        n_types = np.zeros((n, 2))
+        pairs = np.sort((tok_row << 32) | (toks + _TOKEN_OFFSET))
+        distinct = np.ones(len(pairs), dtype=bool)
+        np.not_equal(pairs[1:], pairs[:-1], out=distinct[1:])
+        n_types[:, 0] = np.bincount(pairs[distinct] >> 32, minlength=n)
+        a, b = toks[:-1], toks[1:]
+        same = tok_row[1:] == tok_row[:-1]
+        if same.any():
+            shift = np.uint64(32)
+            pair_key = ((a[same] + _TOKEN_OFFSET).astype(np.uint64) << shift) | (b[same] + _TOKEN_OFFSET).astype(np.uint64)
+            pair_row = tok_row[1:][same]
+            order = np.lexsort((pair_key, pair_row))
+            pair_key, pair_row = pair_key[order], pair_row[order]
+            distinct = np.ones(len(pair_key), dtype=bool)
+            distinct[1:] = (pair_key[1:] != pair_key[:-1]) | (pair_row[1:] != pair_row[:-1])
+            n_types[:, 1] = np.bincount(pair_row[distinct], minlength=n)
+        parts_cols, parts_rows = [cols], [rows]
+        if self.word_ngram_max >= 2 and len(toks) > 1:
+            # Bigrams of consecutive tokens of one message; a bigram in the vocabulary has
+            # two known tokens (the word vocabulary keeps every training unigram).
+            keys_known, cols_known, _ = self._bigram_table(runtime)
+            ok = same & (a >= 0) & (b >= 0)
+            keys = a[ok] * self.n_word_features_ + b[ok]
+            pos = np.searchsorted(keys_known, keys)
+            pos[pos >= len(keys_known)] = 0
+            found = keys_known[pos] == keys if len(keys_known) else np.zeros(len(keys), dtype=bool)
+            parts_cols.append(cols_known[pos[found]])
+            parts_rows.append(tok_row[1:][ok][found])
+        word_get = self.word_index_.get
+        cue_cols: list[int] = []
+        cue_rows: list[int] = []
+        for i, (_, cue_words) in enumerate(analyzed):
+            for cue in cue_words:
+                c = word_get(cue)
+                if c is not None:
+                    cue_cols.append(c)
+                    cue_rows.append(i)
+        if cue_cols:
+            parts_cols.append(np.asarray(cue_cols, dtype=np.int64))
+            parts_rows.append(np.asarray(cue_rows, dtype=np.int64))
+        return self._weighted(np.concatenate(parts_rows), np.concatenate(parts_cols), n), n_types
+
+    def _transform_per_message(self, analyzed: list[tuple[str, list[str]]], runtime: _Runtime) -> tuple[sp.csr_matrix, np.ndarray]:
+        n = len(analyzed)
+        word_get = self.word_index_.get
+        cache_get, chunk = runtime.chunks.get, self._chunk
+        ngram_max, negation, lexicon = self.word_ngram_max, self._negation, self._lexicon
+        by_chunk = not negation  # unigram and lexicon columns depend on the token alone
         word_cols: list[int] = []
         word_rows: list[int] = []
         char_parts: list[np.ndarray] = []
         char_sizes: list[int] = []
-        n_types = np.zeros(n)
-        for i, text in enumerate(texts):
-            tokens: list[str] = []
-            normalized, cue_words = analyze(text)
+        n_types = np.zeros((n, 2))
+        for i, (normalized, cue_words) in enumerate(analyzed):
             size = 0
             n_word = len(word_cols)
+            tokens: list[str] = []
             for piece in normalized.split():
-                hit = cache_get(piece)
-                toks, cols, unigram_cols = chunk(piece) if hit is None else hit
-                tokens.extend(toks)
+                hit = cache_get(piece) or chunk(piece, runtime)
+                tokens.extend(hit[5])
                 if by_chunk:
-                    word_cols.extend(unigram_cols)
-                if len(cols):
-                    char_parts.append(cols)
-                    size += len(cols)
+                    char_parts.append(hit[0])
+                    size += hit[1]
+                else:
+                    char_parts.append(hit[0][: hit[4]])
+                    size += hit[4]
             char_sizes.append(size)
-            n_types[i] = len(set(tokens))
+            n_types[i] = len(set(tokens)), len(set(zip(tokens, tokens[1:], strict=False)))
             if by_chunk:
-                grams = [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)] if ngram_max >= 2 else []
-                for k in range(3, ngram_max + 1):
+                grams: list[str] = []
+                for k in range(2, ngram_max + 1):
                     grams.extend(" ".join(tokens[j : j + k]) for j in range(len(tokens) - k + 1))
                 grams.extend(cue_words)
             else:
                 grams = word_grams(tokens, cue_words, ngram_max, negation, lexicon)
             word_cols.extend([c for c in map(word_get, grams) if c is not None])
             word_rows.extend([i] * (len(word_cols) - n_word))
-        cols_all = np.concatenate([np.asarray(word_cols, dtype=np.int64), *char_parts]) if char_parts else np.asarray(word_cols, dtype=np.int64)
+        cols_all = np.concatenate([np.asarray(word_cols, dtype=np.int64), *char_parts])
         rows_all = np.concatenate([np.asarray(word_rows, dtype=np.int64), np.repeat(np.arange(n, dtype=np.int64), char_sizes)])
-        # COO -> CSR sums the duplicates (the term counts) and sorts columns within rows.
-        counts = sp.coo_matrix((np.ones(len(cols_all)), (rows_all, cols_all)), shape=(n, self.n_features_out_)).tocsr()
-        counts.sum_duplicates()
-        indices = counts.indices
-        values = (1.0 + np.log(counts.data)) * self.idf_[indices]
-        row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(counts.indptr))
-        # Each block (word, char) of each row is L2-normalised on its own, then weighted.
+        return self._weighted(rows_all, cols_all, n), n_types
+
+    def _weighted(self, rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
+        """TF-IDF matrix from one (row, column) pair per occurrence: sublinear tf, idf, each
+        block (word, char) of each row L2-normalised on its own, the char block weighted."""
+        # Term counts from one sort of row-major keys: the same sorted CSR that scipy's
+        # COO -> CSR + sum_duplicates gives, as fast for a batch and 4x faster for one
+        # message (scipy's per-call validation dominated single-message featurisation).
+        n_features = self.n_features_out_
+        keys = np.sort(rows * n_features + cols)
+        first = np.empty(len(keys), dtype=bool)
+        first[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        unique = keys[starts]
+        counts = np.diff(np.append(starts, len(keys)))
+        # Row boundaries by binary search on the sorted keys (cheaper than dividing them).
+        indptr = np.searchsorted(unique, np.arange(n + 1, dtype=np.int64) * n_features)
+        row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        indices = unique - row_of * n_features
+        values = (1.0 + np.log(counts)) * self.idf_[indices]
         is_char = indices >= self.n_word_features_
         group = 2 * row_of + is_char
         norms = np.sqrt(np.bincount(group, weights=values * values, minlength=2 * n))
         scale = np.where(is_char, self.char_weight, 1.0) / norms[group]
-        X = sp.csr_matrix(
-            (values * scale, indices.astype(np.int32, copy=False), counts.indptr.astype(np.int64, copy=False)),
-            shape=(n, self.n_features_out_),
-        )
-        return X, n_types
+        return sp.csr_matrix((values * scale, indices.astype(np.int32), indptr), shape=(n, n_features))
 
-    def _chunk(self, piece: str) -> tuple[tuple[str, ...], np.ndarray, tuple[int, ...]]:
-        """Word tokens, character n-gram columns and the columns of the tokens' unigrams and
-        lexicon cues (used when there is no negation scope) of one space-free chunk, cached."""
-        cache = self.__dict__.get("_cache")
-        if cache is None:
-            cache = self.__dict__["_cache"] = {}
-        hit = cache.get(piece)
-        if hit is None:
-            index = self.char_index_
-            grams = char_features(piece, self.char_ngram_min, self.char_ngram_max)
-            cols = np.asarray([index[g] for g in grams if g in index], dtype=np.int64)
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()  # bounded memory on endless novel text; refills with the common chunks
-            toks = tuple(words(piece))
-            grams = list(toks)
-            if self._lexicon:
-                for token in toks:
-                    grams.extend(_lex_grams(token))
-            word_index = self.word_index_
-            hit = cache[piece] = (toks, cols, tuple(word_index[g] for g in grams if g in word_index))
+    def _runtime(self) -> _Runtime:
+        runtime = self.__dict__.get("_runtime_state")
+        if runtime is None:
+            runtime = self.__dict__["_runtime_state"] = _Runtime()
+        return runtime
+
+    def _bigram_table(self, runtime: _Runtime) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Sorted keys ``a * n_word + b`` (unigram columns of the two tokens) of the
+        vocabulary's bigrams, their columns, and whether every bigram has both unigrams in
+        the vocabulary (always, with the vectorizer's defaults; the vectorised path needs
+        it). Built once per process."""
+        if runtime.bigrams is None:
+            index = self.word_index_
+            keys, cols = [], []
+            complete = True
+            for gram, col in index.items():
+                if gram.count(" ") == 1:
+                    a, b = gram.split(" ")
+                    ca, cb = index.get(a), index.get(b)
+                    if ca is None or cb is None:
+                        complete = False
+                        continue
+                    keys.append(ca * self.n_word_features_ + cb)
+                    cols.append(col)
+            k = np.asarray(keys, dtype=np.int64)
+            order = np.argsort(k)
+            runtime.bigrams = (k[order], np.asarray(cols, dtype=np.int64)[order], complete)
+        return runtime.bigrams
+
+    def _chunk(self, piece: str, runtime: _Runtime) -> _Chunk:
+        """The cache entry of one space-free chunk: its character n-gram + unigram + lexicon
+        columns and their count, its token ids and their count, the number of character
+        n-gram columns (they come first) and its tokens (for the per-message path)."""
+        index = self.char_index_
+        grams = char_features(piece, self.char_ngram_min, self.char_ngram_max)
+        char_cols = np.asarray([index[g] for g in grams if g in index], dtype=np.int64)
+        toks = words(piece)
+        grams = list(toks)
+        if self._lexicon:
+            for token in toks:
+                grams.extend(_lex_grams(token))
+        word_index = self.word_index_
+        word_cols = np.asarray([word_index[g] for g in grams if g in word_index], dtype=np.int64)
+        cols = np.concatenate([char_cols, word_cols])
+        ids = tuple(runtime.token_id(t, word_index) for t in toks)
+        hit = runtime.chunks[piece] = (cols, len(cols), ids, len(ids), len(char_cols), tuple(toks))
         return hit
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(super().__getstate__())
-        state.pop("_cache", None)  # a runtime cache, not part of the model
+        state.pop("_runtime_state", None)  # runtime caches, not part of the model
+        state.pop("_cache", None)  # the name of the cache before round 5
         return state
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:

@@ -19,10 +19,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,13 +39,80 @@ MODEL_FILE = "model.joblib"
 META_FILE = "meta.json"
 
 
+class Ranking(Sequence[tuple[str, float]]):
+    """The intent ranking of one prediction: ``(label, probability)`` pairs, best first.
+
+    Behaves as the tuple of pairs it stands for (indexing, slicing, iteration, ``len``,
+    ``==`` and ``hash`` against tuples and other rankings) but is built lazily: it holds
+    the batch's probability matrix, its row and the head's label array, and sorts the row
+    on first use. ``score_batch`` made 13+ tuples per message for rankings that routing
+    reads for a few messages only; they were most of the batch's allocations and the
+    garbage collector's work (see docs/BENCHMARKS.md, round 5). Read-only: the matrix is
+    the scorer's private copy, flagged non-writeable. Pickles as a plain tuple. A kept
+    Prediction keeps its batch's intent matrix alive (8 bytes per message and intent:
+    1 MB for 10,000 messages over 13 intents).
+    """
+
+    __slots__ = ("_proba", "_row", "_labels", "_items")
+
+    def __init__(self, proba: np.ndarray, row: int, labels: np.ndarray) -> None:
+        self._proba = proba
+        self._row = row
+        self._labels = labels
+        self._items: tuple[tuple[str, float], ...] | None = None
+
+    def _pairs(self) -> tuple[tuple[str, float], ...]:
+        items = self._items
+        if items is None:
+            p = self._proba[self._row]
+            # Stable, so the first of tied maxima comes first, like argmax (the intent).
+            order = np.argsort(-p, kind="stable")
+            items = self._items = tuple(zip(self._labels[order].tolist(), p[order].tolist(), strict=True))
+        return items
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, float]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[tuple[str, float], ...]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, float] | tuple[tuple[str, float], ...]:
+        return self._pairs()[index]
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter(self._pairs())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ranking):
+            return self._pairs() == other._pairs()
+        if isinstance(other, tuple):
+            return self._pairs() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._pairs())
+
+    def __repr__(self) -> str:
+        return repr(self._pairs())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (self._pairs(),))
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """What the model says about one message. Heads the model lacks give ``None``."""
+    """What the model says about one message. Heads the model lacks give ``None``.
+
+    ``ranking`` is a sequence of ``(label, probability)`` pairs, best first: a tuple when
+    built by hand, a lazily sorted :class:`Ranking` (equal to that tuple) from a model.
+    """
 
     intent: str | None
     confidence: float | None
-    ranking: tuple[tuple[str, float], ...]
+    ranking: Sequence[tuple[str, float]]
     sentiment: str | None
     sentiment_confidence: float | None
     emotion: str | None
@@ -53,7 +120,8 @@ class Prediction:
     frustration: float
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Field by field (asdict would deep-copy a Ranking's probability matrix).
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["ranking"] = [[label, p] for label, p in self.ranking]
         return out
 
@@ -97,6 +165,7 @@ class Model:
         self._weights = np.ascontiguousarray(np.hstack(weights)) if weights else np.zeros((0, 0))
         self._bias = np.concatenate(biases) if biases else np.zeros(0)
         self._classes = {name: [str(c) for c in head.classes_] for name, head in self.heads.items()}
+        self._label_arrays = {name: np.asarray(labels, dtype=object) for name, labels in self._classes.items()}
         # Out-of-scope gates (intent head), applied after the softmax; see classifier.ScopeGate.
         self._gates = {name: gate for name, head in self.heads.items() if (gate := getattr(head, "scope_gate_", None)) is not None}
         # Top-label calibration maps (classifier.TopLabelMap), applied last.
@@ -160,27 +229,27 @@ class Model:
         return out
 
     def _predictions(self, probabilities: Mapping[str, np.ndarray], n: int) -> list[Prediction]:
-        # Vectorised over the batch: top label and confidence per head, the intent ranking
-        # from one argsort, frustration for all rows; then one small dataclass per row.
+        # Vectorised over the batch: top label and confidence per head, frustration for all
+        # rows; then one small dataclass per row, its intent ranking sorted only when read.
         none: list[Any] = [None] * n
         top: dict[str, list[Any]] = {}
         conf: dict[str, list[Any]] = {}
-        rankings: list[tuple[tuple[str, float], ...]] = [()] * n
+        rankings: list[Sequence[tuple[str, float]]] = [()] * n
         for head in HEADS:
             if head not in probabilities:
                 top[head], conf[head] = none, none
                 continue
             p = probabilities[head]
-            labels = self._classes[head]
-            # A stable argsort of -p puts the first of tied maxima first, like argmax.
-            order = np.argsort(-p, axis=1, kind="stable")
-            best = order[:, 0] if n else np.zeros(0, dtype=np.int64)
-            top[head] = [labels[j] for j in best.tolist()]
+            # argmax takes the first of tied maxima, as the ranking's stable sort does.
+            best = p.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+            top[head] = self._label_arrays[head][best].tolist()
             conf[head] = p[np.arange(n), best].tolist()
             if head == "intent":
-                ranked = np.take_along_axis(p, order, axis=1).tolist()
-                names = np.asarray(labels, dtype=object)[order].tolist()
-                rankings = [tuple(zip(o, r, strict=True)) for o, r in zip(names, ranked, strict=True)]
+                # One lazily sorted Ranking per row over a private read-only copy.
+                p = np.array(p)
+                p.flags.writeable = False
+                labels = self._label_arrays[head]
+                rankings = [Ranking(p, i, labels) for i in range(n)]
         frustration = self.frustration(probabilities).tolist() if probabilities else [0.0] * n
         return [
             Prediction(

@@ -66,6 +66,14 @@ _LAUGH_RE = re.compile(r"(?i)\b(?=[jhlxaeiou])(?:(?:j+[aeiou]+){2,}j*|(?:[aeiou]
 # Three or more of the same letter: "holaaaa" -> "hola", "nooo" -> "no". Spanish words
 # never triple a letter; doubles (ll, rr, cc, ee) are left alone.
 _ELONGATION_RE = re.compile(r"([^\W\d_wx])\1\1+")
+# Cheap necessary conditions, searched first (3-5x faster than the patterns they guard,
+# which start with a word boundary or a backreference the engine cannot skip ahead on):
+# every laugh contains one of these (j-laughs two j's with only vowels or s between them),
+# every elongation a tripled word character. The laugh hint runs on lower-cased text,
+# where the laugh pattern's (?i) can still match "ı" as i and "ſ" as s; (?i) on the hint
+# itself would make it 6x slower (no fast literal scan).
+_LAUGH_HINT_RE = re.compile(r"j[aeiousıſ]*j|hah|heh|lo+l|xd")
+_ELONGATION_HINT_RE = re.compile(r"(\w)\1\1")
 _PUNCT_RUN_RE = re.compile(r"([!?¡¿.])\1+")
 
 # Accent folding that keeps ñ (and Ñ): año/ano, diseño/diseno differ in meaning.
@@ -117,14 +125,19 @@ def clean(text: str) -> str:
 
 
 _FOLDABLE_RE = re.compile("[" + "".join(chr(c) for c in _FOLD) + "]")
+_FOLD_PAIRS = tuple((chr(a), chr(b)) for a, b in _FOLD.items())
 
 
 def fold_accents(text: str) -> str:
     """Remove Spanish accents and diaeresis but keep ñ: "Información" -> "Informacion"."""
-    # translate() looks up every character; most non-ASCII chat text is emoji only.
+    # Most non-ASCII chat text is emoji only; and one str.replace per accented letter
+    # present is 3x faster than translate(), which looks every character up in a dict.
     if text.isascii() or _FOLDABLE_RE.search(text) is None:
         return text
-    return text.translate(_FOLD)
+    for accented, plain in _FOLD_PAIRS:
+        if accented in text:
+            text = text.replace(accented, plain)
+    return text
 
 
 def replace_entities(text: str) -> str:
@@ -166,7 +179,8 @@ def analyze(text: str) -> tuple[str, list[str]]:
     # Shouting: more than 60% of at least 8 letters upper case. Counted only when the
     # message has upper-case letters at all (one lower() rejects most messages).
     lowered = text.lower()
-    if lowered != text:
+    # Fewer than 5 upper-case characters cannot be > 60% of 8+ letters: skips the count.
+    if lowered != text and sum(map(str.isupper, text)) >= 5:
         letters = "".join(filter(str.isalpha, text))
         if len(letters) >= 8 and sum(map(str.isupper, letters)) / len(letters) > 0.6:
             found.append("cue_caps")
@@ -175,8 +189,12 @@ def analyze(text: str) -> tuple[str, list[str]]:
     if "??" in text or "?¿" in text:
         found.append("cue_question")
     # Folded before the collapses, so "eeè" collapses like "eee" (normalize stays idempotent).
-    text, laughs = _LAUGH_RE.subn(f" {LAUGH} ", fold_accents(lowered))
-    text, elongations = _ELONGATION_RE.subn(r"\1", text)
+    text = fold_accents(lowered)
+    laughs = elongations = 0
+    if _LAUGH_HINT_RE.search(text) is not None:
+        text, laughs = _LAUGH_RE.subn(f" {LAUGH} ", text)
+    if _ELONGATION_HINT_RE.search(text) is not None:
+        text, elongations = _ELONGATION_RE.subn(r"\1", text)
     if elongations:
         found.append("cue_elongation")
     if laughs:

@@ -67,10 +67,11 @@ def train(
         head_started = time.perf_counter()
         report(f"{head}: {len(index)} rows, {len(set(labels))} labels, {config.cv}-fold calibration")
         clf = CalibratedLinearClassifier(C=config.C, class_weight=config.class_weight, cv=config.cv, random_state=config.seed,
-                                         top_label_map=config.top_label_calibration)
+                                         top_label_map=config.top_label_calibration, scope_bigram_weight=config.scope_bigram_weight)
         if head == "intent":
             # Only intents have an outside ("none of these"): the gated head (classifier.ScopeGate).
-            clf.fit(X_all[index], labels, word_types=word_types[index], unigram_mask=featurizer.unigram_mask_)
+            clf.fit(X_all[index], labels, word_types=word_types[index], unigram_mask=featurizer.unigram_mask_,
+                    bigram_mask=featurizer.bigram_mask_)
         else:
             clf.fit(X_all[index], labels)
         heads[head] = clf

@@ -476,7 +476,7 @@ def render(rows: Sequence[Row], splits: dict[str, Split], oos: list[tuple[str, d
             "### Out-of-scope detection (intent model trained on TOP)",
             "",
             "In scope: TOP dev. Out of scope: EmoEvent dev + TASS dev tweets. Confidence = top intent probability "
-            "(nlu: after its out-of-scope gate on unknown words, `classifier.ScopeGate`; peers: plain max probability).",
+            "(nlu: after its out-of-scope gate on unknown words and bigrams, `classifier.ScopeGate`; peers: plain max probability).",
             "",
             "| system | AUROC | threshold | OOS escalated | in-scope answered | OOS escalated when 95% in-scope answered |",
             "|---|---:|---:|---:|---:|---:|",

@@ -147,3 +147,30 @@ def test_classifier_top_label_map_only_on_ungated_heads_with_enough_rows() -> No
     assert CalibratedLinearClassifier().fit(X, y).top_map_ is not None
     assert CalibratedLinearClassifier(top_label_map=False).fit(X, y).top_map_ is None
     assert CalibratedLinearClassifier().fit(X[:40], y[:40]).top_map_ is None
+
+
+def test_classifier_scope_gate_counts_unknown_bigrams() -> None:
+    # Words the head knows, in an order it never saw: only the bigram term notices.
+    texts = ["pon una alarma", "pon una alarma mañana", "borra la alarma", "borra la alarma de mañana"] * 5
+    f = ChatFeaturizer(char_min_df=1).fit(texts)
+    X, types = f.transform_fast_with_types(texts)
+    splits = [(np.flatnonzero(np.arange(20) % 5 != i), np.flatnonzero(np.arange(20) % 5 == i)) for i in range(5)]
+    words_only, _ = fit_scope_gate(X, types, f.unigram_mask_, splits)
+    with_bigrams, _ = fit_scope_gate(X, types, f.unigram_mask_, splits, f.bigram_mask_, bigram_weight=2.0)
+    # Out of fold nothing is unknown, so the weight is 2 / max(q98, 1) = 2.
+    assert with_bigrams.bigram_weight == pytest.approx(2.0)
+    probe = ["mañana alarma una pon", "pon una alarma mañana"]
+    Xp, tp = f.transform_fast_with_types(probe)
+    assert tp.tolist() == [[4.0, 3.0], [4.0, 3.0]]
+    assert words_only.factor(Xp, tp)[0] == pytest.approx(words_only.factor(Xp, tp)[1])
+    assert with_bigrams.factor(Xp, tp)[0] < 0.05 < 0.9 < with_bigrams.factor(Xp, tp)[1]
+
+
+def test_classifier_scope_gate_pickled_before_bigrams_reads_word_column(tiny_model) -> None:
+    gate = tiny_model.heads["intent"].scope_gate_
+    old = ScopeGate.__new__(ScopeGate)
+    old.__dict__.update({k: v for k, v in gate.__dict__.items() if k not in ("known_bigrams", "bigram_weight")})
+    X, types = tiny_model.featurizer.transform_fast_with_types(["dónde está mi pedido?", "hola hola buenas"])
+    assert types.shape == (2, 2)
+    expected = ScopeGate(gate.known, gate.limit, gate.slope, gate.known_credit).factor(X, types[:, 0])
+    np.testing.assert_allclose(old.factor(X, types), expected)

@@ -28,6 +28,7 @@ def test_config_reads_toml_and_coerces(tmp_path: Path) -> None:
         ('[train]\ncv = "3"\n', r"\[train\] cv: expected int"),
         ("[train]\nC = -1.0\n", "train.C must be > 0"),
         ('[train]\nclass_weight = "weird"\n', "class_weight must be"),
+        ("[train]\nscope_bigram_weight = -0.5\n", "train.scope_bigram_weight must be >= 0"),
         ("[train\n", "invalid TOML"),
         ("train = 3\n", "expected a table"),
     ],

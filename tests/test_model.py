@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -211,3 +212,46 @@ def test_model_score_batch_leaves_the_garbage_collector_as_it_found_it(tiny_mode
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_model_ranking_behaves_as_the_tuple_of_pairs(tiny_model) -> None:
+    import pickle
+
+    p = tiny_model.score("dónde está mi pedido? ya van 3 días!!")
+    pairs = tuple(p.ranking)
+    assert all(isinstance(label, str) and isinstance(prob, float) for label, prob in pairs)
+    assert [prob for _, prob in pairs] == sorted((prob for _, prob in pairs), reverse=True)
+    assert p.ranking == pairs and pairs == p.ranking and p.ranking != pairs[:-1]
+    assert p.ranking[0] == (p.intent, p.confidence) and p.ranking[-1] == pairs[-1]
+    assert p.ranking[:2] == pairs[:2] and len(p.ranking) == len(pairs) and list(p.ranking) == list(pairs)
+    assert pairs[1] in p.ranking and p.ranking.index(pairs[1]) == 1
+    # A Prediction built by hand with a tuple ranking is the same prediction.
+    by_hand = dataclasses.replace(p, ranking=pairs)
+    assert by_hand == p and hash(by_hand) == hash(p) and by_hand.to_dict() == p.to_dict()
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert repr(p.ranking) == repr(pairs)
+
+
+def test_model_to_dict_shape_is_unchanged(tiny_model) -> None:
+    p = tiny_model.score("hola buenas tardes")
+    out = p.to_dict()
+    assert list(out) == ["intent", "confidence", "ranking", "sentiment", "sentiment_confidence", "emotion",
+                         "emotion_confidence", "frustration"]
+    assert out["ranking"] == [[label, prob] for label, prob in p.ranking]
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_model_prediction_is_immutable(tiny_model) -> None:
+    p = tiny_model.score("hola buenas tardes")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.intent = "otro"  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        p.ranking[0] = ("otro", 1.0)  # type: ignore[index]
+    with pytest.raises(ValueError, match="read-only"):
+        p.ranking._proba[0, 0] = 1.0  # type: ignore[attr-defined]
+
+
+def test_model_rankings_of_a_batch_are_independent(tiny_model) -> None:
+    batch = tiny_model.score_batch(["hola", "quiero devolver esto", "muchas gracias"])
+    assert [p.ranking[0][0] for p in batch] == [p.intent for p in batch]
+    assert [tiny_model.score(t).ranking for t in ["hola", "quiero devolver esto", "muchas gracias"]] == [p.ranking for p in batch]

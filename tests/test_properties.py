@@ -95,3 +95,25 @@ def test_properties_loader_refuses_garbage_with_data_error(tmp_path: Path, suffi
     else:
         # Whatever parsed must honour the contract: a text column of strings.
         assert all(isinstance(t, str) for t in dataset.frame["text"])
+
+
+LAUGHY = st.lists(
+    st.one_of(st.sampled_from(["ja", "JA", "j", "jj", "je", "ji", "jsjs", "ha", "he", "lol", "loool", "xd", "XD", "ı", "ſ", "aj",
+                               "aaa", "ooo", "!!!", "ééé", "  ", "x"]), st.text(ANY_CHAR, max_size=4)),
+    max_size=10,
+).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(TEXTS, LAUGHY))
+def test_properties_scan_hints_are_necessary_conditions(text: str) -> None:
+    # analyze() runs the laughter and elongation patterns only where these cheap hints
+    # match: a hint missing a real match would change features.
+    from nlu.text import _ELONGATION_HINT_RE, _ELONGATION_RE, _FOLD, _LAUGH_HINT_RE, _LAUGH_RE, fold_accents
+
+    folded = fold_accents(text.lower())
+    assert folded == text.lower().translate(_FOLD)
+    if _LAUGH_RE.search(folded):
+        assert _LAUGH_HINT_RE.search(folded)
+    if _ELONGATION_RE.search(folded):
+        assert _ELONGATION_HINT_RE.search(folded)
