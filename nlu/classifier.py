@@ -155,6 +155,11 @@ class ScopeGate:
     distinct bigrams (what the featuriser gives; a gate without bigrams reads column 0).
     """
 
+    # Class-level defaults: a gate pickled before bigrams existed has neither attribute
+    # and reads these (words only), so old artifacts score as they did.
+    known_bigrams: np.ndarray | None = None
+    bigram_weight: float = 0.0
+
     def __init__(
         self,
         known: np.ndarray,
@@ -171,32 +176,30 @@ class ScopeGate:
         self.known_bigrams = known_bigrams
         self.bigram_weight = bigram_weight
 
-    def _bigram_term(self) -> tuple[np.ndarray | None, float]:
-        # Gates pickled before bigrams existed have neither attribute.
-        return self.__dict__.get("known_bigrams"), float(self.__dict__.get("bigram_weight", 0.0))
-
-    def known_types(self, X: sp.csr_matrix, mask: np.ndarray | None = None) -> np.ndarray:
-        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        return np.bincount(rows, weights=(self.known if mask is None else mask)[X.indices], minlength=X.shape[0])
-
     def score(self, known: np.ndarray, word_types: np.ndarray, known_bigrams: np.ndarray | None = None) -> np.ndarray:
         types = word_types[:, 0] if word_types.ndim == 2 else word_types
         out = np.maximum(types - known, 0.0) - self.known_credit * known
-        _, weight = self._bigram_term()
-        if weight and known_bigrams is not None and word_types.ndim == 2:
-            out = out + weight * np.maximum(word_types[:, 1] - known_bigrams, 0.0)
+        if self.bigram_weight and known_bigrams is not None and word_types.ndim == 2:
+            out = out + self.bigram_weight * np.maximum(word_types[:, 1] - known_bigrams, 0.0)
         return out
 
     def factor(self, X: sp.csr_matrix, word_types: np.ndarray) -> np.ndarray:
-        known = self.known_types(X)
-        mask, weight = self._bigram_term()
-        known_bigrams = self.known_types(X, mask) if weight and mask is not None else None
+        known = _row_counts(X, self.known)
+        mask = self.known_bigrams
+        known_bigrams = _row_counts(X, mask) if self.bigram_weight and mask is not None else None
         gate = 1.0 / (1.0 + np.exp(self.slope * (self.score(known, word_types, known_bigrams) - self.limit)))
         return np.where(known > 0, gate, 0.0)
 
     def apply(self, proba: np.ndarray, X: sp.csr_matrix, word_types: np.ndarray) -> np.ndarray:
         gate = self.factor(X, word_types)[:, None]
         return gate * proba + (1.0 - gate) / proba.shape[1]
+
+
+def _row_counts(X: sp.csr_matrix, mask: np.ndarray) -> np.ndarray:
+    """Per row, how many of its nonzero columns ``mask`` selects (distinct known words or
+    bigrams: a column is a distinct n-gram)."""
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    return np.bincount(rows, weights=mask[X.indices], minlength=X.shape[0])
 
 
 def fit_scope_gate(
@@ -214,13 +217,12 @@ def fit_scope_gate(
     use_bigrams = bool(bigram_weight) and bigram_mask is not None and word_types.ndim == 2 and bool(bigram_mask.any())
     oof_known = np.zeros(X.shape[0])
     oof_bigrams = np.zeros(X.shape[0])
-    probe = ScopeGate(unigram_mask, 0.0)
     for train_idx, test_idx in splits:
         seen = np.zeros(X.shape[1], dtype=bool)
         seen[X[train_idx].indices] = True
-        oof_known[test_idx] = probe.known_types(X[test_idx], seen & unigram_mask)
+        oof_known[test_idx] = _row_counts(X[test_idx], seen & unigram_mask)
         if use_bigrams:
-            oof_bigrams[test_idx] = probe.known_types(X[test_idx], seen & bigram_mask)
+            oof_bigrams[test_idx] = _row_counts(X[test_idx], seen & bigram_mask)
     seen = np.zeros(X.shape[1], dtype=bool)
     seen[X.indices] = True
     gate = ScopeGate(seen & unigram_mask, 0.0)

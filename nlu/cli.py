@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 from . import __version__
 from .errors import InputError, NLUError
@@ -72,7 +75,7 @@ ColumnMap = Annotated[
 ]
 
 
-def _load(paths: list[Path], columns: list[str] | None) -> Any:
+def _load(paths: list[Path], columns: list[str] | None) -> Dataset:
     """The data files as one Dataset, with the command line's --column renames."""
     from .data import load_data, parse_column_map
 

@@ -200,7 +200,7 @@ def require_valid(dataset: Dataset) -> Dataset:
 
 def parse_column_map(specs: Sequence[str]) -> dict[str, str]:
     """``["tweet=text", "label=sentiment"]`` (the command line's ``--column``) -> a
-    ``columns`` mapping for :func:`load_data`."""
+    ``columns`` mapping for :func:`load_data` (which checks the targets)."""
     mapping: dict[str, str] = {}
     for spec in specs:
         source, sep, target = (part.strip() for part in spec.partition("="))
@@ -209,16 +209,15 @@ def parse_column_map(specs: Sequence[str]) -> dict[str, str]:
         if source in mapping:
             raise DataError(f"--column: {source!r} is mapped twice")
         mapping[source] = target
-    return _checked_column_map(mapping)
+    return mapping
 
 
 def _checked_column_map(columns: Mapping[str, str]) -> dict[str, str]:
     targets = (TEXT, *HEADS, *OPTIONAL_COLUMNS)
+    seen: dict[str, str] = {}
     for source, target in columns.items():
         if target not in targets:
             raise DataError(f"column map {source!r} -> {target!r}: {target!r} is not one of {', '.join(targets)}")
-    seen: dict[str, str] = {}
-    for source, target in columns.items():
         if target in seen:
             raise DataError(f"column map: both {seen[target]!r} and {source!r} are mapped to {target!r}")
         seen[target] = source
@@ -368,10 +367,7 @@ def _renamed(path: Path, frame: pd.DataFrame, renames: Mapping[str, str]) -> pd.
         return frame
     missing = [source for source in renames if source not in frame.columns]
     if missing:
-        found = [str(c) for c in frame.columns if c != WHERE][:10]
-        raise DataError(
-            f"{path}: no column {missing[0]!r} to map to {renames[missing[0]]!r} (columns found: {', '.join(found) or 'none'})"
-        )
+        raise DataError(f"{path}: no column {missing[0]!r} to map to {renames[missing[0]]!r} ({_columns_found(frame)})")
     clashes = [t for s, t in renames.items() if t in frame.columns and t not in renames]
     if clashes:
         raise DataError(f"{path}: column {clashes[0]!r} exists and another column is mapped to it; map or rename one of them")
@@ -380,8 +376,7 @@ def _renamed(path: Path, frame: pd.DataFrame, renames: Mapping[str, str]) -> pd.
 
 def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     if TEXT not in frame.columns:
-        found = [str(c) for c in frame.columns if c != WHERE][:10]  # WHERE is ours, not the file's
-        raise DataError(f"{path}: missing column 'text' (columns found: {', '.join(found) or 'none'})")
+        raise DataError(f"{path}: missing column 'text' ({_columns_found(frame)})")
     keep = [TEXT, *(h for h in HEADS if h in frame.columns), *(c for c in OPTIONAL_COLUMNS if c in frame.columns), WHERE]
     frame = frame[keep].copy()
     for column in (TEXT, *HEADS):
@@ -402,6 +397,11 @@ def _validate_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _columns_found(frame: pd.DataFrame) -> str:
+    found = [str(c) for c in frame.columns if c != WHERE][:10]  # WHERE is ours, not the file's
+    return f"columns found: {', '.join(found) or 'none'}"
 
 
 def _is_missing(value: Any) -> bool:

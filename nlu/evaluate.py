@@ -189,10 +189,10 @@ def routing_summary(
     labelled = answered & (gold != "")
     right = _acted_intents(decisions, predictions) == gold
     escalated = kinds == "escalate"
-    reasons: Counter[str] = Counter(code for d in decisions for code in d.reasons)
     by_action: dict[str, Counter[str]] = {}
     for d in decisions:
         by_action.setdefault(d.action, Counter()).update(d.reasons)
+    reasons: Counter[str] = sum(by_action.values(), Counter())
     return RoutingSummary(
         answered=_share(answered.sum(), n),
         answered_accuracy=_share((right & labelled).sum(), labelled.sum()),

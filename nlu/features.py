@@ -442,7 +442,6 @@ class ChatFeaturizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, object]:
         state = dict(super().__getstate__())
         state.pop("_runtime_state", None)  # runtime caches, not part of the model
-        state.pop("_cache", None)  # the name of the cache before round 5
         return state
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:

@@ -48,7 +48,7 @@ class Ranking(Sequence[tuple[str, float]]):
     on first use. ``score_batch`` made 13+ tuples per message for rankings that routing
     reads for a few messages only; they were most of the batch's allocations and the
     garbage collector's work (see docs/BENCHMARKS.md, round 5). Read-only: the matrix is
-    the scorer's private copy, flagged non-writeable. Pickles as a plain tuple. A kept
+    the batch's own (nothing else refers to it), flagged non-writeable. Pickles as a plain tuple. A kept
     Prediction keeps its batch's intent matrix alive (8 bytes per message and intent:
     1 MB for 10,000 messages over 13 intents).
     """
@@ -245,8 +245,8 @@ class Model:
             top[head] = self._label_arrays[head][best].tolist()
             conf[head] = p[np.arange(n), best].tolist()
             if head == "intent":
-                # One lazily sorted Ranking per row over a private read-only copy.
-                p = np.array(p)
+                # One lazily sorted Ranking per row over this batch's matrix, made read-only
+                # (it is fresh from _probabilities and referenced by nothing else).
                 p.flags.writeable = False
                 labels = self._label_arrays[head]
                 rankings = [Ranking(p, i, labels) for i in range(n)]
