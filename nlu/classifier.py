@@ -103,9 +103,8 @@ class TopLabelMap:
         sure = rest <= 1e-12  # confidence 1: nothing to share, row kept as it is
         rest = np.where(sure, 1.0, rest)
         new = 1.0 / (1.0 + np.exp(-(self.a * np.log(np.maximum(top, 1e-300) / rest) + self.b)))
-        others = proba.copy()
-        others[rows, best] = -1.0
-        second = others.max(axis=1)
+        # The runner-up value: the largest once one copy of the maximum is set aside.
+        second = np.partition(proba, -2, axis=1)[:, -2]
         # Keep the top label on top: c' must stay above the scaled runner-up.
         new = np.where(sure, top, np.maximum(new, second / (rest + second) * (1.0 + 1e-9)))
         out = proba * ((1.0 - new) / rest)[:, None]
@@ -184,9 +183,9 @@ class ScopeGate:
         return out
 
     def factor(self, X: sp.csr_matrix, word_types: np.ndarray) -> np.ndarray:
-        known = _row_counts(X, self.known)
-        mask = self.known_bigrams
-        known_bigrams = _row_counts(X, mask) if self.bigram_weight and mask is not None else None
+        masks = [self.known] if self.known_bigrams is None or not self.bigram_weight else [self.known, self.known_bigrams]
+        known, *rest = _row_counts(X, *masks)
+        known_bigrams = rest[0] if rest else None
         gate = 1.0 / (1.0 + np.exp(self.slope * (self.score(known, word_types, known_bigrams) - self.limit)))
         return np.where(known > 0, gate, 0.0)
 
@@ -195,11 +194,11 @@ class ScopeGate:
         return gate * proba + (1.0 - gate) / proba.shape[1]
 
 
-def _row_counts(X: sp.csr_matrix, mask: np.ndarray) -> np.ndarray:
-    """Per row, how many of its nonzero columns ``mask`` selects (distinct known words or
-    bigrams: a column is a distinct n-gram)."""
+def _row_counts(X: sp.csr_matrix, *masks: np.ndarray) -> list[np.ndarray]:
+    """Per mask, per row: how many of the row's nonzero columns the mask selects (distinct
+    known words or bigrams: a column is a distinct n-gram). Counts are exact in any order."""
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    return np.bincount(rows, weights=mask[X.indices], minlength=X.shape[0])
+    return [np.bincount(rows, weights=mask[X.indices], minlength=X.shape[0]) for mask in masks]
 
 
 def fit_scope_gate(
@@ -220,9 +219,10 @@ def fit_scope_gate(
     for train_idx, test_idx in splits:
         seen = np.zeros(X.shape[1], dtype=bool)
         seen[X[train_idx].indices] = True
-        oof_known[test_idx] = _row_counts(X[test_idx], seen & unigram_mask)
+        counts = _row_counts(X[test_idx], seen & unigram_mask, *([seen & bigram_mask] if use_bigrams else []))
+        oof_known[test_idx] = counts[0]
         if use_bigrams:
-            oof_bigrams[test_idx] = _row_counts(X[test_idx], seen & bigram_mask)
+            oof_bigrams[test_idx] = counts[1]
     seen = np.zeros(X.shape[1], dtype=bool)
     seen[X.indices] = True
     gate = ScopeGate(seen & unigram_mask, 0.0)

@@ -54,14 +54,21 @@ def test_features_fast_path_equals_reference_path(bundled: tuple[list[str], list
     _assert_same(f, batch)
 
 
-def test_features_one_message_equals_its_row_in_a_batch(bundled: tuple[list[str], list[str]], fitted: ChatFeaturizer) -> None:
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5])  # below _VECTORISE_FROM: the per-message loop
+def test_features_small_batches_equal_their_rows_in_a_large_one(bundled: tuple[list[str], list[str]], fitted: ChatFeaturizer, size: int) -> None:
+    import nlu.features as features
+
+    assert features._VECTORISE_FROM in range(2, 6)  # the sizes above straddle the switch
     test, f = bundled[1], fitted
     batch = test[:50] + ODD
     X, types = f.transform_fast_with_types(batch)
-    for i, text in enumerate(batch):
-        x, t = f.transform_fast_with_types([text])
-        assert (x != X[i]).nnz == 0 and np.array_equal(x.data, X[i].data)
-        assert t[0].tolist() == types[i].tolist()
+    for start in range(0, len(batch), size):
+        x, t = f.transform_fast_with_types(batch[start : start + size])
+        rows = X[start : start + size]
+        # Byte for byte: the same sorted CSR, not merely close values.
+        assert np.array_equal(x.indptr, rows.indptr) and np.array_equal(x.indices, rows.indices)
+        assert x.data.tobytes() == rows.data.tobytes()
+        assert t.tolist() == types[start : start + size].tolist()
 
 
 def test_features_empty_batch() -> None:
