@@ -71,6 +71,20 @@ def test_features_small_batches_equal_their_rows_in_a_large_one(bundled: tuple[l
         assert t.tolist() == types[start : start + size].tolist()
 
 
+def test_features_sort_kind_changes_nothing_but_time(bundled: tuple[list[str], list[str]], fitted: ChatFeaturizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu.features as features
+
+    assert features._sort_kind() in ("quicksort", "stable")  # measured once on this CPU
+    batch = bundled[1][:300] + ODD
+    matrices = []
+    for kind in ("quicksort", "stable"):
+        monkeypatch.setattr(features, "_sort_kind", lambda kind=kind: kind)
+        matrices.append(fitted.transform_fast(batch))
+    a, b = matrices
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    assert a.data.tobytes() == b.data.tobytes()
+
+
 def test_features_empty_batch() -> None:
     f = ChatFeaturizer(char_min_df=1).fit(["hola", "mi pedido"])
     X, types = f.transform_fast_with_types([])
