@@ -87,6 +87,30 @@ def test_text_tokenize_uses_spacy_spanish_rules() -> None:
     assert tokenize("¿Dónde está mi pedido?") == ["¿", "Dónde", "está", "mi", "pedido", "?"]
 
 
+def test_text_tokenize_letter_runs_match_spacy() -> None:
+    # tokenize answers runs of letters without calling spaCy: they must split exactly as
+    # spaCy splits them, special cases included.
+    import csv
+    from pathlib import Path
+
+    from nlu.text import _spacy_tokenizer
+
+    def spacy_tokens(text: str) -> list[str]:
+        return [t.text for t in _spacy_tokenizer()(text) if not t.is_space]
+
+    pieces = {"pal", "xD", "XDD", "Pal", "PAL", "año", "Ñandú", "ǅemal", "ﬁn", "ⅷ", "μέρα", "привет", "東京", "x", "q"}
+    pieces.update(_spacy_tokenizer().rules)
+    for name in ("chats_train.csv", "chats_test.csv"):
+        with (Path(__file__).resolve().parents[1] / "data" / name).open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                pieces.update(row["text"].split())
+                pieces.update(normalize(row["text"]).split())
+    letter_runs = [p for p in pieces if p.isalpha()]
+    assert len(letter_runs) > 1000
+    for piece in sorted(pieces):
+        assert tokenize(piece) == spacy_tokens(piece), piece
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
