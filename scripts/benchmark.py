@@ -429,6 +429,10 @@ def machine() -> str:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                # Machines of one kind differ here, and numpy's SIMD sorts with it (the
+                # featuriser's sort kind is picked per CPU): say which one ran.
+                cpu += ", AVX-512" if "avx512f" in line.split() else ", no AVX-512"
                 break
     except OSError:
         pass
