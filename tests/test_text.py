@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from nlu.text import ABBREVIATIONS, clean, cues, fold_accents, normalize, tokenize, words
+from nlu.text import ABBREVIATIONS, _spacy_tokenizer, clean, cues, fold_accents, normalize, tokenize, words
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.mark.parametrize(
@@ -90,18 +95,13 @@ def test_text_tokenize_uses_spacy_spanish_rules() -> None:
 def test_text_tokenize_letter_runs_match_spacy() -> None:
     # tokenize answers runs of letters without calling spaCy: they must split exactly as
     # spaCy splits them, special cases included.
-    import csv
-    from pathlib import Path
-
-    from nlu.text import _spacy_tokenizer
-
     def spacy_tokens(text: str) -> list[str]:
         return [t.text for t in _spacy_tokenizer()(text) if not t.is_space]
 
     pieces = {"pal", "xD", "XDD", "Pal", "PAL", "año", "Ñandú", "ǅemal", "ﬁn", "ⅷ", "μέρα", "привет", "東京", "x", "q"}
     pieces.update(_spacy_tokenizer().rules)
     for name in ("chats_train.csv", "chats_test.csv"):
-        with (Path(__file__).resolve().parents[1] / "data" / name).open(encoding="utf-8", newline="") as fh:
+        with (DATA / name).open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 pieces.update(row["text"].split())
                 pieces.update(normalize(row["text"]).split())
