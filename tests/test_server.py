@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 from nlu.cli import app as cli_app
 from nlu.errors import ConfigError, QueueUnavailable
 from nlu.metrics_http import Metrics
-from nlu.server import ENV_AGENT_TOKEN, ENV_APP_SECRET, ENV_VERIFY_TOKEN, ServerSettings, _RedactQuery, create_app
+from nlu.server import (
+    ENV_AGENT_TOKEN,
+    ENV_APP_SECRET,
+    ENV_VERIFY_TOKEN,
+    ServerSettings,
+    _RedactQuery,
+    create_app,
+    load_service,
+)
 from nlu.service import Service
 from nlu.whatsapp import LogSender, PayloadError, Signature, check_signature, parse_webhook, sign
 
@@ -81,6 +89,18 @@ def assert_error(r: httpx.Response, status: int, code: str) -> None:
 
 
 # -- scoring ---------------------------------------------------------------------------
+
+
+def test_server_worker_is_warm_before_taking_traffic(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A worker pays the featuriser's one-off set-up at start-up, for single messages and
+    # for batches (their path needs the bigram table), not on its first requests.
+    service = load_service(ServerSettings(model_dir=str(tiny_model_dir), db=str(tmp_path / "nlu.db")))
+    try:
+        runtime = service.model.featurizer._runtime()
+        assert runtime.bigrams is not None
+        assert "quiero" in runtime.chunks
+    finally:
+        service.close()
 
 
 def test_server_score_one_text(client: TestClient) -> None:
