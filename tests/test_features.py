@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from nlu.features import ChatFeaturizer
 
@@ -31,6 +32,12 @@ def bundled() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def fitted(bundled: tuple[list[str], list[str]]) -> ChatFeaturizer:
     return ChatFeaturizer().fit(bundled[0])
+
+
+def _assert_same_bytes(a: sp.csr_matrix, b: sp.csr_matrix) -> None:
+    """The same sorted CSR, byte for byte, not merely close values."""
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    assert a.data.tobytes() == b.data.tobytes()
 
 
 def _assert_same(f: ChatFeaturizer, texts: list[str]) -> None:
@@ -64,10 +71,7 @@ def test_features_small_batches_equal_their_rows_in_a_large_one(bundled: tuple[l
     X, types = f.transform_fast_with_types(batch)
     for start in range(0, len(batch), size):
         x, t = f.transform_fast_with_types(batch[start : start + size])
-        rows = X[start : start + size]
-        # Byte for byte: the same sorted CSR, not merely close values.
-        assert np.array_equal(x.indptr, rows.indptr) and np.array_equal(x.indices, rows.indices)
-        assert x.data.tobytes() == rows.data.tobytes()
+        _assert_same_bytes(x, X[start : start + size])
         assert t.tolist() == types[start : start + size].tolist()
 
 
@@ -80,9 +84,7 @@ def test_features_sort_kind_changes_nothing_but_time(bundled: tuple[list[str], l
     for kind in ("quicksort", "stable"):
         monkeypatch.setattr(features, "_sort_kind", lambda kind=kind: kind)
         matrices.append(fitted.transform_fast(batch))
-    a, b = matrices
-    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
-    assert a.data.tobytes() == b.data.tobytes()
+    _assert_same_bytes(*matrices)
 
 
 def test_features_empty_batch() -> None:
