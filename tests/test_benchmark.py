@@ -92,6 +92,38 @@ def test_benchmark_report_keeps_hand_written_history(tmp_path: Path) -> None:
     assert "history" in text and "second" in text and "first" not in text
 
 
+def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "nlu.toml"
+    config.write_text("[train]\nC = -1.0\n", encoding="utf-8")
+    out = tmp_path / "B.md"
+    # Without the config check this run would skip (no datasets) and return 0.
+    absent = ["--data-dir", str(tmp_path / "absent"), "--out", str(out)]
+    assert benchmark.main(["--config", str(config), *absent]) == 2
+    err = capsys.readouterr().err
+    assert "train.C must be > 0" in err
+    assert benchmark.main(["--config", str(tmp_path / "missing.toml"), *absent]) == 2
+    assert "missing.toml: config file not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_benchmark_report_names_the_non_default_train_settings(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.toml"
+    assert benchmark.config_note(benchmark.TrainConfig(), None) == "Train config: defaults."
+    assert benchmark.config_note(benchmark.TrainConfig(), path) == f"Train config: `{path}`, all defaults."
+    note = benchmark.config_note(benchmark.TrainConfig(C=0.25, char_min_df=3), path)
+    assert note == f"Train config: `{path}`, non-default: char_min_df = 3, C = 0.25."
+
+
+def test_benchmark_trains_with_the_given_config(tmp_path: Path) -> None:
+    texts = [f"quiero {w} mi pedido {i}" for w in ("devolver", "rastrear") for i in range(8)]
+    labels = ["devolucion"] * 8 + ["rastreo"] * 8
+    split = benchmark.Split("toy", "intent", texts, labels, texts[:4], labels[:4], "toy")
+    config = benchmark.TrainConfig(C=0.25, cv=2)
+    row, model = benchmark.run_ours(split, tmp_path, config, timings=False)
+    assert model.meta["config"]["C"] == 0.25 and model.meta["config"]["cv"] == 2
+    assert row.n_dev == 4
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="../shared/datasets not present")
 def test_benchmark_runs_end_to_end_on_a_tiny_slice(tmp_path: Path) -> None:
