@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from .errors import ConfigError, InputError, StorageUnavailable
+from .errors import ConfigError, InputError, MessageConflict, StorageUnavailable
 from .queue import _Executor, _SqlStore, resolve_db
 from .routing import Consent, ConversationView, Turn
 
@@ -80,7 +80,7 @@ class Conversations(Protocol):
 
     def view(self, conversation_id: str) -> ConversationView: ...
 
-    def outcome(self, message_id: str) -> dict[str, Any] | None: ...
+    def outcome(self, message_id: str, conversation_id: str | None = None) -> dict[str, Any] | None: ...
 
     def record(
         self,
@@ -160,13 +160,21 @@ class _SqlConversations(_SqlStore):
             disclosed=bool(disclosed),
         )
 
-    def outcome(self, message_id: str) -> dict[str, Any] | None:
-        """The outcome stored for an already processed message id, or None."""
+    def outcome(self, message_id: str, conversation_id: str | None = None) -> dict[str, Any] | None:
+        """The outcome stored for an already processed message id, or None.
+
+        With ``conversation_id``, an id that another conversation used raises
+        :class:`MessageConflict` rather than handing this caller that conversation's outcome.
+        """
         with self._reading("read a stored outcome") as db:
             row = db.execute(
-                "SELECT outcome FROM conversation_messages WHERE message_id = ?", (self._storable(message_id),)
+                "SELECT outcome, conversation_id FROM conversation_messages WHERE message_id = ?", (self._storable(message_id),)
             ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        if row is None:
+            return None
+        if conversation_id is not None:
+            _check_same_conversation(message_id, row[1], self._storable(conversation_id))
+        return dict(json.loads(row[0]))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -207,9 +215,12 @@ class _SqlConversations(_SqlStore):
                 (message, conversation, stored, now),
             ).fetchone()
             if claimed is None:
-                row = db.execute("SELECT outcome FROM conversation_messages WHERE message_id = ?", (message,)).fetchone()
+                row = db.execute(
+                    "SELECT outcome, conversation_id FROM conversation_messages WHERE message_id = ?", (message,)
+                ).fetchone()
                 if row is None:  # purged or forgotten in between (PostgreSQL): nothing to return but a retry
                     raise StorageUnavailable(f"{self.path}: message {message_id!r} was deleted while being recorded; retry")
+                _check_same_conversation(message_id, row[1], conversation)
                 return dict(json.loads(row[0])), False
             db.execute(
                 "INSERT INTO conversations (id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -362,6 +373,12 @@ def _retention_cutoff(older_than_days: object) -> float:
     ):
         raise InputError(f"older_than_days must be a number >= 0, got {older_than_days!r}")
     return time.time() - float(older_than_days) * 86400.0
+
+
+def _check_same_conversation(message_id: str, stored_conversation: str, conversation: str) -> None:
+    if stored_conversation != conversation:
+        # The other conversation's id stays out of the message: it is another customer's.
+        raise MessageConflict(f"message_id {message_id!r} was already used in another conversation")
 
 
 def _check_id(value: object, name: str) -> None:

@@ -27,6 +27,11 @@ class InputError(NLUError):
     """A caller passed something the API cannot score (e.g. a non-string text)."""
 
 
+class MessageConflict(InputError):
+    """A message id that another conversation already used: ids are unique per channel, so
+    the caller mixed two messages up. Neither is processed again under the other's id."""
+
+
 class StorageUnavailable(NLUError):
     """A database failed: locked beyond the timeout, disk full, corrupt or unreadable.
 

@@ -688,9 +688,11 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def _nonempty(name: str, value: Any) -> str:
+    """A non-blank string, kept as given: ids are opaque and compared exactly, as the
+    conversation store compares them (stripping here made " m1" and "m1" one ticket)."""
     if not isinstance(value, str) or not value.strip():
         raise QueueError(f"{name} must be a non-empty string, got {value!r}")
-    return value.strip()
+    return value
 
 
 def _positive(name: str, value: Any) -> float:

@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
@@ -37,7 +38,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse as _FastAPIJSONResponse
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -46,7 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
-from .errors import ConfigError, InputError, NLUError, QueueError, StorageUnavailable, UnknownTicket
+from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
@@ -148,6 +150,23 @@ class ApiError(HTTPException):
         super().__init__(status_code=status_code, detail={"code": code, "message": message}, headers=dict(headers or {}) or None)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class JSONResponse(_FastAPIJSONResponse):
+    """FastAPI's JSON response, except that an unpaired surrogate (legal in a Python str,
+    not encodable as UTF-8) goes out as U+FFFD instead of failing the response with a 500.
+    Such strings reach a response when a caller's field is echoed back: an ignored webhook
+    item's id or type, a refused value in an error message."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+            return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=dict(headers or {}) or None)
 
@@ -240,7 +259,7 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = str(detail) if detail else code
         if exc.status_code == 400:
-            code, message = "invalid_json", "body could not be parsed as JSON (invalid UTF-8, or nested too deeply)"
+            code, message = "invalid_json", "body could not be parsed as JSON (invalid UTF-8, nested too deeply, or an integer of over 4300 digits)"
     return error_response(exc.status_code, code, message, exc.headers)
 
 
@@ -260,6 +279,8 @@ async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, QueueError):
         # A refused operation: a ticket held by someone else, not claimed, already resolved.
         return error_response(409, "ticket_conflict", message)
+    if isinstance(exc, MessageConflict):
+        return error_response(409, "message_conflict", message)
     if isinstance(exc, InputError):
         return error_response(422, "invalid_input", message)
     log.error("%s while handling %s %s: %s", type(exc).__name__, request.method, request.url.path, message)
@@ -294,7 +315,7 @@ def _no_null(value: Any, name: str) -> Any:
 
 
 def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def _check_text(text: str, where: str) -> str:
@@ -644,7 +665,7 @@ def create_app(
             return JSONResponse({"model": model.name, "prediction": predictions[0]})
         return JSONResponse({"model": model.name, "predictions": predictions})
 
-    @app.post("/v1/messages", tags=["bot"], response_model=None, responses={200: {"model": MessageResponse}, **_errors(400, 413, 415, 422, 503)})
+    @app.post("/v1/messages", tags=["bot"], response_model=None, responses={200: {"model": MessageResponse}, **_errors(400, 409, 413, 415, 422, 503)})
     def messages(request: MessageRequest) -> JSONResponse:
         """Handle one customer message in its conversation: answer, clarify (buttons or list), escalate to a
         person (with the ticket), or stay quiet while a person holds the conversation. Idempotent on
@@ -839,7 +860,13 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
             continue
         # A storage failure raises out of here as a 503, so Meta redelivers; the messages
         # already handled come back as duplicates and are not sent twice.
-        outcome = service.handle(message)
+        try:
+            outcome = service.handle(message)
+        except MessageConflict as exc:
+            # The id is another conversation's: no retry can fix that either.
+            ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "message_conflict", "message": str(exc)})
+            metrics.inc("nlu_whatsapp_ignored_total", {"reason": "message_conflict"})
+            continue
         _count_outcome(metrics, outcome)
         reply = None if outcome.reply is None else to_whatsapp(outcome.reply, to=wa.conversation_id)
         if reply is not None and not outcome.duplicate:

@@ -31,7 +31,9 @@ with the reason codes ``no_consent`` / ``opt_out``.
 
 Concurrency: state lives in SQLite, so several processes can serve the same database.
 Two deliveries of the same message id at the very same moment may both be scored, but
-only one ticket and one stored outcome result (both writes are idempotent on the id).
+only one ticket and one stored outcome result (both writes are idempotent on the id, and
+an escalation looks for a stored outcome once more just before it enqueues). A message id
+that another conversation already used is refused (:class:`nlu.errors.MessageConflict`).
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ class Service:
         """Process one inbound message (see the module docstring for the steps)."""
         if not isinstance(message, InboundMessage):
             raise InputError(f"expected an InboundMessage, got {type(message).__name__}")
-        stored = self.conversations.outcome(message.message_id)
+        stored = self.conversations.outcome(message.message_id, message.conversation_id)
         if stored is not None:
             return self._replayed(stored)
 
@@ -273,7 +275,7 @@ class Service:
         _, fresh = self.conversations.record(message.conversation_id, message.message_id, _stored(outcome), **changes)
         if not fresh:
             # Another delivery of the same message id finished first: return its outcome.
-            stored = self.conversations.outcome(message.message_id)
+            stored = self.conversations.outcome(message.message_id, message.conversation_id)
             if stored is not None:
                 return self._replayed(stored)
         return outcome
@@ -365,6 +367,13 @@ class Service:
             turn = self._turn(message, routed, "clarify", reasons)
             return self._save(message, outcome, turn=turn, disclosed=True, pending_options=decision.options)
 
+        # A duplicate delivery that raced the first one past the check in `handle` may have
+        # read the conversation after the first one saved: its own turn then looks like a
+        # repeat, an escalation the first delivery never made. A ticket is the one write
+        # that cannot be taken back, so look once more (the view was read before this).
+        stored = self.conversations.outcome(message.message_id, message.conversation_id)
+        if stored is not None:
+            return self._replayed(stored)
         ticket, _ = self.queue.enqueue(
             conversation_id=message.conversation_id,
             message_id=message.message_id,

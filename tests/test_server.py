@@ -469,6 +469,46 @@ def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, s
 
 
 @pytest.mark.parametrize(
+    "where",
+    ["message id", "message type", "change field"],
+)
+def test_server_webhook_echoes_lone_surrogates_as_replacement_characters(client: TestClient, sender: RecordingSender, where: str) -> None:
+    # A lone surrogate in a field the response echoes (an ignored item) is legal JSON but
+    # cannot be encoded as UTF-8: the item is acknowledged with U+FFFD, not a 500 that
+    # Meta would redeliver for days.
+    message = wa_text("wamid.\ud800" if where == "message id" else "wamid.S1", "hola")
+    if where == "message type":
+        message["type"] = "x\ud800"
+    payload = wa_payload([message])
+    if where == "change field":
+        payload["entry"][0]["changes"][0]["field"] = "\ud800"
+    raw = json.dumps(payload).encode()  # ASCII escapes, as Meta would send them
+    r = post_webhook(client, None, raw=raw)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["messages"] == [] and len(body["ignored"]) == 1
+    assert "\ufffd" in json.dumps(body["ignored"][0], ensure_ascii=False)
+    assert sender.sent == []
+
+
+def test_server_message_id_of_another_conversation_is_a_conflict(client: TestClient, service: Service) -> None:
+    escalate(client, "c1", "m-shared")
+    consent(client, "c2")
+    r = client.post("/v1/messages", json={"conversation_id": "c2", "message_id": "m-shared", "text": "hola"})
+    assert_error(r, 409, "message_conflict")
+    assert "c1" not in r.json()["error"]["message"]
+    assert len(service.queue.list()) == 1
+
+
+def test_server_webhook_message_id_of_another_conversation_is_acknowledged(client: TestClient, sender: RecordingSender, service: Service) -> None:
+    escalate(client, "c1", "wamid.shared")
+    r = post_webhook(client, wa_payload([wa_text("wamid.shared", "hola")]))
+    assert r.status_code == 200  # a redelivery cannot fix it: acknowledged and reported
+    assert r.json()["ignored"][0]["reason"] == "message_conflict" and r.json()["messages"] == []
+    assert sender.sent == [] and len(service.queue.list()) == 1
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         {"object": "page", "entry": []},

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nlu import InputError, Model
+from nlu import InputError, MessageConflict, Model
 from nlu.config import RoutingPolicy
 from nlu.conversation import open_conversations
 from nlu.model import Prediction
@@ -214,6 +214,56 @@ def test_service_retried_message_is_answered_once(service: Service) -> None:
     repeat = chat.say("gracias", message_id="wamid.Y")
     assert repeat.duplicate and repeat.action == answered.action == "handover"
     assert len(service.conversations.view(chat.conversation_id).turns) == 2
+
+
+def test_service_racing_duplicate_creates_no_ticket(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two deliveries of one message at once: the second checks for a stored outcome just
+    # before the first one saves, then reads the conversation just after, so it sees its
+    # own message's turn. Scored again, that turn makes it look repeated (an escalation).
+    chat = Chat(service)
+    chat.consent()
+    first = chat.say("dónde está mi pedido #A-48213?", message_id="wamid.R")
+    assert first.action == "answer"
+    real_outcome = service.conversations.outcome
+    calls = []
+
+    def first_call_misses(*args: Any) -> dict[str, Any] | None:
+        calls.append(args)
+        return None if len(calls) == 1 else real_outcome(*args)
+
+    monkeypatch.setattr(service.conversations, "outcome", first_call_misses)
+    again = chat.say("dónde está mi pedido #A-48213?", message_id="wamid.R")
+    assert again.duplicate and again.action == "answer" and again.reply == first.reply
+    assert service.queue.list() == []
+    assert not service.conversations.view(chat.conversation_id).human_active
+
+
+def test_service_refuses_a_message_id_of_another_conversation(service: Service) -> None:
+    ana, beto = Chat(service, "5215500000001"), Chat(service, "5215500000002")
+    beto.n = 100  # each chat numbers its own message ids: keep them apart
+    ana.consent()
+    beto.consent()
+    escalated = ana.say("quiero hablar con un asesor", message_id="wamid.M")
+    assert escalated.action == "escalate"
+    with pytest.raises(MessageConflict, match="'wamid.M' was already used in another conversation") as info:
+        beto.say("dónde está mi pedido #A-48213?", message_id="wamid.M")
+    assert ana.conversation_id not in str(info.value)  # nothing of the other customer leaks
+    assert len(service.queue.list()) == 1
+    assert [t.message_id for t in service.conversations.view(beto.conversation_id).turns] == []
+
+
+def test_service_compares_ids_exactly(service: Service) -> None:
+    # Ids are opaque: " wamid.X" is another message than "wamid.X", everywhere.
+    chat = Chat(service, " 5215512345678 ")
+    chat.consent()
+    first = chat.say("quiero hablar con un asesor", message_id="wamid.X")
+    assert first.ticket is not None and first.ticket.conversation_id == " 5215512345678 "
+    service.queue.claim("ana")
+    service.queue.resolve(first.ticket.id, "ana")
+    assert chat.say("gracias").action == "answer"
+    again = chat.say("quiero hablar con un asesor", message_id=" wamid.X")
+    assert not again.duplicate and again.action == "escalate"
+    assert again.ticket is not None and again.ticket.id != first.ticket.id and again.ticket.status == "queued"
 
 
 def test_service_retry_survives_restart(db: Path) -> None:
