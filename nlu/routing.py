@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from .config import Config, RoutingPolicy, load_config, routing_from_mapping
 from .model import Model, Prediction
+from .responses import MAX_BUTTONS
 from .text import clean, fold_accents
 
 Action = Literal["answer", "clarify", "escalate"]
@@ -68,8 +69,6 @@ REASONS: tuple[str, ...] = (
     "ambiguous",
     "low_confidence",
 )
-
-MAX_BUTTONS = 3  # WhatsApp reply buttons per message
 
 
 @dataclass(frozen=True)
