@@ -27,6 +27,7 @@ engine they count within a partition.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +224,39 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
+def _csv_options(path: Path) -> dict[str, Any]:
+    """How pandas and Dask read a delimited input: as ``nlu.data`` reads training data.
+
+    TSV has no quoting (a message may start with a quote mark). ``index_col=False``: by
+    default pandas takes a row one field longer than the header as an index column and
+    shifts every cell, so the labels would be scored as the text.
+    """
+    tsv = path.suffix.lower() == ".tsv"
+    return {
+        "sep": CSV_SEPARATORS[path.suffix.lower()],
+        "quoting": csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+        "index_col": False,
+        "encoding": "utf-8",
+    }
+
+
+@contextlib.contextmanager
+def _rows_fit_the_header(path: Path, where: Callable[[], str]) -> Iterator[None]:
+    """With ``index_col=False`` pandas only warns, and drops the cells, when the first
+    rows are longer than the header (later ones are a ParserError): make it an error."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            yield
+        except pd.errors.ParserWarning:
+            raise DataError(
+                f"{path}: {where()}: a row has more fields than the header; "
+                "quote a text that holds the delimiter, and end no line with one"
+            ) from None
+
+
 def open_input(path: str | Path, text_column: str = "text") -> _Input:
     """Find the input's files and schema, and check the text column, before any scoring."""
     path = Path(path)
@@ -247,7 +282,7 @@ def open_input(path: str | Path, text_column: str = "text") -> _Input:
         import pandas as pd
 
         try:
-            names = list(pd.read_csv(path, sep=CSV_SEPARATORS[path.suffix.lower()], nrows=0, dtype=str, encoding="utf-8").columns)
+            names = list(pd.read_csv(path, nrows=0, dtype=str, **_csv_options(path)).columns)
         except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             raise DataError(f"{path}: unreadable: {_one_line(exc)}") from None
         schema = pa.schema([(str(n), pa.string()) for n in names])
@@ -330,16 +365,10 @@ def _csv_chunks(source: _Input, chunk_size: int) -> Iterator[_Chunk]:
     size = path.stat().st_size or 1
     first_row = 1
     try:
-        with path.open("rb") as fh:
+        with path.open("rb") as fh, _rows_fit_the_header(path, lambda: f"near data row {first_row}"):
             # Every column as text and no NA guessing: "NA" or "" is a message, not a null.
             reader = pd.read_csv(
-                fh,
-                sep=CSV_SEPARATORS[path.suffix.lower()],
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                chunksize=chunk_size,
-                encoding="utf-8",
+                fh, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_size, **_csv_options(path)
             )
             with reader:
                 for frame in reader:
@@ -545,15 +574,18 @@ def _read_dask(source: _Input, chunk_size: int) -> Any:
         bytes_per_row = len(sample) / max(sample.count(b"\n"), 1)
         # Dask splits a CSV at newlines inside byte blocks: a quoted field holding a
         # newline would be cut in two. Such files need Parquet (or the local engine).
-        return dd.read_csv(
-            str(path),
-            sep=CSV_SEPARATORS[path.suffix.lower()],
-            dtype=pd.ArrowDtype(pa.string()),
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8",
-            blocksize=max(1024, int(bytes_per_row * chunk_size)),
-        )
+        # Dask parses a sample here, in the client, to learn the columns: a long first row
+        # fails now. A block that starts with a long row warns on a worker and drops the
+        # extra cells; the text column is intact.
+        with _rows_fit_the_header(path, lambda: "in the first rows"):
+            return dd.read_csv(
+                str(path),
+                dtype=pd.ArrowDtype(pa.string()),
+                keep_default_na=False,
+                na_filter=False,
+                blocksize=max(1024, int(bytes_per_row * chunk_size)),
+                **_csv_options(path),
+            )
     groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in source.files)
     rows = source.rows or 0
     per_group = max(rows / max(groups, 1), 1.0)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -276,25 +276,73 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    """Rows of a CSV or TSV, each placed at the physical line where it starts.
+
+    Read with the csv module rather than pandas: pandas turns a trailing delimiter on every
+    row into an index column (shifting each label one column left) and cannot say on which
+    line a row starts once a quoted cell has spanned several lines.
+    """
+    if sep == ",":
+        kind, hint = "CSV", "quote a text that holds a comma, and end no line with a comma"
+    else:
+        kind, hint = "TSV", "a text cannot hold a tab, and no line may end with one"
     if not text.strip():
         raise DataError(f"{path}: file is empty")
+    # TSV (IANA text/tab-separated-values) has no quoting, and chat text often starts with a
+    # quote mark; CSV quotes as RFC 4180 does, strictly, so a stray quote is an error, not
+    # a cell that silently swallows the rows after it.
+    quoting: Literal[0, 3] = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    places: list[str] = []
+    start = 1  # physical line where the next row starts
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-            quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True,
-        )
-    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
-        raise DataError(f"{path}: cannot parse as {'CSV' if sep == ',' else 'TSV'}: {exc}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    # The header is line 1; this is exact unless a quoted cell spans several lines.
-    frame[WHERE] = [f"line {i + 2}" for i in range(len(frame))]
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row:
+                continue  # a blank line
+            if header is None:
+                header = _header(path, row)
+                continue
+            if len(row) > len(header):
+                raise DataError(
+                    f"{path}: line {line}: {len(row)} fields but the header has {len(header)}; {hint}"
+                )
+            rows.append(row + [""] * (len(header) - len(row)))  # a short row: unlabelled heads
+            places.append(f"line {line}")
+    except csv.Error as exc:
+        reason = str(exc)
+        if "end of data" in reason:
+            reason = "a quote opened here is never closed"
+        elif "expected after" in reason:
+            reason = 'text follows a closing quote; quote the whole cell and double the quotes inside it ("""hola"" dice")'
+        raise DataError(f"{path}: line {start}: cannot parse as {kind}: {reason}") from None
+    assert header is not None  # the text is not blank, so some row was read
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    frame[WHERE] = places
     return frame
+
+
+def _header(path: Path, row: list[str]) -> list[str]:
+    names = [cell.strip() for cell in row]
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name:
+            names[i] = f"unnamed {i + 1}"  # an empty column Excel left behind: kept, unused
+        elif name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header")
+        seen.add(names[i])
+    return names
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     records = []
     places = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a record: str.splitlines() also cuts at U+2028, U+0085 and others that
+    # json.dumps(ensure_ascii=False) writes raw inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

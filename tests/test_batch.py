@@ -144,6 +144,14 @@ def test_batch_csv_cells_are_text_not_missing_values(tiny_model: Any, tmp_path: 
     assert results(table) == expected_rows(tiny_model, ["NA", "null", "", "1234"])
 
 
+def test_batch_tsv_has_no_quoting_so_a_leading_quote_is_text(tiny_model: Any, tmp_path: Path) -> None:
+    texts = ['"no funciona', "hola", '"gracias" dijo']
+    path = tmp_path / "in.tsv"
+    path.write_text("text\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    score_file(tiny_model, path, tmp_path / "out.parquet")
+    assert read_output(tmp_path / "out.parquet").column("text").to_pylist() == texts
+
+
 def test_batch_other_text_column(tiny_model: Any, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", [(t,) for t in TEXTS[:5]], header=("mensaje",))
     score_file(tiny_model, source, tmp_path / "out.parquet", text_column="mensaje")
@@ -204,9 +212,19 @@ def _bad_inputs(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     yield "unsupported", other, r"e\.xlsx: unsupported input type \.xlsx"
     (tmp_path / "empty_dir").mkdir()
     yield "empty folder", tmp_path / "empty_dir", r"empty_dir: folder holds no Parquet files"
+    # pandas took the first cell of such rows as an index and scored the labels as text
+    trailing = tmp_path / "f.csv"
+    trailing.write_text("text,intent\nhola,saludo,\nchao,despedida,\n", encoding="utf-8")
+    yield "trailing comma", trailing, r"f\.csv: near data row 1: a row has more fields than the header"
+    longer = tmp_path / "g.csv"
+    longer.write_text("text,intent\nhola,saludo\nchao,despedida,x\n", encoding="utf-8")
+    yield "long row", longer, r"g\.csv: unreadable near data row 1: .*Expected 2 fields in line 3, saw 3"
 
 
-@pytest.mark.parametrize("case", ["missing column", "numbers", "garbage parquet", "not utf-8", "not found", "unsupported", "empty folder"])
+CASES = ["missing column", "numbers", "garbage parquet", "not utf-8", "not found", "unsupported", "empty folder", "trailing comma", "long row"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_batch_bad_input_names_file_and_column(tiny_model: Any, tmp_path: Path, case: str) -> None:
     cases = {name: (path, pattern) for name, path, pattern in _bad_inputs(tmp_path)}
     path, pattern = cases[case]

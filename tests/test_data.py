@@ -226,3 +226,63 @@ def test_data_parquet_number_in_text_column_names_the_row(tmp_path: Path) -> Non
     pd.DataFrame({"text": [None, 7], "intent": ["saludo", "saludo"]}).to_parquet(path)  # a float column
     with pytest.raises(DataError, match="n.parquet: row 2, column text: expected a string, got float"):
         load_data([path])
+
+
+# --- delimited files: every cell lands in its own column, and places are physical lines ---
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # pandas took a trailing comma on every row as an index column and shifted the labels
+        ("text,intent\nhola,saludo,\nchao,despedida,\n", "line 2: 3 fields but the header has 2"),
+        ("text,intent\nhola,saludo\nchao,despedida,x\n", "line 3: 3 fields but the header has 2"),
+        ("text,intent,intent\nhola,saludo,otro\n", "column 'intent' appears twice in the header"),
+        ('text,intent\n"no" funciona,queja\n', "line 2: cannot parse as CSV"),
+        ('text,intent\nhola,saludo\n"chao,despedida\nadiós,despedida\n', "line 3: cannot parse as CSV"),
+    ],
+)
+def test_data_csv_row_that_does_not_fit_the_header_names_its_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as info:
+        load_data([path])
+    assert str(path) in str(info.value)
+
+
+def test_data_csv_short_row_is_unlabelled_not_shifted(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("text,intent,sentiment\nhola,saludo\nchao,despedida,neutral\n", encoding="utf-8")
+    frame = load_data([path]).frame
+    assert frame["intent"].tolist() == ["saludo", "despedida"]
+    assert frame["sentiment"].tolist() == ["", "neutral"]
+
+
+def test_data_places_are_physical_lines_after_blank_lines_and_quoted_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(
+        'text,intent\n\nhola,saludo\n"una línea\ny otra",saludo\n\n\n"",saludo\nchao,despedida\n', encoding="utf-8"
+    )
+    dataset = load_data([path])
+    assert dataset.frame["_where"].tolist() == ["line 3", "line 4", "line 8", "line 9"]
+    assert dataset.frame["text"].tolist()[1] == "una línea y otra"  # clean() folds the newline
+    assert any(e.startswith(f"{path}: line 8, column text: empty text") for e in check_data(dataset).errors)
+
+
+def test_data_tsv_has_no_quoting_so_a_leading_quote_is_text(tmp_path: Path) -> None:
+    # An unmatched quote used to swallow every following row into one cell.
+    path = tmp_path / "d.tsv"
+    path.write_text('text\tintent\n"no funciona\tqueja\nhola\tsaludo\n"gracias" dijo\tagradecer\n', encoding="utf-8")
+    frame = load_data([path]).frame
+    assert frame["text"].tolist() == ['"no funciona', "hola", '"gracias" dijo']
+    assert frame["intent"].tolist() == ["queja", "saludo", "agradecer"]
+
+
+def test_data_jsonl_splits_records_on_newlines_only(tmp_path: Path) -> None:
+    # json.dumps(ensure_ascii=False) writes U+2028 and U+0085 raw; str.splitlines cut records there.
+    records = [{"text": "hola\u2028buenas", "intent": "saludo"}, {"text": "chao\x85adiós", "intent": "despedida"}]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes("\r\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode())
+    dataset = load_data([path])
+    assert dataset.frame["intent"].tolist() == ["saludo", "despedida"]
+    assert dataset.frame["_where"].tolist() == ["line 1", "line 2"]
