@@ -8,6 +8,7 @@ config actually used is copied into the artifact's ``meta.json``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -63,6 +64,8 @@ class TrainConfig:
     negative_sentiments: tuple[str, ...] = ("negativo", "negative", "neg", "N")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's RandomState range
+            raise ConfigError(f"train.seed must be 0 .. {2**32 - 1}, got {self.seed}")
         if self.cv < 2:
             raise ConfigError(f"train.cv must be at least 2, got {self.cv}")
         if self.word_ngram_max < 1:
@@ -285,6 +288,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         values[name] = _coerce(hints[name], value, child)
     try:
         return cls(**values)
+    except ConfigError as exc:  # a value rule of __post_init__: it names the key, not the file
+        raise ConfigError(f"{where}: {exc}") from None
     except TypeError as exc:  # pragma: no cover - guarded by the unknown-key check
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -307,4 +312,6 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):  # TOML has nan and inf; no setting means them
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     return value

@@ -29,9 +29,9 @@ import scipy.sparse as sp
 
 from . import __version__
 from .classifier import CalibratedLinearClassifier, softmax
-from .config import HEADS, TrainConfig
+from .config import HEADS, TrainConfig, routing_from_mapping
 from .data import sha256_file
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, ConfigError, InputError
 from .features import ChatFeaturizer
 
 FORMAT_VERSION = 1
@@ -388,6 +388,16 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
     for key in ("model_sha256", "heads", "libraries"):
         if key not in meta:
             raise ArtifactError(f"{meta_path}: missing field {key!r}")
+    # A hand-edited meta.json must fail here, naming the field, not as a crash later.
+    for key, kind in (("model_sha256", str), ("heads", dict), ("libraries", dict), ("config", dict), ("routing", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            expected = "an object" if kind is dict else "a string"
+            raise ArtifactError(f"{meta_path}: field {key!r} must be {expected}, got {type(meta[key]).__name__}")
+    if "routing" in meta:
+        try:  # the production policy every door will apply: refuse a bad one at load time
+            routing_from_mapping(meta["routing"], source=f"{meta_path} routing")
+        except ConfigError as exc:
+            raise ArtifactError(str(exc)) from None
     return meta
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -308,7 +308,7 @@ def policy_for(model: Model | None = None, config: Config | str | Path | None = 
         loaded = load_config(config)  # validates the whole file, naming bad keys
         if "routing" in tomllib.loads(Path(config).read_text(encoding="utf-8")):
             return loaded.routing
-    meta_routing = model.meta.get("routing") if model is not None else None
-    if isinstance(meta_routing, Mapping):
-        return routing_from_mapping(meta_routing, source=f"{model.name}/meta.json routing")  # type: ignore[union-attr]
+    if model is not None and model.meta.get("routing") is not None:
+        # load_model has checked it against its meta.json path; this names a model built in code.
+        return routing_from_mapping(model.meta["routing"], source=f"model {model.name!r} meta routing")
     return RoutingPolicy()

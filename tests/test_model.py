@@ -163,6 +163,12 @@ def _edit_meta(**changes):  # type: ignore[no-untyped-def]
         (_tamper, "sha256 does not match"),
         (_edit_meta(format_version=99), "format_version 99 is not supported"),
         (_edit_meta(sklearn="0.24.2"), "built with scikit-learn 0.24.2"),
+        # hand-edited meta.json: a wrong type is an ArtifactError naming the field, never a crash
+        (_edit_meta(libraries="sklearn"), "meta.json: field 'libraries' must be an object, got str"),
+        (_edit_meta(heads=["intent"]), "meta.json: field 'heads' must be an object, got list"),
+        (_edit_meta(config=[1]), "meta.json: field 'config' must be an object, got list"),
+        (_edit_meta(routing=[1]), "meta.json: field 'routing' must be an object, got list"),
+        (_edit_meta(routing={"answer_threshold": 2}), r"m/meta.json routing: routing.answer_threshold must be between 0 and 1"),
     ],
 )
 def test_model_load_refuses_bad_artifacts(tiny_model_dir: Path, tmp_path: Path, damage, message: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nlu import InputError, MessageConflict, Model
+from nlu import ConfigError, InputError, MessageConflict, Model
 from nlu.config import RoutingPolicy
 from nlu.conversation import open_conversations
 from nlu.model import Prediction
@@ -384,3 +384,14 @@ def test_service_cli_train_records_the_routing_policy(tmp_path: Path, tiny_csv: 
     assert meta["routing"]["answer_threshold"] == 0.7
     with Service.from_paths(out, db=tmp_path / "nlu.db") as svc:
         assert svc.policy.answer_threshold == 0.7  # no config given: the model's policy
+
+
+def test_policy_for_refuses_a_bad_routing_of_a_model_built_in_code(tiny_model: Model) -> None:
+    # load_model refuses such a meta.json; a Model built in code gets the same check here
+    # instead of a silent fall back to the defaults.
+    import copy
+
+    model = copy.copy(tiny_model)
+    model.meta = {**tiny_model.meta, "routing": [1]}
+    with pytest.raises(ConfigError, match=r"model '.*' meta routing: expected a table, got list"):
+        policy_for(model)
