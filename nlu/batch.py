@@ -45,7 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, DataError
+from .atomic import check_can_create, make_dirs
+from .errors import ConfigError, DataError, OutputError
 from .routing import first_message_decisions, policy_for
 
 if TYPE_CHECKING:
@@ -387,6 +388,7 @@ def _csv_chunks(source: _Input, chunk_size: int) -> Iterator[_Chunk]:
 def _check_output(output: Path, source: _Input, force: bool) -> None:
     if output.exists() and not force:
         raise DataError(f"{output}: already exists; pass --force to replace it")
+    check_can_create(output)
     resolved = output.resolve()
     for f in (source.path, *source.files):
         f = f.resolve()
@@ -395,14 +397,17 @@ def _check_output(output: Path, source: _Input, force: bool) -> None:
 
 
 def _temporary_sibling(output: Path, directory: bool) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the output is shared like any other file
-        return tmp
-    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    os.chmod(name, 0o644)
+    make_dirs(output.parent)
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the output is shared like any other file
+            return tmp
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        os.close(fd)
+        os.chmod(name, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write: {exc.strerror or exc}") from None
     return Path(name)
 
 
@@ -495,6 +500,9 @@ def _score_local(
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         _install(tmp, output, force)
+    except OSError as exc:  # disk full while writing: nothing is left behind
+        _discard(tmp)
+        raise OutputError(f"{output}: cannot write: {exc.strerror or exc}") from None
     except BaseException:
         _discard(tmp)
         raise

@@ -103,12 +103,10 @@ def train(
 
     from .config import load_config
     from .data import drop_conflicts as without_conflicts
-    from .errors import ArtifactError
-    from .model import save_model
+    from .model import check_destination, save_model
     from .train import train as train_model
 
-    if out.exists() and not force:
-        raise ArtifactError(f"{out}: already exists; pass --force to replace it")
+    check_destination(out, force)  # a minute of training must not end in "cannot write"
     loaded = load_config(config)
     settings = loaded.train
     if cv is not None:
@@ -230,11 +228,14 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Evaluate a model on labelled data and write an analyst report, or cross-validate with --cv."""
+    from .atomic import check_can_create
     from .config import load_config
     from .errors import DataError
     from .routing import policy_for
 
     settings = load_config(config)
+    if out is not None:
+        check_can_create(out / "metrics.json")  # before the work: out must be (or become) a folder
     if cv is not None:
         from .evaluate import cross_validate
 
@@ -334,12 +335,15 @@ def thresholds(
     column: ColumnMap = None,
 ) -> None:
     """Sweep the answer and frustration thresholds on labelled data; pick them for a target accuracy, an escalation budget or a frustrated-customer recall."""
+    from .atomic import check_can_create
     from .errors import ConfigError
     from .evaluate import frustration_thresholds, write_toml_values
     from .evaluate import thresholds as sweep_thresholds
     from .model import load_model
     from .routing import policy_for
 
+    if write is not None:
+        check_can_create(write)
     model = load_model(model_dir)
     dataset = _load(data, column)
     policy = policy_for(model, config)

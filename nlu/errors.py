@@ -23,6 +23,11 @@ class ArtifactError(NLUError):
     """A model directory is missing, damaged, tampered with or incompatible."""
 
 
+class OutputError(NLUError):
+    """An output path cannot be written: no permission, a file where a folder should be,
+    a full disk. Nothing was half-written."""
+
+
 class InputError(NLUError):
     """A caller passed something the API cannot score (e.g. a non-string text)."""
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import write_atomic
+from .atomic import make_dirs, write_atomic
 from .config import HEADS, RoutingPolicy, TrainConfig
 from .data import TEXT, Dataset
 from .errors import ConfigError, DataError, NLUError
@@ -572,7 +572,7 @@ def write_toml_values(path: str | Path, table: str, values: Mapping[str, float])
     if after != expected:  # pragma: no cover - a bug in the line editor, never ship its output
         raise NLUError(f"{path}: refusing to write: editing [{table}] would change other settings")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     return write_atomic(path, text.encode("utf-8"))
 
 

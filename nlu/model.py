@@ -28,10 +28,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import __version__
+from .atomic import check_can_create
 from .classifier import CalibratedLinearClassifier, softmax
 from .config import HEADS, TrainConfig, routing_from_mapping
 from .data import sha256_file
-from .errors import ArtifactError, ConfigError, InputError
+from .errors import ArtifactError, ConfigError, InputError, OutputError
 from .features import ChatFeaturizer
 
 FORMAT_VERSION = 1
@@ -320,16 +321,36 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def check_destination(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse, before any training, an ``out_dir`` that :func:`save_model` could not write
+    or must not replace: ``--force`` replaces a model directory, never a folder of other files."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ArtifactError(f"{out_dir}: exists and is not a directory; choose another output")
+        if not force:
+            raise ArtifactError(f"{out_dir}: already exists; pass --force to replace it")
+        if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+            raise ArtifactError(f"{out_dir}: holds the current directory; choose another output")
+        if not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+            raise ArtifactError(
+                f"{out_dir}: not a model directory (no {META_FILE}); --force replaces only a model, choose another output"
+            )
+    check_can_create(out_dir)
+
+
 def save_model(model: Model, out_dir: str | Path, force: bool = False) -> Path:
     """Write ``model`` to ``out_dir`` atomically: a temporary sibling directory is filled,
     then renamed into place, so a crash never leaves a half-written artifact."""
     import joblib
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise ArtifactError(f"{out_dir}: already exists; pass --force to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    check_destination(out_dir, force)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is shared like any other
         joblib.dump({"featurizer": model.featurizer, "heads": model.heads}, tmp / MODEL_FILE, compress=3)
@@ -349,10 +370,17 @@ def save_model(model: Model, out_dir: str | Path, force: bool = False) -> Path:
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             out_dir.rename(old)
-            tmp.rename(out_dir)
+            try:
+                tmp.rename(out_dir)
+            except BaseException:
+                old.rename(out_dir)  # the previous model stays in place
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out_dir)
+    except OSError as exc:  # disk full, permissions: the caller's machine, not a bug
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{out_dir}: cannot write the model: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .atomic import write_atomic
-from .errors import DataError
+from .atomic import make_dirs, write_atomic
 from .evaluate import Evaluation, HeadResult, SweepPoint, errors_frame
 from .metrics import expected_calibration_error
 
@@ -45,10 +44,7 @@ class ReportFiles:
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> ReportFiles:
     """Write the whole report folder (each file atomically; other files are left alone)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dirs(out_dir)
 
     plots: dict[str, bytes] = {}
     for head, result in evaluation.heads.items():
@@ -72,7 +68,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> ReportFiles:
 def write_json(path: str | Path, data: Any) -> Path:
     """Pretty UTF-8 JSON, written atomically (creates the parent folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     return write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 

@@ -135,12 +135,24 @@ def _error_line(result) -> str:  # type: ignore[no-untyped-def]
         (["data", "check", "{tmp}/bad.txt"], "unsupported file type"),
         (["train", "{tiny}", "--out", "{tmp}/m", "--config", "{tmp}/bad.toml"], "unknown key(s) foo"),
         (["train", "{tiny}", "--out", "{tmp}/m", "--cv", "1"], "train.cv must be at least 2"),
+        # unwritable outputs: one line, before any training (they were tracebacks)
+        (["train", "{tiny}", "--out", "/proc/m"], "/proc/m: cannot write in /proc"),
+        (["train", "{tiny}", "--out", "{tmp}/bad.txt/m"], "bad.txt is not a directory"),
+        (["train", "{tiny}", "--out", "{tmp}/bad.txt", "--force"], "bad.txt: exists and is not a directory"),
+        (["train", "{tiny}", "--out", ".", "--force"], ".: holds the current directory"),
+        (["evaluate", "{model}", "{tiny}", "--out", "{tmp}/bad.txt/rep"], "bad.txt is not a directory"),
+        (["evaluate", "{tiny}", "--cv", "2", "--out", "{tmp}/bad.txt"], "bad.txt is not a directory"),
+        (["thresholds", "{model}", "{tiny}", "--target-accuracy", "0.5", "--write", "/proc/nlu.toml"], "/proc/nlu.toml: cannot write in /proc"),
+        (["score-batch", "{model}", "{tiny}", "/proc/out.parquet"], "/proc/out.parquet: cannot write in /proc"),
     ],
 )
-def test_cli_bad_input_exits_1_with_one_line(tmp_path: Path, tiny_csv: Path, args: list[str], message: str) -> None:
+def test_cli_bad_input_exits_1_with_one_line(
+    tmp_path: Path, tiny_csv: Path, tiny_model_dir: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "bad.txt").write_text("hola")
     (tmp_path / "bad.toml").write_text("[train]\nfoo = 1\n")
-    subs = {"{missing}": str(tmp_path / "missing"), "{tmp}": str(tmp_path), "{tiny}": str(tiny_csv)}
+    monkeypatch.chdir(tmp_path)
+    subs = {"{missing}": str(tmp_path / "missing"), "{tmp}": str(tmp_path), "{tiny}": str(tiny_csv), "{model}": str(tiny_model_dir)}
     argv = []
     for arg in args:
         for key, value in subs.items():
@@ -149,6 +161,22 @@ def test_cli_bad_input_exits_1_with_one_line(tmp_path: Path, tiny_csv: Path, arg
     line = _error_line(runner.invoke(app, argv))
     assert line.startswith("error: ")
     assert message in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "bad.txt"]  # nothing half-written
+
+
+def test_cli_train_force_replaces_a_model_never_a_folder_of_other_files(tmp_path: Path, tiny_csv: Path) -> None:
+    # --force used to delete whatever --out named, a project folder included.
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    line = _error_line(runner.invoke(app, ["train", str(tiny_csv), "--out", str(folder), "--force", "-q"]))
+    assert "not a model directory (no meta.json); --force replaces only a model" in line
+    assert (folder / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (empty, empty):  # an empty folder, then the model now in it
+        result = runner.invoke(app, ["train", str(tiny_csv), "--out", str(out), "--force", "-q", "--cv", "2"])
+        assert result.exit_code == 0, result.output
 
 
 def test_cli_python_m_is_the_same_program() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROWS
 
-from nlu import ArtifactError, InputError, Model, TrainConfig, load_model, save_model, train
+from nlu import ArtifactError, InputError, Model, OutputError, TrainConfig, load_model, save_model, train
 from nlu.classifier import fit_temperature, softmax
 from nlu.data import load_data
 from nlu.model import META_FILE, MODEL_FILE
@@ -122,6 +122,25 @@ def test_model_save_force_replaces_atomically(tiny_model, tmp_path: Path) -> Non
     save_model(tiny_model, target, force=True)
     assert sorted(p.name for p in target.iterdir()) == sorted([MODEL_FILE, META_FILE])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp or backup left behind
+    load_model(target)
+
+
+def test_model_save_that_fails_keeps_the_previous_model(tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = save_model(tiny_model, tmp_path / "m")
+    before = (target / META_FILE).read_bytes()
+    real_rename = Path.rename
+
+    def rename(self: Path, dst: Path) -> Path:
+        if self.name.endswith(".tmp"):  # the new model moving into place: "disk full"
+            raise OSError(28, "No space left on device")
+        return real_rename(self, dst)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OutputError, match=r"m: cannot write the model: No space left on device"):
+        save_model(tiny_model, target, force=True)
+    monkeypatch.undo()
+    assert (target / META_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     load_model(target)
 
 
