@@ -31,7 +31,7 @@ import pandas as pd
 from .atomic import make_dirs, write_atomic
 from .config import HEADS, RoutingPolicy, TrainConfig
 from .data import TEXT, Dataset
-from .errors import ConfigError, DataError, NLUError
+from .errors import ConfigError, DataError
 from .metrics import head_metrics
 from .model import Model, Prediction
 from .routing import Decision, first_message_decisions, policy_for
@@ -517,7 +517,7 @@ def frustration_thresholds(
     )
 
 
-_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_KEY_LINE = re.compile(r"""^\s*(?P<quote>["']?)(?P<key>[A-Za-z0-9_-]+)(?P=quote)\s*=""")
 _TABLE_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
 
 
@@ -555,22 +555,29 @@ def write_toml_values(path: str | Path, table: str, values: Mapping[str, float])
         end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
         for i in range(start + 1, end):
             match = _KEY_LINE.match(lines[i])
-            if match and match.group(1) in pending:
+            if match and match.group("key") in pending and _is_whole_key_value(lines[i]):
                 comment = _trailing_comment(lines[i])
-                key = match.group(1)
+                key = match.group("key")
                 lines[i] = f"{key} = {_toml_number(pending.pop(key))}{comment}"
-        # New keys go after the table's last key line, before any blank lines/comments.
+        # New keys go after the table's last one-line key/value, before any blank lines or
+        # comments; never after the first line of a multi-line array.
         insert_at = end
-        while insert_at > start + 1 and not _KEY_LINE.match(lines[insert_at - 1]):
+        while insert_at > start + 1 and not _is_whole_key_value(lines[insert_at - 1]):
             insert_at -= 1
         lines[insert_at:insert_at] = [f"{key} = {_toml_number(v)}" for key, v in pending.items()]
     text = "\n".join(lines) + "\n"
 
-    after = tomllib.loads(text)
+    # The line editor knows flat tables of one-line values; anything else (dotted keys,
+    # a key inside a multi-line string) is caught here and never written.
     expected = dict(before)
     expected[table] = {**before.get(table, {}), **{k: float(v) for k, v in values.items()}}
-    if after != expected:  # pragma: no cover - a bug in the line editor, never ship its output
-        raise NLUError(f"{path}: refusing to write: editing [{table}] would change other settings")
+    try:
+        edited = tomllib.loads(text) == expected
+    except tomllib.TOMLDecodeError:
+        edited = False
+    if not edited:
+        settings = ", ".join(f"{k} = {_toml_number(v)}" for k, v in values.items())
+        raise ConfigError(f"{path}: cannot edit [{table}] in place; set {settings} there by hand")
 
     make_dirs(path.parent)
     return write_atomic(path, text.encode("utf-8"))
@@ -578,6 +585,17 @@ def write_toml_values(path: str | Path, table: str, values: Mapping[str, float])
 
 def _toml_number(value: float) -> str:
     return repr(float(value))
+
+
+def _is_whole_key_value(line: str) -> bool:
+    """``line`` is a key = value that ends on this line (not "x = [" opening an array)."""
+    if not _KEY_LINE.match(line):
+        return False
+    try:
+        tomllib.loads(line)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
 
 
 def _trailing_comment(line: str) -> str:

@@ -303,6 +303,30 @@ def test_evaluate_write_toml_creates_missing_table(tmp_path: Path, original: str
         assert data["train"] == {"cv": 3}
 
 
+@pytest.mark.parametrize(
+    "original",
+    [
+        '[routing]\nsensitive_intents = [\n  "queja",\n  "cancelar_pedido",\n]\n',  # a new key went inside the array
+        '[routing]\n"answer_threshold" = 0.5\n',  # a quoted key was written a second time
+        "[routing] # thresholds\nanswer_threshold = 0.04\n",
+    ],
+)
+def test_evaluate_write_toml_edits_valid_toml_of_any_layout(tmp_path: Path, original: str) -> None:
+    path = tmp_path / "nlu.toml"
+    path.write_text(original)
+    before = tomllib.loads(original)["routing"]
+    write_toml_values(path, "routing", {"answer_threshold": 0.7, "frustration_threshold": 0.3})
+    assert tomllib.loads(path.read_text())["routing"] == {**before, "answer_threshold": 0.7, "frustration_threshold": 0.3}
+
+
+def test_evaluate_write_toml_refuses_a_layout_it_cannot_edit_and_says_what_to_set(tmp_path: Path) -> None:
+    path = tmp_path / "nlu.toml"
+    path.write_text("routing.answer_threshold = 0.5\n")  # the table made of dotted keys
+    with pytest.raises(ConfigError, match=r"cannot edit \[routing\] in place; set answer_threshold = 0.7 there by hand"):
+        write_toml_values(path, "routing", {"answer_threshold": 0.7})
+    assert path.read_text() == "routing.answer_threshold = 0.5\n"
+
+
 def test_evaluate_write_toml_refuses_invalid_file(tmp_path: Path) -> None:
     path = tmp_path / "nlu.toml"
     path.write_text("[routing\n")
