@@ -745,7 +745,35 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{file}: unreadable: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"{file}: expected a JSON object")
+    _check_compared_fields(file, data)
     return data
+
+
+def _check_compared_fields(file: Path, data: Mapping[str, Any]) -> None:
+    """The fields compare reads have their metrics.json types: a hand-edited file fails
+    here naming the key, not as a crash or a metric silently shown as "gone"."""
+
+    def table(value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise DataError(f"{file}: {key}: expected an object, got {type(value).__name__}")
+        return value
+
+    def number(value: Any, key: str) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DataError(f"{file}: {key}: expected a number or null, got {type(value).__name__}")
+
+    for head in HEADS:
+        if head not in data:
+            continue
+        metrics = table(data[head], head)
+        for metric in ("n", *CV_METRICS):
+            number(metrics.get(metric), f"{head}.{metric}")
+        for label, scores in table(metrics.get("per_label", {}), f"{head}.per_label").items():
+            number(table(scores, f"{head}.per_label.{label}").get("f1"), f"{head}.per_label.{label}.f1")
+    if "routing" in data:
+        routing = table(data["routing"], "routing")
+        for metric in CV_ROUTING:
+            number(routing.get(metric), f"routing.{metric}")
 
 
 def compare_reports(a: str | Path, b: str | Path, tolerance: float = 1e-9) -> Comparison:

@@ -408,6 +408,28 @@ def test_evaluate_compare_models_on_the_same_data(tiny_model: Model, tiny_csv: P
     assert by_key[("intent", None, "accuracy")].verdict == "same"
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(intent=[1]), "intent: expected an object, got list"),
+        (lambda m: m["intent"].update(accuracy="0.9"), "intent.accuracy: expected a number or null, got str"),
+        (lambda m: m["intent"].update(per_label=[]), "intent.per_label: expected an object, got list"),
+        (lambda m: m["intent"]["per_label"].update(saludo=0.5), "intent.per_label.saludo: expected an object, got float"),
+        (lambda m: m["intent"]["per_label"]["saludo"].update(f1=True), "intent.per_label.saludo.f1: expected a number or null, got bool"),
+        (lambda m: m.update(routing="x"), "routing: expected an object, got str"),
+        (lambda m: m["routing"].update(escalated=[0.1]), "routing.escalated: expected a number or null, got list"),
+    ],
+)
+def test_evaluate_compare_hand_edited_metrics_name_the_key(report_dir: Path, tmp_path: Path, edit, message: str) -> None:
+    # These crashed compare (AttributeError), or showed a string accuracy as "gone".
+    metrics = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8"))
+    edit(metrics)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        compare_reports(report_dir, path)
+
+
 def test_evaluate_compare_missing_report_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="metrics.json: not found"):
         compare_reports(tmp_path, tmp_path)
