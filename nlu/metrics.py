@@ -32,7 +32,7 @@ def head_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     """n, accuracy, macro_f1, ece and per-label precision/recall/f1/support of one head.
 
     Gold labels the model does not know count as errors and are listed per label with
-    precision 0 (they can never be predicted).
+    precision 0 (they can never be predicted). ``macro_f1`` is the mean of the per-label F1.
     """
     gold = np.asarray(y_true, dtype=object)
     n = len(gold)
@@ -43,9 +43,7 @@ def head_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     y_pred = classes_arr[top]
     confidence = proba[np.arange(n), top]
     correct = y_pred == gold
-    gold_labels = set(gold.tolist())
-    labels = sorted(set(classes_arr.tolist()) | gold_labels)
-    present = [lab for lab in labels if lab in gold_labels]
+    labels = sorted(set(classes_arr.tolist()) | set(gold.tolist()))
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, y_pred, labels=labels, zero_division=0
     )
@@ -57,9 +55,10 @@ def head_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     return {
         "n": int(n),
         "accuracy": float(accuracy_score(gold, y_pred)),
-        # Macro-F1 over the labels present in the gold data: a label that the data never
-        # mentions should not drag the average down.
-        "macro_f1": float(f1_score(gold, y_pred, labels=present, average="macro", zero_division=0)),
+        # sklearn's macro-F1: over the labels in the gold data or the predictions, the rows
+        # of per_label. A label the model predicts but the data never has counts with F1 0
+        # (its predictions are all wrong); one neither mentions does not count.
+        "macro_f1": float(f1_score(gold, y_pred, average="macro", zero_division=0)),
         "ece": expected_calibration_error(confidence, correct),
         "per_label": per_label,
     }

@@ -158,6 +158,26 @@ def test_evaluate_ece_of_toy_cases(confidence: float, accuracy: float, low: floa
     assert low <= ece <= high
 
 
+@pytest.mark.parametrize(
+    "gold",
+    [
+        ["a", "a", "a", "a"],  # one gold label, two others predicted (an eval file of one intent)
+        ["a", "b", "a", "z"],  # z is unknown to the model
+        ["a", "b", "c", "a"],
+    ],
+)
+def test_evaluate_macro_f1_is_sklearns_and_the_mean_of_the_per_label_table(gold: list[str]) -> None:
+    from sklearn.metrics import f1_score
+
+    # Predictions a, b, c, a: macro-F1 used to skip the predicted labels missing from gold
+    # (0.857 instead of 0.286 in the first case, above the accuracy of 0.5).
+    proba = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+    m = head_metrics(gold, proba, ["a", "b", "c"])
+    predicted = ["a", "b", "c", "a"]
+    assert m["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))
+    assert m["macro_f1"] == pytest.approx(np.mean([row["f1"] for row in m["per_label"].values()]))
+
+
 def test_evaluate_ece_matches_metrics_module_on_mixed_bins() -> None:
     rng = np.random.default_rng(0)
     confidence = rng.uniform(0.3, 1.0, 5000)
