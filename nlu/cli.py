@@ -254,6 +254,7 @@ def evaluate(
         return
 
     from .evaluate import evaluate as run_evaluation
+    from .evaluate import format_threshold
     from .model import load_model
     from .report import write_report
 
@@ -271,7 +272,7 @@ def evaluate(
     if evaluation.routing is not None:
         r = evaluation.routing
         typer.echo(
-            f"routing    threshold {r.answer_threshold:.2f}: answered {r.answered:.1%} (accuracy {r.answered_accuracy:.3f}), "
+            f"routing    threshold {format_threshold(r.answer_threshold)}: answered {r.answered:.1%} (accuracy {r.answered_accuracy:.3f}), "
             f"clarified {r.clarified:.1%}, escalated {r.escalated:.1%}, frustrated escalated {r.frustrated_escalated:.1%}"
         )
     typer.echo(f"wrote {files.html}")
@@ -335,9 +336,11 @@ def thresholds(
     column: ColumnMap = None,
 ) -> None:
     """Sweep the answer and frustration thresholds on labelled data; pick them for a target accuracy, an escalation budget or a frustrated-customer recall."""
+    import dataclasses
+
     from .atomic import check_can_create
     from .errors import ConfigError
-    from .evaluate import frustration_thresholds, write_toml_values
+    from .evaluate import format_threshold, frustration_thresholds, on_grid, write_toml_values
     from .evaluate import thresholds as sweep_thresholds
     from .model import load_model
     from .routing import policy_for
@@ -356,11 +359,11 @@ def thresholds(
             marks.append("chosen")
         if point is choice.production:
             marks.append("current")
-        if round(point.threshold * 100) % every and not marks:
+        if not on_grid(point.threshold, every) and not marks:
             continue
         accuracy = "–" if point.answered_accuracy is None else f"{point.answered_accuracy:.3f}"
         typer.echo(
-            f"{point.threshold:>9.2f} {point.answered:>9.1%} {accuracy:>9} {point.clarified:>9.1%} {point.escalated:>9.1%}"
+            f"{format_threshold(point.threshold):>9} {point.answered:>9.1%} {accuracy:>9} {point.clarified:>9.1%} {point.escalated:>9.1%}"
             + (f"  <- {', '.join(marks)}" if marks else "")
         )
     typer.echo(choice.message)
@@ -369,20 +372,22 @@ def thresholds(
     if choice.chosen is not None:
         p = choice.chosen
         typer.echo(
-            f"answer_threshold = {p.threshold:.2f}: answered {p.answered:.1%}, accuracy {p.answered_accuracy or 0:.3f}, "
+            f"answer_threshold = {format_threshold(p.threshold)}: answered {p.answered:.1%}, accuracy {p.answered_accuracy or 0:.3f}, "
             f"escalated {p.escalated:.1%}"
         )
     chosen: dict[str, float] = {} if choice.threshold is None else {"answer_threshold": choice.threshold}
     if frustrated_recall is not None:
-        frustration = frustration_thresholds(model, dataset, frustrated_recall, policy=policy)
-        typer.echo(f"\n{'frustration':>11} {'recall':>9} {'flagged':>9} {'precision':>9}   ({frustration.n_frustrated} frustrated messages)")
+        # Swept with the answer threshold being chosen: both land in the config together.
+        with_answer = policy if choice.threshold is None else dataclasses.replace(policy, answer_threshold=choice.threshold)
+        frustration = frustration_thresholds(model, dataset, frustrated_recall, policy=with_answer)
+        typer.echo(f"\n{'frustration':>11} {'recall':>9} {'escalated':>9} {'precision':>9}   ({frustration.n_frustrated} frustrated messages)")
         for fp in frustration.sweep:
             marks = [m for m, hit in (("chosen", fp is frustration.chosen), ("current", fp is frustration.production)) if hit]
-            if round(fp.threshold * 100) % every and not marks:
+            if not on_grid(fp.threshold, every) and not marks:
                 continue
             precision = "–" if fp.precision is None else f"{fp.precision:.3f}"
             typer.echo(
-                f"{fp.threshold:>11.2f} {fp.recall:>9.1%} {fp.flagged:>9.1%} {precision:>9}" + (f"  <- {', '.join(marks)}" if marks else "")
+                f"{format_threshold(fp.threshold):>11} {fp.recall:>9.1%} {fp.escalated:>9.1%} {precision:>9}" + (f"  <- {', '.join(marks)}" if marks else "")
             )
         typer.echo(frustration.message)
         if frustration.threshold is None:
@@ -392,7 +397,7 @@ def thresholds(
         if not chosen:
             raise ConfigError("--write needs --target-accuracy, --max-escalation or --frustrated-recall to choose a threshold")
         write_toml_values(write, "routing", chosen)
-        typer.echo(f"wrote [routing] {', '.join(f'{k} = {v:.2f}' for k, v in chosen.items())} to {write}")
+        typer.echo(f"wrote [routing] {', '.join(f'{k} = {format_threshold(v)}' for k, v in chosen.items())} to {write}")
 
 
 @data_app.command("check")

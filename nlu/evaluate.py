@@ -40,6 +40,23 @@ from .routing import Decision, first_message_decisions, policy_for
 # and keep the sweep (one routing decision per row and threshold) to a few seconds.
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
 
+
+def sweep_grid(current: float) -> tuple[float, ...]:
+    """The sweep grid plus the policy's own threshold, so the "current" row is exactly
+    what production does (an answer_threshold of 0.924 is not the 0.92 row)."""
+    return tuple(sorted({*SWEEP_THRESHOLDS, float(current)}))
+
+
+def on_grid(threshold: float, every: int = 1) -> bool:
+    """``threshold`` is a multiple of ``every`` hundredths: a row of the printed grid."""
+    hundredths = threshold * 100
+    return abs(hundredths - round(hundredths)) < 1e-9 and round(hundredths) % every == 0
+
+
+def format_threshold(threshold: float) -> str:
+    """0.50 on the grid; a policy's own 0.924 in full, never rounded onto a grid row."""
+    return f"{threshold:.2f}" if on_grid(threshold) else f"{threshold:g}"
+
 # Gold emotions that, together with a negative sentiment label, mark a frustrated
 # customer even when the policy's frustration emotions leave anger out.
 ANGER_EMOTIONS: frozenset[str] = frozenset({"enojo", "ira", "anger", "enfado", "rabia"})
@@ -117,13 +134,15 @@ class ThresholdChoice:
 
 @dataclass(frozen=True)
 class FrustrationPoint:
-    """What a frustration threshold would flag: ``recall`` of the customers whose gold
-    labels say frustrated, ``flagged`` share of all messages, ``precision`` of the flags."""
+    """What the router does at a frustration threshold: ``recall``, the share of the
+    customers whose gold labels say frustrated that it escalates (for any reason: what
+    ``routing.frustrated_escalated`` reports); ``escalated``, the share of all messages;
+    ``precision``, the frustrated share of the escalations."""
 
     threshold: float
     recall: float
-    flagged: float
-    precision: float | None  # None when nothing is flagged
+    escalated: float
+    precision: float | None  # None when nothing is escalated
 
 
 @dataclass(frozen=True)
@@ -222,9 +241,10 @@ def threshold_sweep(
     predictions: Sequence[Prediction],
     texts: Sequence[str],
     gold_intent: Sequence[str],
-    thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+    thresholds: Sequence[float] | None = None,
 ) -> tuple[SweepPoint, ...]:
-    """Routing outcomes over a grid of answer thresholds, all else equal.
+    """Routing outcomes over a grid of answer thresholds (default: :func:`sweep_grid` of
+    the policy's), all else equal.
 
     This is the table behind the risk-coverage curve. Raising the threshold can only move
     rows out of "answer", so ``answered`` never increases along the sweep.
@@ -233,7 +253,7 @@ def threshold_sweep(
     has_gold = gold != ""
     n = len(predictions)
     points = []
-    for t in thresholds:
+    for t in sweep_grid(policy.answer_threshold) if thresholds is None else thresholds:
         decisions = first_message_decisions(predictions, texts, dataclasses.replace(policy, answer_threshold=float(t)))
         kinds = np.asarray([d.action for d in decisions], dtype=object)
         right = _acted_intents(decisions, predictions) == gold
@@ -434,9 +454,8 @@ def choose_threshold(
 
 
 def _point_at(sweep: Sequence[SweepPoint], threshold: float | None) -> SweepPoint | None:
-    if threshold is None or not sweep:
-        return None
-    return min(sweep, key=lambda p: abs(p.threshold - threshold))
+    """The row of exactly ``threshold`` (sweep_grid puts the policy's own in the sweep)."""
+    return next((p for p in sweep if p.threshold == threshold), None)
 
 
 def thresholds(
@@ -466,19 +485,27 @@ def thresholds(
 
 
 def frustration_sweep(
-    frustration: np.ndarray, frustrated: np.ndarray, thresholds: Sequence[float] = SWEEP_THRESHOLDS
+    policy: RoutingPolicy,
+    predictions: Sequence[Prediction],
+    texts: Sequence[str],
+    frustrated: np.ndarray,
+    thresholds: Sequence[float] | None = None,
 ) -> tuple[FrustrationPoint, ...]:
-    """Per threshold, how many frustrated customers (gold) a ``frustration >= t`` rule
-    catches and how many messages it flags. Recall never increases with the threshold."""
-    n, n_frustrated = len(frustration), int(frustrated.sum())
+    """Per frustration threshold (default: :func:`sweep_grid` of the policy's), what the
+    router does with everything else as in ``policy``: the share of the frustrated
+    customers (gold) it escalates, for any reason, and the share of all messages it
+    escalates. A frustrated customer who opts out is answered whatever the threshold, so
+    recall can stay below 1 even at 0. Recall never increases with the threshold."""
+    n, n_frustrated = len(predictions), int(frustrated.sum())
     points = []
-    for t in thresholds:
-        flagged = frustration >= t
+    for t in sweep_grid(policy.frustration_threshold) if thresholds is None else thresholds:
+        decisions = first_message_decisions(predictions, texts, dataclasses.replace(policy, frustration_threshold=float(t)))
+        escalated = np.asarray([d.action == "escalate" for d in decisions], dtype=bool)
         points.append(FrustrationPoint(
             threshold=float(t),
-            recall=_share((flagged & frustrated).sum(), n_frustrated),
-            flagged=_share(flagged.sum(), n),
-            precision=_share((flagged & frustrated).sum(), flagged.sum()) if flagged.any() else None,
+            recall=_share((escalated & frustrated).sum(), n_frustrated),
+            escalated=_share(escalated.sum(), n),
+            precision=_share((escalated & frustrated).sum(), escalated.sum()) if escalated.any() else None,
         ))
     return tuple(points)
 
@@ -501,15 +528,15 @@ def frustration_thresholds(
     )
     if not frustrated.any():
         raise DataError("no row of the data is labelled frustrated (a frustration emotion, or negative with anger)")
-    scores = np.asarray([p.frustration for p in model.score_batch(dataset.frame[TEXT].tolist())], dtype=float)
-    sweep = frustration_sweep(scores, frustrated)
+    texts = dataset.frame[TEXT].tolist()
+    policy = policy or policy_for(model)
+    sweep = frustration_sweep(policy, model.score_batch(texts), texts, frustrated)
     ok = [p for p in sweep if p.recall >= target_recall - 1e-9]
     chosen = max(ok, key=lambda p: p.threshold) if ok else None
-    policy = policy or policy_for(model)
-    production = min(sweep, key=lambda p: abs(p.threshold - policy.frustration_threshold))
+    production = next(p for p in sweep if p.threshold == policy.frustration_threshold)
     message = (
-        f"highest frustration threshold catching >= {target_recall:.1%} of {int(frustrated.sum())} frustrated messages"
-        if chosen else f"no frustration threshold catches {target_recall:.1%} of the frustrated messages"
+        f"highest frustration threshold escalating >= {target_recall:.1%} of {int(frustrated.sum())} frustrated messages"
+        if chosen else f"no frustration threshold escalates {target_recall:.1%} of the frustrated messages"
     )
     return FrustrationChoice(
         sweep=sweep, target_recall=target_recall, threshold=chosen.threshold if chosen else None, chosen=chosen,

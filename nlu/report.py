@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import make_dirs, write_atomic
-from .evaluate import Evaluation, HeadResult, SweepPoint, errors_frame
+from .evaluate import Evaluation, HeadResult, SweepPoint, errors_frame, format_threshold, on_grid
 from .metrics import expected_calibration_error
 
 N_BINS = 15  # reliability bins; the same as metrics.expected_calibration_error
@@ -223,12 +223,12 @@ def risk_coverage_png(sweep: Sequence[SweepPoint], production: float) -> bytes:
         coverage = [p.answered for p in points]
         accuracy = [float(p.answered_accuracy or 0.0) for p in points]
         ax.plot(coverage, accuracy, color=ACCENT, linewidth=2, label="answer threshold 0 → 1")
-        current = min(points, key=lambda p: abs(p.threshold - production))
+        current = next(p for p in points if p.threshold == production)
         low = min(accuracy)
         y_low, y_high = max(0.0, low - max(0.02, 0.25 * (1.0 - low))), 1.0 + max(0.005, 0.05 * (1.0 - low))
         marked: list[SweepPoint] = []
         for p in points:
-            if round(p.threshold * 100) % 10 or not 0 < p.threshold < 1 or abs(p.threshold - production) <= 0.04:
+            if not on_grid(p.threshold, 10) or not 0 < p.threshold < 1 or abs(p.threshold - production) <= 0.04:
                 continue
             # Skip a label that would sit on the previous one (thresholds nobody's traffic separates).
             if marked and abs(p.answered - marked[-1].answered) < 0.03 and abs(
@@ -242,9 +242,9 @@ def risk_coverage_png(sweep: Sequence[SweepPoint], production: float) -> bytes:
                         xytext=(6, 3), fontsize=8, color="#495057")
         current_accuracy = float(current.answered_accuracy or 0.0)
         ax.scatter([current.answered], [current_accuracy], color=WRONG, s=80, zorder=4,
-                   label=f"production threshold {production:.2f}")
+                   label=f"production threshold {format_threshold(production)}")
         ax.annotate(
-            f"threshold {production:.2f}\n{current.answered:.0%} answered, {current_accuracy:.1%} right",
+            f"threshold {format_threshold(production)}\n{current.answered:.0%} answered, {current_accuracy:.1%} right",
             (current.answered, current_accuracy), textcoords="offset points", xytext=(-150, -40),
             fontsize=9, arrowprops={"arrowstyle": "->", "color": WRONG},
         )
@@ -351,7 +351,8 @@ def render_html(evaluation: Evaluation, plots: dict[str, bytes]) -> str:
     if routing is not None:
         parts.append(
             f"<p>With the routing policy in force "
-            f"(answer threshold {routing.answer_threshold:.2f}, frustration threshold {routing.frustration_threshold:.2f}), "
+            f"(answer threshold {format_threshold(routing.answer_threshold)}, "
+            f"frustration threshold {format_threshold(routing.frustration_threshold)}), "
             f"the bot answers <b>{_pct(routing.answered)}</b> of messages with intent accuracy "
             f"<b>{_num(routing.answered_accuracy)}</b>, asks to clarify {_pct(routing.clarified)} and escalates "
             f"<b>{_pct(routing.escalated)}</b> to agents; {_pct(routing.frustrated_escalated)} of the "
@@ -428,13 +429,11 @@ def _routing_section(evaluation: Evaluation, plots: dict[str, bytes]) -> str:
     if evaluation.sweep:
         parts.append("<h3>Threshold sweep</h3><p class=\"muted\">Routing outcome for each answer threshold, everything "
                      "else as in the policy. `nlu thresholds` prints the full table and picks one for a target.</p>")
-        shown = [p for p in evaluation.sweep if round(p.threshold * 100) % 5 == 0]
-        current = min(evaluation.sweep, key=lambda p: abs(p.threshold - routing.answer_threshold))
-        if current not in shown:
-            shown = sorted([*shown, current], key=lambda p: p.threshold)
+        current = next(p for p in evaluation.sweep if p.threshold == routing.answer_threshold)
+        shown = [p for p in evaluation.sweep if on_grid(p.threshold, 5) or p is current]
         parts.append(_table(
             ["answer threshold", "answered", "answered accuracy", "clarified", "escalated"],
-            [[f"{p.threshold:.2f}", _pct(p.answered), _num(p.answered_accuracy), _pct(p.clarified), _pct(p.escalated)] for p in shown],
+            [[format_threshold(p.threshold), _pct(p.answered), _num(p.answered_accuracy), _pct(p.clarified), _pct(p.escalated)] for p in shown],
             [True] * 5,
             ["current" if p is current else "" for p in shown],
         ))

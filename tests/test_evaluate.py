@@ -16,6 +16,7 @@ from nlu import ConfigError, DataError, Model, TrainConfig, policy_for
 from nlu.cli import app
 from nlu.data import load_data
 from nlu.evaluate import (
+    SWEEP_THRESHOLDS,
     SweepPoint,
     choose_threshold,
     compare_models,
@@ -23,7 +24,6 @@ from nlu.evaluate import (
     cross_validate,
     errors_frame,
     evaluate,
-    frustration_sweep,
     frustration_thresholds,
     gold_frustrated,
     thresholds,
@@ -263,14 +263,42 @@ def test_evaluate_thresholds_on_model_meets_its_target(tiny_model, eval_csv: Pat
     assert all(p.answered_accuracy < 0.5 for p in lower)
 
 
-def test_evaluate_frustration_sweep_recall_falls_as_threshold_rises() -> None:
-    scores = np.array([0.9, 0.7, 0.3, 0.1, 0.05])
-    frustrated = np.array([True, True, True, False, False])
-    sweep = frustration_sweep(scores, frustrated, thresholds=(0.0, 0.2, 0.5, 0.8, 1.0))
-    assert [p.recall for p in sweep] == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3, 0.0])
-    assert [p.flagged for p in sweep] == pytest.approx([1.0, 0.6, 0.4, 0.2, 0.0])
-    assert sweep[1].precision == pytest.approx(1.0) and sweep[0].precision == pytest.approx(0.6)
-    assert sweep[-1].precision is None  # nothing flagged
+# Off the 0.01 grid on purpose: the "current" rows used to be the nearest grid row.
+OFF_GRID = {"answer_threshold": 0.555, "frustration_threshold": 0.437}
+
+
+def test_evaluate_sweeps_hold_the_policys_own_thresholds_and_match_the_routing_block(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A frustrated customer who opts out is answered at any frustration threshold: the
+    # frustration sweep used to count such a row as caught.
+    rows = [*EVAL_ROWS, ("NO ME ESCRIBAN MÁS, qué asco!!!", "", "negativo", "enojo")]
+    dataset = load_data([write_csv(tmp_path / "e.csv", rows)])
+    policy = dataclasses.replace(policy_for(tiny_model), **OFF_GRID)
+    routing = evaluate(tiny_model, dataset, policy=policy).routing
+    answer = thresholds(tiny_model, dataset, policy=policy)
+    assert answer.production is not None and answer.production.threshold == 0.555
+    assert (answer.production.answered, answer.production.escalated) == pytest.approx((routing.answered, routing.escalated))
+    frustration = frustration_thresholds(tiny_model, dataset, target_recall=0.5, policy=policy)
+    assert frustration.production is not None and frustration.production.threshold == 0.437
+    assert frustration.production.recall == pytest.approx(routing.frustrated_escalated)
+    assert frustration.production.escalated == pytest.approx(routing.escalated)
+    recall = [p.recall for p in frustration.sweep]
+    assert all(a >= b for a, b in zip(recall, recall[1:], strict=False))  # never rises with the threshold
+    assert recall[0] < 1.0  # the opt-out is never escalated
+    assert len(frustration.sweep) == len(SWEEP_THRESHOLDS) + 1
+
+
+def test_evaluate_cli_prints_and_marks_an_off_grid_threshold_as_it_is(tiny_model_dir: Path, eval_csv: Path, tmp_path: Path) -> None:
+    config = tmp_path / "nlu.toml"
+    config.write_text("[routing]\n" + "".join(f"{k} = {v}\n" for k, v in OFF_GRID.items()))
+    result = runner.invoke(app, ["thresholds", str(tiny_model_dir), str(eval_csv), "--config", str(config), "--frustrated-recall", "0.1"])
+    assert result.exit_code == 0, result.output
+    current = [line for line in result.stdout.splitlines() if "current" in line]
+    assert [line.split()[0] for line in current] == ["0.555", "0.437"]
+    result = runner.invoke(app, ["evaluate", str(tiny_model_dir), str(eval_csv), "--config", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "routing    threshold 0.555:" in result.stdout
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "answer threshold 0.555, frustration threshold 0.437" in page
 
 
 def test_evaluate_frustration_thresholds_meet_the_recall_target(tiny_model, eval_csv: Path) -> None:  # type: ignore[no-untyped-def]
