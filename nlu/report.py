@@ -69,7 +69,8 @@ def write_json(path: str | Path, data: Any) -> Path:
     """Pretty UTF-8 JSON, written atomically (creates the parent folder)."""
     path = Path(path)
     make_dirs(path.parent)
-    return write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    # allow_nan=False: NaN is not JSON; a metric that came out NaN must fail, not be written.
+    return write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode())
 
 
 # -- plots --------------------------------------------------------------------------------
