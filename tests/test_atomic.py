@@ -3,8 +3,7 @@ import stat
 
 import pytest
 
-from nlu import atomic
-from nlu import OutputError
+from nlu import OutputError, atomic
 from nlu.atomic import check_can_create, make_dirs, write_atomic
 
 
