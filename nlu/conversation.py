@@ -80,6 +80,8 @@ class Conversations(Protocol):
 
     def view(self, conversation_id: str) -> ConversationView: ...
 
+    def history(self, conversation_id: str) -> tuple[Turn, ...]: ...
+
     def outcome(self, message_id: str, conversation_id: str | None = None) -> dict[str, Any] | None: ...
 
     def record(
@@ -126,6 +128,28 @@ class _SqlConversations(_SqlStore):
 
     # -- reading ------------------------------------------------------------------------
 
+    def history(self, conversation_id: str) -> tuple[Turn, ...]:
+        """The last ``history_turns`` turns, oldest first, those before a handover included:
+        what an agent taking the conversation needs to see. (:meth:`view` leaves those out,
+        as they no longer count towards the routing streaks.)"""
+        _check_id(conversation_id, "conversation_id")
+        with self._reading("read the conversation's turns") as db:
+            return self._turns(db, self._storable(conversation_id), after=0)
+
+    def _turns(self, db: _Executor, key: str, after: int) -> tuple[Turn, ...]:
+        rows = db.execute(
+            "SELECT message_id, text, intent, confidence, sentiment, emotion, frustration, action, reasons, created_at "
+            "FROM conversation_turns WHERE conversation_id = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (key, after, self.history_turns),
+        ).fetchall()
+        return tuple(
+            Turn(
+                message_id=r[0], text=r[1], intent=r[2], confidence=r[3], sentiment=r[4], emotion=r[5],
+                frustration=r[6], action=r[7], reasons=tuple(json.loads(r[8])), created_at=r[9],
+            )
+            for r in reversed(rows)
+        )
+
     def view(self, conversation_id: str) -> ConversationView:
         """A snapshot of the conversation (a fresh one if it was never seen)."""
         _check_id(conversation_id, "conversation_id")
@@ -138,18 +162,7 @@ class _SqlConversations(_SqlStore):
             if row is None:
                 return ConversationView(conversation_id=conversation_id, consent="unknown")
             consent, disclosed, human_active, ticket_id, pending, reset_turn = row
-            rows = db.execute(
-                "SELECT message_id, text, intent, confidence, sentiment, emotion, frustration, action, reasons, created_at "
-                "FROM conversation_turns WHERE conversation_id = ? AND id > ? ORDER BY id DESC LIMIT ?",
-                (key, reset_turn, self.history_turns),
-            ).fetchall()
-        turns = tuple(
-            Turn(
-                message_id=r[0], text=r[1], intent=r[2], confidence=r[3], sentiment=r[4], emotion=r[5],
-                frustration=r[6], action=r[7], reasons=tuple(json.loads(r[8])), created_at=r[9],
-            )
-            for r in reversed(rows)
-        )
+            turns = self._turns(db, key, after=reset_turn)
         return ConversationView(
             conversation_id=conversation_id,
             consent=cast(Consent, consent),

@@ -148,7 +148,12 @@ class Queue(Protocol):
         priority: float,
         turns: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Ticket, bool]:
-        """Store a ticket; return it and whether it was created (False: same message_id seen)."""
+        """Store a ticket; return it and whether it was created.
+
+        A conversation has at most one open (queued or claimed) ticket: a message of a
+        conversation that has one joins it (its ``turns`` are added, reasons merged,
+        priority raised) and False is returned, as for a ``message_id`` already stored.
+        ``turns`` is the conversation up to and including this message, oldest first."""
         ...
 
     def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
@@ -265,6 +270,25 @@ class _SqlQueue(_SqlStore):
             raise UnknownTicket(f"{self.path}: no ticket {ticket_id}")
         return self._ticket(row)
 
+    def _lock_conversation(self, conn: _Executor, conversation_id: str) -> None:
+        """Keep other enqueues of this conversation out until the transaction ends (SQLite:
+        nothing to do, BEGIN IMMEDIATE holds the database's one write lock)."""
+
+    def _join(self, conn: _Executor, ticket: Ticket, values: Mapping[str, Any], now: float) -> Any:
+        """Add a message to its conversation's open ticket: its turns the ticket lacks
+        (by message_id: a retry adds nothing), its reasons, and the higher priority."""
+        turns = list(ticket.turns)
+        seen = {_turn_key(t) for t in turns}
+        turns += [t for t in json.loads(values["turns"]) if _turn_key(t) not in seen]
+        reasons = list(dict.fromkeys([*ticket.reasons, *json.loads(values["reasons"])]))
+        return conn.execute(
+            f"UPDATE tickets SET turns = ?, reasons = ?, priority = ?, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (
+                self._storable(_to_json("turns", turns)), self._storable(_to_json("reasons", reasons)),
+                max(ticket.priority, values["priority"]), now, ticket.id,
+            ),
+        ).fetchone()
+
     # -- the protocol --------------------------------------------------------------------
 
     def enqueue(
@@ -285,19 +309,33 @@ class _SqlQueue(_SqlStore):
         values = {k: self._storable(v) for k, v in values.items()}
         now = self._clock()
         with self._write("enqueue a ticket") as conn:
-            row = conn.execute(
-                "INSERT INTO tickets (conversation_id, message_id, text, prediction, reasons, priority,"
-                " status, created_at, updated_at, turns) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
-                f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
-                (
-                    values["conversation_id"], values["message_id"], values["text"], values["prediction"],
-                    values["reasons"], values["priority"], now, now, values["turns"],
-                ),
-            ).fetchone()
-            created = row is not None
+            # Two messages of one conversation escalating at once must not both see "no
+            # open ticket" and make two: the check and the insert are one serialised step.
+            self._lock_conversation(conn, values["conversation_id"])
+            row = conn.execute(f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (values["message_id"],)).fetchone()
+            created = False
             if row is None:
-                # PostgreSQL (READ COMMITTED): this statement sees the row the conflicting
-                # insert committed. SQLite's write lock means the row is simply there.
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM tickets WHERE conversation_id = ? AND status IN ('queued', 'claimed')"
+                    f" ORDER BY created_at DESC, id DESC LIMIT 1{self._FOR_UPDATE}",
+                    (values["conversation_id"],),
+                ).fetchone()
+                if row is not None:
+                    row = self._join(conn, self._ticket(row), values, now)
+            if row is None:
+                row = conn.execute(
+                    "INSERT INTO tickets (conversation_id, message_id, text, prediction, reasons, priority,"
+                    " status, created_at, updated_at, turns) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+                    f" ON CONFLICT (message_id) DO NOTHING RETURNING {_COLUMNS}",
+                    (
+                        values["conversation_id"], values["message_id"], values["text"], values["prediction"],
+                        values["reasons"], values["priority"], now, now, values["turns"],
+                    ),
+                ).fetchone()
+                created = row is not None
+            if row is None:
+                # PostgreSQL (READ COMMITTED): the same message_id, committed by another
+                # conversation's transaction meanwhile. SQLite's write lock rules this out.
                 row = conn.execute(
                     f"SELECT {_COLUMNS} FROM tickets WHERE message_id = ?", (values["message_id"],)
                 ).fetchone()
@@ -628,6 +666,12 @@ def _ticket_from_row(row: Mapping[str, Any]) -> Ticket:
         turns=tuple(json.loads(row["turns"])),
         resolution=row["resolution"],
     )
+
+
+def _turn_key(turn: Mapping[str, Any]) -> str:
+    """What makes two turns the same one: the message id, else the whole turn."""
+    message_id = turn.get("message_id")
+    return f"m:{message_id}" if isinstance(message_id, str) else "t:" + json.dumps(turn, sort_keys=True, default=str)
 
 
 def _check_same_conversation(ticket: Ticket, conversation_id: str) -> None:

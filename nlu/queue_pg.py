@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import QueueError, QueueUnavailable
 from .pg import QmarkConnection, StorePool, masked, nul_free
-from .queue import _FIELDS, _SqlQueue
+from .queue import _FIELDS, _Executor, _SqlQueue
 
 __all__ = ["PostgresQueue"]
 
@@ -128,6 +128,11 @@ class PostgresQueue(_SqlQueue):
             return conn.execute(sql, params).fetchall()
 
     _storable = staticmethod(nul_free)  # PostgreSQL text cannot hold NUL characters
+
+    def _lock_conversation(self, conn: _Executor, conversation_id: str) -> None:
+        # READ COMMITTED: two enqueues would both find no open ticket and both insert. A
+        # transaction-scoped advisory lock on the conversation lets one in at a time.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"nlu-ticket:{conversation_id}",))
 
     def close(self) -> None:
         self._db.close()

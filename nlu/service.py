@@ -71,9 +71,11 @@ _ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? ace
 _REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
 _DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
 
-# Priority bonus per reason: frustration first, legal threats above everything.
+# Priority bonus per reason: frustration first, legal threats above everything. The legal
+# bonus is more than all the others and a full frustration score together (3.75), so a calm
+# legal threat still goes before the angriest customer who made none.
 _PRIORITY_BONUS: dict[str, float] = {
-    "legal_threat": 1.0,
+    "legal_threat": 4.0,
     "insult": 0.5,
     "shouting": 0.5,
     "frustration": 0.5,
@@ -234,7 +236,7 @@ class Service:
         if view.human_active:
             ticket = self.queue.open_for_conversation(message.conversation_id)
             if ticket is not None:
-                return self._handover(message, ticket)
+                return self._handover(message, view)
             self.conversations.end_handover(message.conversation_id)
             view = self.conversations.view(message.conversation_id)
 
@@ -293,9 +295,25 @@ class Service:
             reasons=reasons,
         )
 
-    def _handover(self, message: InboundMessage, ticket: Ticket) -> Outcome:
+    def _handover(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """A person holds the conversation: the bot stays quiet, and the message joins the
+        open ticket so the agent sees it; what would have escalated it (a legal threat, an
+        insult) raises the ticket's priority."""
+        prediction = self.model.score(message.text)
+        decision = decide(prediction, view, self.policy, message.text)
+        signals = decision.reasons if decision.action == "escalate" else ()
+        turn = self._turn(message, prediction, "handover", ("human_active", *signals))
+        ticket, _ = self.queue.enqueue(
+            conversation_id=message.conversation_id,
+            message_id=message.message_id,
+            text=redact(message.text),
+            prediction=prediction.to_dict(),
+            reasons=signals,
+            priority=self._priority(prediction, signals),
+            turns=[turn.to_dict()],
+        )
         outcome = Outcome("handover", None, None, ("human_active",), ticket)
-        return self._save(message, outcome, turn=self._turn(message, None, "handover", outcome.reasons))
+        return self._save(message, outcome, turn=turn)
 
     def _with_disclosure(self, reply: Reply, view: ConversationView) -> Reply:
         return reply if view.disclosed else reply.prefixed(self.catalogue.system["disclosure"].text)
@@ -374,6 +392,10 @@ class Service:
         stored = self.conversations.outcome(message.message_id, message.conversation_id)
         if stored is not None:
             return self._replayed(stored)
+        turn = self._turn(message, routed, "escalate", reasons)
+        # The agent sees the recent conversation, turns before an earlier handover included,
+        # ending with this message.
+        history = [t.to_dict() for t in self.conversations.history(message.conversation_id)]
         ticket, _ = self.queue.enqueue(
             conversation_id=message.conversation_id,
             message_id=message.message_id,
@@ -381,11 +403,16 @@ class Service:
             prediction=prediction.to_dict(),
             reasons=reasons,
             priority=self._priority(prediction, reasons),
-            turns=[t.to_dict() for t in view.turns],
+            turns=[*history, turn.to_dict()],
         )
+        if ticket.message_id != message.message_id:
+            # Another message of this conversation escalated at the same moment and told the
+            # customer; this one joined its ticket, so it is a handover, not a second reply.
+            joined = self._turn(message, routed, "handover", ("human_active", *reasons))
+            outcome = Outcome("handover", None, None, ("human_active",), ticket)
+            return self._save(message, outcome, turn=joined, human_active=True, ticket_id=ticket.id)
         reply = self._with_disclosure(self.catalogue.system_reply("escalate"), view)
         outcome = Outcome("escalate", reply, prediction, reasons, ticket, intent=decision.intent)
-        turn = self._turn(message, routed, "escalate", reasons)
         return self._save(
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )

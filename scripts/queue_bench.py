@@ -53,7 +53,7 @@ def _worker(
     start_enqueue.wait()
     for i in range(n, tickets, procs):
         queue.enqueue(
-            conversation_id=f"conv-{i % 300}", message_id=f"wamid.{i}", text=TEXT, prediction=PREDICTION,
+            conversation_id=f"conv-{i}", message_id=f"wamid.{i}", text=TEXT, prediction=PREDICTION,
             reasons=["frustration"], priority=(i % 10) / 10, turns=[{"role": "user", "text": TEXT}],
         )
     out.put(("enqueued", n, time.perf_counter()))

@@ -45,7 +45,7 @@ WORKER = PRELUDE + textwrap.dedent(
     print("ready", flush=True)
     i = start
     while True:
-        t, created = q.enqueue(conversation_id=f"c{i % 17}", message_id=f"m{i}", text=f"ayuda con el pedido {i}",
+        t, created = q.enqueue(conversation_id=f"c{i}", message_id=f"m{i}", text=f"ayuda con el pedido {i}",
                                prediction={"intent": "estado_pedido"}, reasons=["frustration"], priority=(i % 5) / 5)
         print(f"E m{i} {t.id}", flush=True)
         if i % 3 == 0:
@@ -204,13 +204,13 @@ def test_durability_full_disk_is_an_error_not_a_drop(tmp_path: Path) -> None:
     _cap(queue._connection())  # the queue's own connection (private: there is no public knob for this)
     with pytest.raises(QueueUnavailable, match="full"):
         for i in range(1, 200):
-            queue.enqueue(conversation_id="c1", message_id=f"m{i}", text="x" * 3000, prediction={}, reasons=[], priority=0.5)
+            queue.enqueue(conversation_id=f"c{i}", message_id=f"m{i}", text="x" * 3000, prediction={}, reasons=[], priority=0.5)
     stored = queue.list(limit=500)
     assert first.id in {t.id for t in stored}
     # Whatever was acknowledged before the disk filled is intact, and the failed one is not half there.
     assert all(t.text for t in stored) and len(stored) == i
     queue._connection().execute("PRAGMA max_page_count = 1073741823")  # space freed
-    _, created = queue.enqueue(conversation_id="c1", message_id=f"m{i}", text="x" * 3000, prediction={}, reasons=[], priority=0.5)
+    _, created = queue.enqueue(conversation_id=f"c{i}", message_id=f"m{i}", text="x" * 3000, prediction={}, reasons=[], priority=0.5)
     assert created
     queue.close()
 

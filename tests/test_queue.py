@@ -68,9 +68,10 @@ def stored_bytes(queue: Queue, db: Path) -> bytes:
         return "\n".join(row[0] for row in conn.execute("SELECT t::text FROM tickets AS t")).encode()
 
 
-def add(queue: Queue, message_id: str, priority: float = 0.5, conversation_id: str = "conv-1", text: str = "¿dónde está mi pedido #A-48213?") -> Ticket:
+def add(queue: Queue, message_id: str, priority: float = 0.5, conversation_id: str | None = None, text: str = "¿dónde está mi pedido #A-48213?") -> Ticket:
+    # A conversation has one open ticket at a time: each message its own conversation by default.
     ticket, created = queue.enqueue(
-        conversation_id=conversation_id, message_id=message_id, text=text, prediction=PREDICTION,
+        conversation_id=conversation_id or f"conv-{message_id}", message_id=message_id, text=text, prediction=PREDICTION,
         reasons=["frustration"], priority=priority,
     )
     assert created
@@ -117,7 +118,7 @@ def test_queue_release_puts_ticket_back_in_its_place(queue: Queue, clock: FakeCl
     {"text": "¿dónde está mi pedido #A-48213?", "priority": 0.5},
 ])
 def test_queue_enqueue_is_idempotent_on_message_id(queue: Queue, second: dict[str, Any]) -> None:
-    first = add(queue, "wamid.ABC")
+    first = add(queue, "wamid.ABC", conversation_id="conv-1")
     again, created = queue.enqueue(
         conversation_id="conv-1", message_id="wamid.ABC", prediction={}, reasons=[], **second
     )
@@ -241,6 +242,61 @@ def test_queue_redacts_text_turns_and_resolution(queue: Queue, db: Path) -> None
     assert queue.resolve(ticket.id, "ana", "lo llamé al 3104567821").resolution == "lo llamé al [TELEFONO]"
     raw = stored_bytes(queue, db)
     assert b"3104567821" not in raw and b"ana.p@gmail.com" not in raw and b"1020304050" not in raw
+
+
+def _turn(message_id: str, text: str) -> dict[str, Any]:
+    return {"message_id": message_id, "text": text, "action": "escalate"}
+
+
+def test_queue_a_conversation_has_one_open_ticket_that_later_messages_join(queue: Queue, clock: FakeClock) -> None:
+    # Two messages of one conversation escalating made two tickets, and two agents then
+    # worked the same customer; a message sent while a person held it reached nobody.
+    first, created = queue.enqueue(
+        conversation_id="c1", message_id="m1", text="quiero hablar con una persona", prediction={}, reasons=["human_requested"],
+        priority=0.2, turns=[_turn("m0", "hola"), _turn("m1", "quiero hablar con una persona")],
+    )
+    assert created
+    queue.claim("ana")
+    clock.advance(1)
+    joined, created = queue.enqueue(
+        conversation_id="c1", message_id="m2", text="los voy a demandar", prediction={}, reasons=["legal_threat"],
+        priority=1.2, turns=[_turn("m0", "hola"), _turn("m2", "los voy a demandar")],  # read before m1 was saved
+    )
+    assert not created and joined.id == first.id
+    assert [t["message_id"] for t in joined.turns] == ["m0", "m1", "m2"]
+    assert joined.reasons == ("human_requested", "legal_threat") and joined.priority == 1.2
+    assert (joined.status, joined.agent, joined.text) == ("claimed", "ana", "quiero hablar con una persona")
+    again, created = queue.enqueue(  # a retried delivery adds nothing
+        conversation_id="c1", message_id="m2", text="los voy a demandar", prediction={}, reasons=["legal_threat"],
+        priority=1.2, turns=[_turn("m2", "los voy a demandar")],
+    )
+    assert not created and again.turns == joined.turns
+    assert len(queue.list()) == 1
+    queue.resolve(first.id, "ana")
+    later, created = queue.enqueue(conversation_id="c1", message_id="m3", text="otra vez yo", prediction={}, reasons=[], priority=0.1)
+    assert created and later.id != first.id  # resolved: the next escalation is a new ticket
+
+
+def test_queue_concurrent_escalations_of_one_conversation_make_one_ticket(queue: Queue, db_url: str) -> None:
+    import threading
+
+    start = threading.Barrier(8)
+
+    def enqueue(i: int) -> None:
+        with open_queue(db_url) as own:  # one connection each, as separate workers have
+            start.wait()
+            own.enqueue(conversation_id="c1", message_id=f"m{i}", text=f"mensaje {i}", prediction={}, reasons=[],
+                        priority=i / 10, turns=[_turn(f"m{i}", f"mensaje {i}")])
+
+    threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tickets = queue.list()
+    assert len(tickets) == 1
+    assert sorted(t["message_id"] for t in tickets[0].turns) == [f"m{i}" for i in range(8)]
+    assert tickets[0].priority == 0.7
 
 
 def test_queue_open_for_conversation(queue: Queue, clock: FakeClock) -> None:

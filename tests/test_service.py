@@ -53,6 +53,7 @@ SCRIPT: dict[str, Prediction] = {
     "quiero hablar con un asesor": P("hablar_con_humano"),
     "¿ya me atienden?": P("hablar_con_humano", 0.6),
     "gracias": P("agradecimiento", sentiment="positivo"),
+    "si no me responden hoy los voy a demandar": P("queja", 0.7, sentiment="negativo", frustration=0.3),
     "quiero suscribirme a las ofertas": P("suscribirse"),
     "Factura": P("factura", 0.6),
     "Cancelar pedido": P("cancelar_pedido", 0.6),
@@ -104,12 +105,12 @@ def service(db: Path) -> Iterator[Service]:
 class Chat:
     """One customer's side of a conversation, numbering message ids."""
 
-    def __init__(self, service: Service, conversation_id: str = "5215512345678") -> None:
-        self.service, self.conversation_id, self.n = service, conversation_id, 0
+    def __init__(self, service: Service, conversation_id: str = "5215512345678", prefix: str = "wamid") -> None:
+        self.service, self.conversation_id, self.n, self.prefix = service, conversation_id, 0, prefix
 
     def say(self, text: str, button_id: str | None = None, message_id: str | None = None) -> Outcome:
         self.n += 1
-        return self.service.handle(InboundMessage(self.conversation_id, message_id or f"wamid.{self.n}", text, button_id))
+        return self.service.handle(InboundMessage(self.conversation_id, message_id or f"{self.prefix}.{self.n}", text, button_id))
 
     def consent(self) -> None:
         first = self.say("hola")
@@ -147,7 +148,8 @@ def test_service_three_negative_turns_escalate(service: Service) -> None:
     ticket = third.ticket
     assert ticket is not None and ticket.status == "queued" and ticket.reasons == ("negative_streak",)
     assert "1234" not in ticket.text  # the phone number is redacted in the ticket
-    assert [t["intent"] for t in ticket.turns] == ["factura", "reembolso"]  # the agent sees the history
+    assert [t["intent"] for t in ticket.turns] == ["factura", "reembolso", "devolucion"]  # the history, this message last
+    assert ticket.turns[-1]["action"] == "escalate" and "1234" not in ticket.turns[-1]["text"]
     assert ticket.priority >= 0.5  # frustration signals go first
     assert service.conversations.view(chat.conversation_id).human_active
 
@@ -293,6 +295,90 @@ def test_service_quiet_while_a_person_holds_the_conversation(service: Service) -
     assert back.action == "answer" and back.intent == "saludo"
     view = service.conversations.view(chat.conversation_id)
     assert not view.human_active and [t.message_id for t in view.turns] == [f"wamid.{chat.n}"]
+
+
+def test_service_messages_sent_while_held_reach_the_agents_ticket(service: Service) -> None:
+    # They were recorded only in the conversation store, which no agent sees, and a new
+    # legal threat did not move the ticket up the queue.
+    chat = Chat(service)
+    chat.consent()
+    escalated = chat.say("quiero hablar con un asesor")
+    assert escalated.ticket is not None
+    before = escalated.ticket.priority
+    service.queue.claim("ana")
+    held = chat.say("si no me responden hoy los voy a demandar")
+    assert held.action == "handover" and held.reply is None
+    ticket = service.queue.get(escalated.ticket.id)
+    assert [t["text"] for t in ticket.turns][-2:] == ["quiero hablar con un asesor", "si no me responden hoy los voy a demandar"]
+    assert ticket.turns[-1]["reasons"][:2] == ["human_active", "legal_threat"]
+    assert "legal_threat" in ticket.reasons and ticket.priority > before + 3  # legal threats go first
+    assert (ticket.status, ticket.agent) == ("claimed", "ana")
+    chat.say("si no me responden hoy los voy a demandar", message_id=f"wamid.{chat.n}")  # a redelivery
+    assert len(service.queue.get(ticket.id).turns) == len(ticket.turns)
+
+
+def test_service_reescalation_shows_the_turns_before_the_last_handover(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("dónde está mi pedido #A-48213?")
+    first = chat.say("quiero hablar con un asesor")
+    assert first.ticket is not None
+    chat.say("¿ya me atienden?")  # while held
+    service.queue.claim("ana")
+    service.queue.resolve(first.ticket.id, "ana")
+    chat.say("hola")  # back to the bot
+    second = chat.say("quiero hablar con un asesor")
+    assert second.ticket is not None and second.ticket.id != first.ticket.id
+    texts = [t["text"] for t in second.ticket.turns]
+    assert texts[-3:] == ["¿ya me atienden?", "hola", "quiero hablar con un asesor"]
+    assert "dónde está mi pedido #A-48213?" in texts
+    # ...while routing streaks still start after the handover
+    assert [t.text for t in service.conversations.view(chat.conversation_id).turns] == ["hola", "quiero hablar con un asesor"]
+
+
+def _race(services: tuple[Service, Service], conversation: str, texts: tuple[str, str]) -> dict[str, Outcome]:
+    """Both services handle one message of ``conversation`` at the same moment."""
+    import threading
+
+    start = threading.Barrier(2)
+    outcomes: dict[str, Outcome] = {}
+
+    def say(svc: Service, message_id: str, text: str) -> None:
+        start.wait()
+        outcomes[message_id] = svc.handle(InboundMessage(conversation, message_id, text))
+
+    threads = [threading.Thread(target=say, args=(svc, f"{conversation}-{i}", text)) for i, (svc, text) in enumerate(zip(services, texts, strict=True))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_service_two_workers_escalating_one_conversation_at_once_make_one_ticket(db: Path) -> None:
+    a, b = make_service(db), make_service(db)
+    try:
+        for k in range(10):
+            conversation = f"race-{k}"
+            Chat(a, conversation, prefix=conversation).consent()
+            outcomes = _race((a, b), conversation, ("quiero hablar con un asesor", "si no me responden hoy los voy a demandar"))
+            tickets = [t for t in a.queue.list(limit=500) if t.conversation_id == conversation]
+            assert len(tickets) == 1, k
+            assert {t["message_id"] for t in tickets[0].turns} >= set(outcomes)
+            # One of the two told the customer; the other joined quietly.
+            assert sorted(o.action for o in outcomes.values()) == ["escalate", "handover"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_service_a_calm_legal_threat_goes_before_the_angriest_customer(service: Service) -> None:
+    calm = service._priority(P("queja", frustration=0.0), ("legal_threat",))
+    angriest = service._priority(
+        P("queja", frustration=1.0),
+        ("insult", "shouting", "frustration", "negative_streak", "sensitive_intent", "repeated_intent", "repeated_low_confidence"),
+    )
+    assert calm > angriest
 
 
 def test_service_discloses_once_without_consent_requirement(db: Path) -> None:
