@@ -563,13 +563,11 @@ def purge(
     queue = open_queue(target)
     try:
         tickets = queue.purge(days)
+        with open_conversations(target) as conversations:
+            # A conversation whose ticket is resolved is no longer held, even if the customer never wrote back.
+            rows = conversations.purge(days, still_held=lambda c: queue.open_for_conversation(c) is not None)
     finally:
         queue.close()
-    conversations = open_conversations(target)
-    try:
-        rows = conversations.purge(days)
-    finally:
-        conversations.close()
     typer.echo(f"purged {tickets} resolved ticket(s) and {rows} conversation row(s) older than {days:g} days")
 
 

@@ -22,7 +22,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -103,7 +103,7 @@ class Conversations(Protocol):
 
     def forget(self, conversation_id: str) -> int: ...
 
-    def purge(self, older_than_days: float) -> int: ...
+    def purge(self, older_than_days: float, still_held: Callable[[str], bool] | None = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -299,18 +299,30 @@ class _SqlConversations(_SqlStore):
                 n += db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation,)).rowcount
         return n
 
-    def purge(self, older_than_days: float) -> int:
+    def purge(self, older_than_days: float, still_held: Callable[[str], bool] | None = None) -> int:
         """Retention: delete turns and processed-message records older than N days, and
-        conversations idle that long (unless a person holds them); rows deleted.
+        conversations idle that long unless a person holds them; rows deleted.
+
+        A conversation stays marked as held after its ticket is resolved until the customer
+        writes again, so one who never does would be kept for ever: ``still_held(id)`` (the
+        queue's "has an open ticket") lets such idle ones go too. Without it, every marked
+        conversation is kept.
 
         A message redelivered after its record is purged would be handled again, so keep
         N above the channel's retry window (WhatsApp retries for up to 7 days).
         """
         cutoff = _retention_cutoff(older_than_days)
+        released: list[str] = []
+        if still_held is not None:
+            with self._reading("read held conversations") as db:
+                marked = [r[0] for r in db.execute("SELECT id FROM conversations WHERE updated_at < ? AND human_active", (cutoff,)).fetchall()]
+            released = [c for c in marked if not still_held(c)]
         with self._write("purge conversation state") as db:
             n = db.execute("DELETE FROM conversation_turns WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversation_messages WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND NOT human_active", (cutoff,)).rowcount
+            for conversation in released:  # still idle: a message meanwhile would have updated it
+                n += db.execute("DELETE FROM conversations WHERE id = ? AND updated_at < ?", (conversation, cutoff)).rowcount
         return n
 
 

@@ -104,6 +104,27 @@ def test_retention_conversation_purge_keeps_conversations_a_person_holds(tmp_pat
         assert store.view("c1").human_active is True
 
 
+def test_retention_cli_purge_lets_a_held_conversation_go_once_its_ticket_is_resolved(tmp_path: Path) -> None:
+    # The mark is cleared only when the customer writes again: one who never did (their
+    # phone number is the conversation id) was kept for ever.
+    db = tmp_path / "nlu.db"
+    with SQLiteQueue(db, clock=lambda: time.time() - 40 * DAY) as queue:
+        done, _ = queue.enqueue(conversation_id="5215512345678", message_id="m1", text="ayuda", prediction={}, reasons=[], priority=0.5)
+        waiting, _ = queue.enqueue(conversation_id="5215587654321", message_id="m2", text="ayuda", prediction={}, reasons=[], priority=0.1)
+        queue.claim("ana")
+        queue.resolve(done.id, "ana", "listo")
+    with ConversationStore(db) as store:
+        store.record("5215512345678", "m1", {"action": "escalate"}, turn=turn("m1"), human_active=True, ticket_id=done.id)
+        store.record("5215587654321", "m2", {"action": "escalate"}, turn=turn("m2"), human_active=True, ticket_id=waiting.id)
+    age(db, 40)
+    result = runner.invoke(app, ["purge", "--db", str(db), "--older-than", "30"])
+    assert result.exit_code == 0, result.output
+    with ConversationStore(db) as store:
+        assert not store.view("5215512345678").human_active  # gone: a fresh view
+        assert store.view("5215587654321").human_active  # a customer still waits for a person
+    assert counts(db)["conversations"] == 1
+
+
 def test_retention_purged_message_id_is_handled_again(tmp_path: Path) -> None:
     # Why retention must outlive the channel's retry window: once a message id's record is
     # purged, a redelivery is new to the store.
