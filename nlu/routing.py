@@ -5,17 +5,25 @@ conversation, the policy and the message text. It runs these checks in this orde
 stops at the first that fires; the reason codes are stable strings that travel into the
 ticket, the logs and the evaluation report:
 
-1. ``opt_out`` -> answer (the opt-out confirmation): an opt-out intent at answer
-   confidence or opt-out wording ("BAJA", "no me escriban más"). Honoured before
-   anything else, consent or not.
+1. ``opt_out`` -> answer (the opt-out confirmation): opt-out wording ("BAJA", "no me
+   escriban más"), honoured before anything else, consent or not, unless the same
+   message's wording asks for a person or threatens legal action (checks 2-3 then win:
+   "no me escriban más, quiero hablar con una persona" is a request, not a goodbye). The opt-out
+   intent alone is not enough: see ``confirm_opt_out``.
    ``opt_in`` -> answer: consent is not granted and the customer asks to subscribe.
-   ``no_consent`` -> answer (the consent question): consent is required and not granted.
+   ``no_consent`` -> answer (the consent question): consent is required and not granted;
+   with ``human_requested`` or ``legal_threat`` added when the message asks for a person
+   or threatens legal action, so a customer who declined consent is not ignored.
 2. ``human_requested`` -> escalate: a human-request intent at answer confidence, or
    wording that asks for a person ("pásame con alguien", "un humano por favor"), so it
    works when the intent model misses.
 3. ``legal_threat`` / ``sensitive_intent`` -> escalate: legal wording (abogado, demanda,
    PROFECO, ...) in any message; a sensitive intent (complaint, cancellation) at answer
    confidence.
+   ``confirm_opt_out`` -> clarify: the model reads an opt-out ("no", "basta", "no me
+   resuelven nada" were all read so, confidently) but no wording says it. Unsubscribing
+   silences the customer for good, so the bot asks, with a "Darme de baja" button (the
+   service honours that button) and the usual "talk to a person" one.
 4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
 5. Conversation signals -> escalate, all that apply are listed:
    ``insult`` (lexicon, accents folded), ``shouting`` (all caps with "!!!"),
@@ -59,6 +67,7 @@ REASONS: tuple[str, ...] = (
     "human_requested",
     "legal_threat",
     "sensitive_intent",
+    "confirm_opt_out",
     "frustration",
     "insult",
     "shouting",
@@ -217,26 +226,36 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     intent = prediction.intent
     confident = _confident(prediction, policy)
 
-    # 1. Opt-out, opt-in, consent.
-    if (confident and intent in policy.opt_out_intents) or matches_any(folded, policy.opt_out_patterns):
+    asks_for_person = matches_any(folded, policy.human_patterns)
+    wants_person = asks_for_person or (confident and intent in policy.human_intents)
+    legal = matches_any(folded, policy.legal_patterns)
+
+    # 1. Opt-out, opt-in, consent. Wording beats wording; the model's guess does not.
+    if matches_any(folded, policy.opt_out_patterns) and not (asks_for_person or legal):
         return Decision("answer", ("opt_out",), intent=policy.opt_out_intents[0] if policy.opt_out_intents else intent)
     if policy.require_consent and conversation.consent != "granted":
         if confident and intent in policy.opt_in_intents:
             return Decision("answer", ("opt_in",), intent=intent)
-        return Decision("answer", ("no_consent",))
+        asked = ("human_requested",) * wants_person + ("legal_threat",) * legal
+        return Decision("answer", ("no_consent", *asked))
 
     # 2. An explicit request for a person.
-    if (confident and intent in policy.human_intents) or matches_any(folded, policy.human_patterns):
+    if wants_person:
         return Decision("escalate", ("human_requested",), intent=intent)
 
     # 3. Legal threats and sensitive intents.
     sensitive: list[str] = []
-    if matches_any(folded, policy.legal_patterns):
+    if legal:
         sensitive.append("legal_threat")
     if confident and intent in policy.sensitive_intents:
         sensitive.append("sensitive_intent")
     if sensitive:
         return Decision("escalate", tuple(sensitive), intent=intent)
+
+    # The opt-out intent without opt-out wording: ask before silencing the customer (an
+    # angry "DEJEN DE MANDARME PUBLICIDAD!!!" gets the "Darme de baja" button, not an agent).
+    if confident and intent in policy.opt_out_intents:
+        return Decision("clarify", ("confirm_opt_out",), intent=intent, options=(intent,), kind="buttons")
 
     # 4. Frustration.
     if prediction.frustration >= policy.frustration_threshold:

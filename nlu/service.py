@@ -6,14 +6,17 @@
    (``duplicate=True``): no second reply, no second ticket.
 2. **Handover.** While a person holds the conversation (it was escalated and its ticket
    is not resolved), the bot stays quiet: action ``"handover"``, no reply; the message is
-   recorded so the history stays complete. Once the ticket is resolved the bot takes the
+   recorded and joins the open ticket, so the agent sees it (a legal threat or an insult
+   in it raises the ticket's priority). Once the ticket is resolved the bot takes the
    conversation back and earlier turns stop counting towards streaks.
 3. **Consent.** With ``require_consent``, nothing about the customer is stored before
    consent: the first message gets the virtual-assistant disclosure and the consent
    question (buttons "Sí, acepto" / "No"); accepting (button or typed "sí", "acepto")
-   grants it. An opt-out ("BAJA", the opt-out intent) is honoured at once, confirmed,
-   and from then on the bot is silent (action ``"silent"``, no reply, only the message
-   id kept for retries) until the customer opts in again ("ACEPTO", the opt-in intent).
+   grants it. An opt-out ("BAJA", "no me escriban más", the "Darme de baja" button) is
+   honoured at once, confirmed, and from then on the bot is silent (action ``"silent"``,
+   no reply, only the message id kept for retries) until the customer opts in again
+   ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the consent
+   question again. The opt-out intent alone gets a confirmation question first.
 4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
@@ -253,6 +256,8 @@ class Service:
         routed, chosen = self._chosen(prediction, message)
         if message.button_id == HUMAN_ID:
             decision = Decision("escalate", ("human_requested",), intent=prediction.intent)
+        elif chosen is not None and chosen in self.policy.opt_out_intents:
+            decision = Decision("answer", ("opt_out",), intent=chosen)  # the customer pressed "Darme de baja"
         else:
             decision = decide(routed, view, self.policy, message.text)
         return self._act(message, view, prediction, routed, decision, chosen)
@@ -364,8 +369,11 @@ class Service:
             reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
             return self._save(message, Outcome("answer", reply, None, reasons, None, intent=decision.intent), consent="revoked", disclosed=True, pending_options=())
         if "no_consent" in decision.reasons:
-            if view.consent == "revoked":
+            asked = bool({"human_requested", "legal_threat"} & set(decision.reasons))
+            if view.consent == "revoked" and not asked:
                 return self._save(message, Outcome("silent", None, None, reasons, None))
+            # An opted-out customer who asks for a person (or threatens legal action) gets
+            # the consent question again: a person can take over once they accept.
             consent = self.catalogue.system_reply("consent")
             reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
             return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)

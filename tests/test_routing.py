@@ -46,12 +46,17 @@ LOW_BEFORE = ConversationView(consent="granted", turns=(turn("factura", 0.3, act
 # (id, prediction, conversation, text, action, reasons, kind)
 CASES: list[tuple[str, Prediction, ConversationView, str, str, tuple[str, ...], str | None]] = [
     ("answer", pred(), FRESH, "dónde está mi pedido?", "answer", (), None),
-    ("opt_out_intent", pred("darse_de_baja"), FRESH, "ya no quiero recibir promos", "answer", ("opt_out",), None),
+    # the intent alone asks first: "no", "basta", "no me resuelven nada" were read as opt-outs
+    ("opt_out_intent_confirms", pred("darse_de_baja"), FRESH, "ya no quiero recibir promos", "clarify", ("confirm_opt_out",), "buttons"),
+    ("opt_out_intent_before_consent", pred("darse_de_baja"), ConversationView(consent="unknown"), "no", "answer", ("no_consent",), None),
     ("opt_out_keyword", pred("estado_pedido", 0.3), FRESH, "BAJA", "answer", ("opt_out",), None),
     ("opt_out_before_consent", pred("darse_de_baja"), ConversationView(consent="unknown"), "baja", "answer", ("opt_out",), None),
-    ("opt_out_before_human", pred("hablar_con_humano"), FRESH, "no me escriban más, quiero hablar con un asesor", "answer", ("opt_out",), None),
+    ("human_before_opt_out_wording", pred("hablar_con_humano"), FRESH, "no me escriban más, quiero hablar con un asesor", "escalate", ("human_requested",), None),
+    ("opt_out_wording_before_a_human_guess", pred("hablar_con_humano"), FRESH, "NO ME ESCRIBAN MÁS", "answer", ("opt_out",), None),
+    ("legal_before_opt_out_wording", pred("queja"), FRESH, "no me escriban más, los voy a demandar", "escalate", ("legal_threat", "sensitive_intent"), None),
     ("no_consent", pred(), ConversationView(consent="unknown"), "dónde está mi pedido?", "answer", ("no_consent",), None),
-    ("no_consent_before_human", pred("hablar_con_humano"), ConversationView(consent="revoked"), "un humano por favor", "answer", ("no_consent",), None),
+    ("no_consent_names_a_human_request", pred("hablar_con_humano"), ConversationView(consent="revoked"), "un humano por favor", "answer", ("no_consent", "human_requested"), None),
+    ("no_consent_names_a_legal_threat", pred("queja"), ConversationView(consent="unknown"), "hablaré con mi abogado", "answer", ("no_consent", "legal_threat"), None),
     ("opt_in", pred("suscribirse"), ConversationView(consent="revoked"), "quiero suscribirme", "answer", ("opt_in",), None),
     ("human_intent", pred("hablar_con_humano"), FRESH, "me atiende alguien?", "escalate", ("human_requested",), None),
     ("human_asesor", pred("estado_pedido", 0.3), FRESH, "quiero hablar con un asesor", "escalate", ("human_requested",), None),
@@ -93,7 +98,7 @@ def test_routing_decide_table(
 ) -> None:
     decision = decide(prediction, conversation, POLICY, text)
     assert (decision.action, decision.reasons, decision.kind) == (action, reasons, kind)
-    if action == "clarify":
+    if action == "clarify" and reasons != ("confirm_opt_out",):  # that one offers the opt-out and a person
         assert 2 <= len(decision.options) <= POLICY.clarify_max_options
         assert decision.options[0] == prediction.intent
 

@@ -53,6 +53,8 @@ SCRIPT: dict[str, Prediction] = {
     "quiero hablar con un asesor": P("hablar_con_humano"),
     "¿ya me atienden?": P("hablar_con_humano", 0.6),
     "gracias": P("agradecimiento", sentiment="positivo"),
+    "ya no quiero nada de ustedes": P("darse_de_baja", 0.8),
+    "Darme de baja": P("darse_de_baja", 0.6),
     "si no me responden hoy los voy a demandar": P("queja", 0.7, sentiment="negativo", frustration=0.3),
     "quiero suscribirme a las ofertas": P("suscribirse"),
     "Factura": P("factura", 0.6),
@@ -183,15 +185,31 @@ def test_service_opt_out_then_silence(service: Service) -> None:
     bye = chat.say("BAJA")
     assert bye.action == "answer" and bye.reasons == ("opt_out",)
     assert bye.reply is not None and "no te enviaremos más mensajes" in bye.reply.text
-    for text in ("hola?", "quiero hablar con un asesor", "ok", "BAJA"):
+    for text in ("hola?", "ok", "BAJA"):
         quiet = chat.say(text)
         assert quiet.action == "silent" and quiet.reply is None and quiet.ticket is None
+    # Asking for a person is not ignored: the consent question again (it was silence).
+    person = chat.say("quiero hablar con un asesor")
+    assert person.action == "answer" and person.reasons == ("no_consent", "human_requested")
+    assert person.reply is not None and [b.id for b in person.reply.buttons] == ["consent:yes", "consent:no"]
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "revoked" and [t.intent for t in view.turns] == ["saludo"]
     assert service.queue.depth() == 0
     back = chat.say("ACEPTO")
     assert back.reasons == ("consent_granted",)
     assert chat.say("hola").action == "answer"
+
+
+def test_service_opt_out_intent_alone_asks_first_and_the_button_honours_it(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    asked = chat.say("ya no quiero nada de ustedes")
+    assert asked.action == "clarify" and asked.reasons == ("confirm_opt_out",)
+    assert asked.reply is not None and [b.id for b in asked.reply.buttons] == ["intent:darse_de_baja", "human"]
+    assert service.conversations.view(chat.conversation_id).consent == "granted"  # nothing done yet
+    bye = chat.say("Darme de baja", button_id="intent:darse_de_baja")
+    assert bye.action == "answer" and bye.reasons == ("opt_out", "button_choice")
+    assert service.conversations.view(chat.conversation_id).consent == "revoked"
 
 
 def test_service_opt_in_after_opt_out(service: Service) -> None:
