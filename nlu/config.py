@@ -118,12 +118,29 @@ _HUMAN_PATTERNS: tuple[str, ...] = (
     r"^\W*(asesor|asesora|agente|humano|operador|operadora|persona)\W*$",
 )
 
+# What the customer can opt out of: the bot's messages, by any name ("no me manden más
+# nada" included), never the object of a complaint ("no me manden más productos rotos").
+_MESSAGES = (
+    r"(mensajes?|mensajitos|publicidad(es)?|promociones|promocion|promos?|ofertas?|notificaciones|notificacion"
+    r"|whatsapps?|wasaps?|whats|correos?|e?mails?|sms|spam|boletin(es)?|newsletters?|avisos?|anuncios?"
+    r"|informacion|comunicaciones|comunicados?|cadenas|nada)"
+)
+# What may follow the opt-out verb: one of those nouns, or nothing else in its clause
+# (end of message, a punctuation mark, "por favor"), optionally "cosas" or "por este medio".
+_OPT_OUT_OBJECT = (
+    rf"( ((solo|solamente|tantos|tantas) )?(de )?((sus|tus|su|tu|los|las|el|la|esos|esas|estos|estas|ese|esa|este|esta) )?"
+    rf"{_MESSAGES}\b"
+    r"|( cosas)?( (a|al|por|en) (este |ese |mi |el )?(numero|medio|chat|celular|telefono|whatsapp|wasap))?"
+    r"(?=\s*[.,;:!?]|\W*$|\s+(por favor|porfa|gracias)\b))"
+)
+
 # Opt-out wording in the whole message ("BAJA", "STOP", "no me escriban más"), so an
-# opt-out is honoured even when the intent model misses it.
+# opt-out is honoured even when the intent model misses it. Only a message about the
+# bot's messages counts: "no me envíen más cobros, ya pagué" is not an opt-out.
 _OPT_OUT_PATTERNS: tuple[str, ...] = (
     r"^\W*(stop|baja|unsubscribe|darme de baja|dar de baja)\W*$",
-    r"\bno (me )?(escriban|manden|envien|mandes|escribas) mas\b",
-    r"\bdejar de recibir\b",
+    rf"\bno (me )?(escriban|manden|envien|mandes|escribas|envies) mas{_OPT_OUT_OBJECT}",
+    rf"\bdejar de recibir{_OPT_OUT_OBJECT}",
 )
 
 # A small insult lexicon (folded, lower case, whole words) across the Spanish-speaking

@@ -186,3 +186,68 @@ def test_routing_near_uniform_ranking_escalates_instead_of_offering_every_intent
     decision = decide(prediction, ConversationView(consent="granted"), RoutingPolicy(), "asdfgh qwerty")
     assert decision.action == "escalate"
     assert decision.reasons == ("low_confidence",)
+
+
+# -- wording rules, on real messages ---------------------------------------------------------
+# Each rule is tried with a prediction that cannot fire it by itself (a low-confidence
+# order-status intent), so only the wording decides; the false positives carry a confident
+# intent of their own, as the model gives them.
+UNSURE = pred("estado_pedido", 0.3, (0.3, 0.2))
+
+
+def reasons_for(text: str, prediction: Prediction = UNSURE, conversation: ConversationView = FRESH) -> tuple[str, ...]:
+    return decide(prediction, conversation, POLICY, text).reasons
+
+
+OPT_OUTS = [
+    "BAJA",
+    "STOP",
+    "darme de baja",
+    "no me escriban más",
+    "no me escriban más por favor",
+    "no me escribas maaas!!!",
+    "estoy de luto y me mandan ofertas de día del padre... por favor no me escriban más 😔",
+    "NO ME ESCRIBAN MÁS, qué asco!!!",
+    "no me escriban más por este medio",
+    "no me manden más mensajes",
+    "no me manden más publicidad por favor",
+    "no me envíen más promociones",
+    "no me mandes más ofertas",
+    "no me manden más de esas ofertas de colchones",
+    "no me manden más notificaciones",
+    "no me manden más whatsapps",
+    "chamo, no me manden más nada, que ese número ya no es mío",
+    "parce ya no me manden más cosas, qué mamera",
+    "quiero dejar de recibir mensajes",
+    "quiero dejar de recibir publicidad",
+    "cómo hago para dejar de recibir sus promociones?",
+    "quiero dejar de recibir",
+    "se puede dejar de recibir solo los correos y seguir con whatsapp?",
+]
+
+NOT_OPT_OUTS = [
+    "no me manden más productos rotos, quiero un reembolso",
+    "no me manden más productos rotos por favor, quiero un reembolso",
+    "no me envíen más cobros, ya pagué",
+    "quiero dejar de recibir cobros duplicados en mi tarjeta",
+    "cómo hago para dejar de recibir cargos en mi tarjeta?",
+    "no me manden mas el paquete a la direccion vieja, cambien la direccion",
+    "no me manden más pedidos equivocados",
+    "no me manden más cosas rotas",
+    "es la última vez que compro acá. cancelen mi pedido y no me escriban más con excusas",
+    "no me envíen más facturas en papel",
+    "no me mandes más menús, quiero un asesor",
+    "no me escribas más respuestas automáticas, quiero hablar con una persona",
+    "si no me devuelven el dinero los voy a denunciar a Profeco, y no me escriban más con respuestas automáticas",
+]
+
+
+@pytest.mark.parametrize("text", OPT_OUTS)
+def test_routing_opt_out_wording(text: str) -> None:
+    assert reasons_for(text) == ("opt_out",)
+
+
+@pytest.mark.parametrize("text", NOT_OPT_OUTS)
+def test_routing_opt_out_wording_is_about_messages_only(text: str) -> None:
+    # "no me manden más X" is an opt-out only when X is the bot's messages.
+    assert "opt_out" not in reasons_for(text, pred("reembolso"))
