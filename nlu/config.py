@@ -105,17 +105,33 @@ _LEGAL_PATTERNS: tuple[str, ...] = (
     r"\b(accion|acciones|via) (legal|legales|judicial)\b",
 )
 
+# Who a customer asks for, in the request patterns below.
+_AGENT = r"(asesor|asesora|persona|humano|humana|agente|ejecutivo|ejecutiva)"
+
 # An explicit request for a person, matched like the legal patterns. They catch what the
-# intent model misses ("pásame con alguien" inside a longer complaint).
+# intent model misses ("pásame con alguien" inside a longer complaint). A person the
+# customer talks about is not one they ask for: "la persona que me atendió fue muy
+# amable", "gracias por pasarme con el asesor", "quiero regalar esto a una persona".
 _HUMAN_PATTERNS: tuple[str, ...] = (
-    r"\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
-    r"(asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
-    r"\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
+    r"(?<!\bya pude )(?<!\bya logre )\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
+    r"(alguien|asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
+    r"(?<!\bpor )\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
     r"(alguien|persona|asesor|asesora|agente|humano|humana|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor|jefe)\b",
     r"\b(un|una) (humano|humana|persona real|persona de verdad)\b",
     r"\b(alguien|persona) (real|de verdad|de carne y hueso)\b",
     r"\bno quiero (hablar|chatear) con (un|el|una|la) (bot|robot|maquina)\b",
     r"^\W*(asesor|asesora|agente|humano|operador|operadora|persona)\W*$",
+    # "mi pedido no ha llegado, asesor", "factura. asesor por favor"
+    r"[,.;:]\s*((un|una|el|la) )?(asesor|asesora|agente|humano|humana)( (por favor|porfa|porfavor|xfa|pls|please|urgente|ya|gracias))?\W*$",
+    # "necesito un asesor para cambiar mi pedido", not "una persona que recoja mi pedido"
+    rf"\b(necesito|quiero|prefiero|busco) (un|una) {_AGENT}\b(?! (de contacto|que (recib|recoj|retir)\w*|para (recibir|recoger|retirar))\b)",
+    # "prefiero que me atienda un asesor", "que me llame una persona"
+    rf"\bque me (atienda|llame|ayude|contacte) (alguien|(un|una|el|la|alguna|algun) {_AGENT})\b",
+    # "¿me puede atender un asesor?", "¿me atiende una persona?"
+    rf"\bme ((puede|podria|pueden|podrian) (atender|ayudar|llamar|contactar)|atiende) (un|una|algun|alguna) {_AGENT}\b",
+    rf"\b(puede|podria) (atenderme|ayudarme|llamarme|contactarme) (un|una|algun|alguna) {_AGENT}\b",
+    # "necesito atención humana", not "gracias por la atención personalizada"
+    r"(?<!\bla )(?<!\bbuena )(?<!\bexcelente )(?<!\bgran )(?<!\bsu )(?<!\btu )\batencion (humana|personalizada)\b",
 )
 
 # What the customer can opt out of: the bot's messages, by any name ("no me manden más

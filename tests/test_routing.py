@@ -251,3 +251,56 @@ def test_routing_opt_out_wording(text: str) -> None:
 def test_routing_opt_out_wording_is_about_messages_only(text: str) -> None:
     # "no me manden más X" is an opt-out only when X is the bot's messages.
     assert "opt_out" not in reasons_for(text, pred("reembolso"))
+
+
+HUMAN_REQUESTS = [
+    "quiero hablar con alguien",
+    "¿puedo hablar con alguien?",
+    "el reembolso de mi compra no aparece en mi tarjeta, quiero hablar con alguien",
+    "sobre mi factura: quiero hablar con alguien de facturación",
+    "mi pedido no ha llegado, asesor",
+    "mi pedido #12345 no llega, asesor por favor",
+    "mi factura salió mal. asesor",
+    "factura, asesor por favor",
+    "esto no sirve. humano",
+    "necesito un asesor para cambiar mi pedido",
+    "quiero un asesor para mi factura",
+    "ya me cansé del bot, quiero una persona YA",
+    "no me sirven tus respuestas automáticas, quiero un agente",
+    "prefiero una persona",
+    "quiero devolver unos zapatos pero prefiero que me atienda un asesor",
+    "mi reembolso no llega, que me atienda una persona",
+    "que me llame un asesor por lo de la garantía",
+    "factura: necesito que me ayude una persona",
+    "quiero que me contacte un ejecutivo",
+    "¿me puede atender un asesor? tengo dudas con la garantía",
+    "holaa, me atiende una persona? 🙂",
+    "buenas, podría atenderme un asesor cuando tenga un momento?",
+    "mi pedido no llega, necesito atención humana",
+    "busco atención humana para mi reembolso",
+    "atención personalizada",
+]
+
+NOT_HUMAN_REQUESTS = [
+    "la persona que me atendió fue muy amable, gracias",
+    "gracias por pasarme con el asesor, ya quedó",
+    "¿una persona puede recoger mi pedido por mí?",
+    "quiero una persona que recoja el pedido por mí",
+    "quiero regalar esto a una persona",
+    "quiero regalar esto a una persona, tienen envoltura?",
+    "ya pude hablar con alguien, gracias",
+    "gracias por la atención personalizada",
+    "excelente atención personalizada, gracias",
+    "el asesor me dijo que el pedido llega el lunes",
+    "la asesora fue muy amable",
+]
+
+
+@pytest.mark.parametrize("text", HUMAN_REQUESTS)
+def test_routing_human_request_wording(text: str) -> None:
+    assert reasons_for(text) == ("human_requested",)
+
+
+@pytest.mark.parametrize("text", NOT_HUMAN_REQUESTS)
+def test_routing_human_request_wording_leaves_out_people_talked_about(text: str) -> None:
+    assert "human_requested" not in reasons_for(text, pred("agradecimiento"))
