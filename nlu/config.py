@@ -90,7 +90,8 @@ class TrainConfig:
 
 
 # Legal threats: regular expressions matched against the lower-cased, accent-folded
-# message (see nlu.routing). Consumer-protection agencies of MX, ES, PE, CO, CL, AR.
+# message (see nlu.routing). Consumer-protection agencies of MX, ES, PE, CO, CL, AR, and
+# courts and legal remedies (tutela and derecho de petición are Colombian).
 _LEGAL_PATTERNS: tuple[str, ...] = (
     r"\babogad[oa]s?\b",
     r"\bdemand(a|as|ar|are|aremos|arlos|arlas|o)\b",
@@ -103,6 +104,20 @@ _LEGAL_PATTERNS: tuple[str, ...] = (
     r"defensa del consumidor",
     r"\b(libro|hoja)s? de reclamaciones\b",
     r"\b(accion|acciones|via) (legal|legales|judicial)\b",
+    r"\bmedidas? (legal|legales|judicial|judiciales)\b",
+    r"\btribunal(es)?\b",
+    # The court, not the participle ("me sentí juzgado").
+    r"\b(el|al|del|un|los|a los) juzgados?\b",
+    # A lawsuit, not an opinion ("a mi juicio", "perdieron el juicio").
+    r"\b(a|un|en) juicio\b",
+    r"\bprocuraduria\b",
+    r"\bcondusef\b",
+    r"\b(accion de )?tutelas?\b",
+    r"\bderechos? de peticion\b",
+    r"\b(oficina|oficinas|direccion) (\w+ )?de (defensa del )?consumo\b",
+    r"\bomic\b",
+    # "los voy a acusar", not "acusar recibo"
+    r"\b(los|las|lo|la|les) (voy|vamos) a acusar\b(?! (de )?recibo)|\b(voy|vamos) a acusarl[oae]s?\b",
 )
 
 # Who a customer asks for, in the request patterns below.

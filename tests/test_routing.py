@@ -304,3 +304,47 @@ def test_routing_human_request_wording(text: str) -> None:
 @pytest.mark.parametrize("text", NOT_HUMAN_REQUESTS)
 def test_routing_human_request_wording_leaves_out_people_talked_about(text: str) -> None:
     assert "human_requested" not in reasons_for(text, pred("agradecimiento"))
+
+
+LEGAL_THREATS = [
+    "nos vemos en los tribunales",
+    "nos vemos en el juzgado",
+    "esto termina en el tribunal de consumo",
+    "los voy a llevar a juicio",
+    "les voy a poner un juicio",
+    "tomaré medidas legales si no me devuelven el dinero",
+    "me voy a quejar a la procuraduría",
+    "voy a poner una queja en la CONDUSEF",
+    "voy a poner una tutela",
+    "interpondré una acción de tutela",
+    "voy a interponer un derecho de petición",
+    "los voy a reportar a la oficina de consumo",
+    "iré a la Dirección General de Consumo",
+    "los voy a acusar",
+]
+
+NOT_LEGAL_THREATS = [
+    "a mi juicio el producto es bueno",
+    "¿perdieron el juicio? ¿cómo me cobran dos veces?",
+    "me sentí juzgado por el vendedor",
+    "¿me pueden acusar recibo del pago?",
+    "quiero cambiar la dirección de entrega",
+    "el consumo de la batería es alto",
+    "gracias, nos vemos",
+]
+
+
+@pytest.mark.parametrize("text", LEGAL_THREATS)
+def test_routing_legal_wording(text: str) -> None:
+    assert reasons_for(text) == ("legal_threat",)
+
+
+@pytest.mark.parametrize("text", NOT_LEGAL_THREATS)
+def test_routing_legal_wording_needs_the_legal_sense(text: str) -> None:
+    assert "legal_threat" not in reasons_for(text, pred("estado_pedido"))
+
+
+def test_routing_court_threat_is_not_a_goodbye() -> None:
+    # The model reads "nos vemos en ..." as a goodbye with full confidence.
+    decision = decide(pred("despedida", 1.0), FRESH, POLICY, "nos vemos en los tribunales")
+    assert (decision.action, decision.reasons) == ("escalate", ("legal_threat",))
