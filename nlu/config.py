@@ -175,15 +175,50 @@ _OPT_OUT_PATTERNS: tuple[str, ...] = (
 )
 
 # A small insult lexicon (folded, lower case, whole words) across the Spanish-speaking
-# countries; "ladrones" and "estafadores" are accusations but route the same way.
+# countries; "ladrones" and "estafadores" are accusations but route the same way. Words
+# with a common neutral sense ("la basura", "trampas para ratas", "forros para celular",
+# "disfraz de payasos") are not here: _INSULT_PATTERNS has them in insulting phrases.
 _INSULTS: tuple[str, ...] = (
     "idiota", "idiotas", "imbecil", "imbeciles", "estupido", "estupida", "estupidos",
     "inutil", "inutiles", "pendejo", "pendejos", "pendeja", "boludo", "boludos", "pelotudo",
     "pelotudos", "huevon", "huevones", "weon", "weones", "gilipollas", "cabron", "cabrones",
-    "mierda", "basura", "ladrones", "ratas", "rateros", "estafadores", "hdp", "malparido",
-    "malparidos", "hijueputa", "hijoputa", "putos", "puta", "mamones", "tarado", "tarados",
-    "incompetentes", "incompetente", "payasos", "sinverguenzas", "chupapijas", "forros",
+    "mierda", "ladrones", "rateros", "estafadores", "hdp", "malparido",
+    "malparidos", "hijueputa", "hijoputa", "puto", "putos", "puta", "putas", "mamones", "tarado", "tarados",
+    "incompetentes", "incompetente", "sinverguenzas", "chupapijas",
     "culeros", "culero", "pajeros", "carajo", "coño",
+    "verga", "vergas", "gonorrea", "gonorreas", "emputado", "emputada", "emputados", "emputadas",
+    "ptm", "ctm", "csm",
+)
+
+# The lexicon words with a neutral sense, insulting only in the phrases below.
+_NEUTRAL_SENSE = r"(basuras?|ratas?|forros?|payasos?)"
+# Things a customer calls "basura": "basura de servicio", "app basura".
+_ABOUT_US = r"(servicio|empresa|tienda|atencion|bot|robot|app|aplicacion|pagina|producto|productos|compania|gente|sistema|marca|chat|asistente)"
+
+# Insulting phrases, matched like the legal patterns against the folded message with
+# leetspeak and "*"-censored lexicon words read as letters (nlu.routing.insult_text).
+_INSULT_PATTERNS: tuple[str, ...] = (
+    # "son unos payasos", "esta app es una basura", "son unas ratas, devuelvan mi plata";
+    # not "¿son unas ratas de peluche?"
+    rf"\b(es|son|eres|sois|fueron|parecen|pareces) (un|una|unos|unas|pura|puro|puros|puras|una bola de|una manga de|"
+    rf"una banda de|unos malditos|unas malditas) {_NEUTRAL_SENSE}\b(?! (de|del|para|con|en)\b)",
+    rf"\b(malditos?|malditas?|pinches?|asquerosos?|asquerosas?|putos?|putas?|menudos?|menudas?|vaya) {_NEUTRAL_SENSE}\b",
+    rf"\b(bola|manga|banda|partida|panda|atajo|sarta|punado|par) de {_NEUTRAL_SENSE}\b",
+    # "qué basura!", "que payasos."
+    rf"\bque {_NEUTRAL_SENSE}\s*([!.,;]|$)",
+    rf"\bbasuras? de {_ABOUT_US}\b",
+    rf"\b{_ABOUT_US} basuras?\b",
+    # The whole message, a vocative opening it, or a cry: "BASURA", "ratas, devuelvan mi dinero", "ratas!!!"
+    rf"^\W*{_NEUTRAL_SENSE}\W*$",
+    rf"^\W*{_NEUTRAL_SENSE}\s*,",
+    rf"\b{_NEUTRAL_SENSE}\s*!!",
+    r"\bla concha (de )?(tu|su) (madre|hermana)\b",
+    r"\bla concha de la lora\b",
+    r"\b(puta|pta) madre\b",
+    # Mexico's "pinche pedido", "este pinche servicio"; not Spain's "pinche aquí",
+    # "pinché en el enlace" (accents are folded).
+    rf"\bpinches? ({_ABOUT_US}|pedidos?|paquetes?|paqueteria|envios?|cobros?|mensajes?|repartidor|maquina|programa)\b",
+    r"\b(este|esta|estos|estas|ese|esa|esos|esas|su|sus|tu|tus|unos|unas) pinches?\b",
 )
 
 
@@ -215,6 +250,8 @@ class RoutingPolicy:
     # Answered with a polite "not something I can help with", never offered as an option.
     out_of_scope_intent: str | None = "fuera_de_alcance"
     insults: tuple[str, ...] = _INSULTS
+    # Insulting phrases (regular expressions), for the words that are not always insults.
+    insult_patterns: tuple[str, ...] = _INSULT_PATTERNS
     # Low-confidence turns in a row (this one included) that escalate instead of asking again.
     low_confidence_streak: int = 2
     # Negative-sentiment turns in a row (this one included) that escalate.
@@ -248,7 +285,7 @@ class RoutingPolicy:
             raise ConfigError("routing.history_turns must cover the streak lengths")
         if self.shouting_min_letters < 1:
             raise ConfigError(f"routing.shouting_min_letters must be at least 1, got {self.shouting_min_letters}")
-        for name in ("legal_patterns", "human_patterns", "opt_out_patterns"):
+        for name in ("legal_patterns", "human_patterns", "opt_out_patterns", "insult_patterns"):
             for pattern in getattr(self, name):
                 try:
                     re.compile(pattern)

@@ -18,7 +18,8 @@ ticket, the logs and the evaluation report:
    confidence.
 4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
 5. Conversation signals -> escalate, all that apply are listed:
-   ``insult`` (lexicon, accents folded), ``shouting`` (all caps with "!!!"),
+   ``insult`` (lexicon and insulting phrases, accents folded, leetspeak and "*"-censored
+   words read as letters), ``shouting`` (all caps with "!!!"),
    ``negative_streak`` (this and the previous turns negative), ``repeated_intent`` (the
    bot just answered this intent and the customer asks it again),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
@@ -170,11 +171,46 @@ def matches_any(folded: str, patterns: tuple[str, ...]) -> bool:
 
 
 _WORD = re.compile(r"[^\W\d_]+")
+_LEET = str.maketrans("0134@$", "oieaas")
+_LEET_CHARS = frozenset("0134@$*")
+# A word as the insult rules see it: letters with leetspeak digits and symbols or "*" inside.
+_MASKED = re.compile(r"[\w@$*]+")
+_STARS = re.compile(r"\*+")
 
 
-def has_insult(folded: str, insults: Sequence[str]) -> bool:
+def insult_text(folded: str, insults: Sequence[str] = ()) -> str:
+    """The folded message as the insult rules read it: in a word with letters, leetspeak
+    reads as letters (0 o, 1 i, 3 e, 4 a, @ a, $ s: "m13rd4" is "mierda") and a word
+    censored with "*" inside reads as the lexicon word it fits, a run of n stars standing
+    for n or n + 1 letters ("p*ta" is "puta", "m*rda" is "mierda"; "*urgente*" is bold).
+    Only for insults: elsewhere "$500" and "4x4" mean what they say."""
+    if not _LEET_CHARS.intersection(folded):
+        return folded
+
+    def read(match: re.Match[str]) -> str:
+        word = match.group()
+        if not any(c.isalpha() for c in word):
+            return word
+        word = word.translate(_LEET)
+        core = word.strip("*")
+        if "*" not in core:
+            return word
+        parts = _STARS.split(core)
+        stars = _STARS.findall(core)
+        masked = re.compile(
+            re.escape(parts[0])
+            + "".join(rf"[^\W\d_]{{{len(run)},{len(run) + 1}}}" + re.escape(part) for run, part in zip(stars, parts[1:], strict=True))
+        )
+        return next((w for w in insults if masked.fullmatch(w)), word)
+
+    return _MASKED.sub(read, folded)
+
+
+def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = ()) -> bool:
+    """A lexicon word or an insulting phrase in the folded message, read by :func:`insult_text`."""
+    text = insult_text(folded, insults)
     lexicon = set(insults)
-    return any(word in lexicon for word in _WORD.findall(folded))
+    return any(word in lexicon for word in _WORD.findall(text)) or matches_any(text, patterns)
 
 
 def is_shouting(text: str, policy: RoutingPolicy) -> bool:
@@ -268,7 +304,7 @@ def _conversation_signals(
     prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str, folded: str
 ) -> tuple[str, ...]:
     found: list[str] = []
-    if has_insult(folded, policy.insults):
+    if has_insult(folded, policy.insults, policy.insult_patterns):
         found.append("insult")
     if is_shouting(text, policy):
         found.append("shouting")

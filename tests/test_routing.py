@@ -348,3 +348,74 @@ def test_routing_court_threat_is_not_a_goodbye() -> None:
     # The model reads "nos vemos en ..." as a goodbye with full confidence.
     decision = decide(pred("despedida", 1.0), FRESH, POLICY, "nos vemos en los tribunales")
     assert (decision.action, decision.reasons) == ("escalate", ("legal_threat",))
+
+
+INSULTS = [
+    "son unos INÚTILES",
+    "p*ta madre ya",
+    "p*ta madre ya, dónde está mi pedido",
+    "pta madre ya",
+    "m1erda",
+    "servicio de m13rd4",
+    "put0s",
+    "put@s",
+    "m*rda de servicio",
+    "qué verga, mi pedido no llega",
+    "están de la verga",
+    "pinche pedido no llega",
+    "este pinche servicio no sirve",
+    "la concha de tu madre",
+    "la concha de la lora, mi pedido",
+    "gonorrea de servicio",
+    "estoy emputado",
+    "son una basura",
+    "esta app es una basura, no sirve",
+    "basura de servicio",
+    "servicio basura",
+    "qué basura!",
+    "BASURA",
+    "son unas ratas, devuelvan mi plata",
+    "ratas!!!",
+    "ratas, devuélvanme mi dinero",
+    "malditas ratas",
+    "son unos payasos",
+    "manga de forros",
+]
+
+NOT_INSULTS = [
+    "¿dónde tiro la basura del embalaje?",
+    "¿el empaque se puede tirar a la basura o lo tengo que devolver?",
+    "quiero un bote de basura de 20 litros",
+    "tienen bolsas de basura?",
+    "¿venden trampas para ratas?",
+    "tienen ratas de peluche? es para mi hijo",
+    "¿son unas ratas de peluche?",
+    "¿tienen forros para celular?",
+    "busco un disfraz de payasos para un cumpleaños",
+    "pinche aquí para ver el pedido",
+    "pinché en el enlace y no funciona",
+    "ya pinché varias veces",
+    "una concha marina de adorno",
+    "quiero pagar $500 en 3 cuotas",
+    "mi pedido es el A1-34 y la factura 0013",
+    "*urgente* mi pedido no llega",
+]
+
+
+@pytest.mark.parametrize("text", INSULTS)
+def test_routing_insults(text: str) -> None:
+    assert reasons_for(text) == ("insult",)
+
+
+@pytest.mark.parametrize("text", NOT_INSULTS)
+def test_routing_insults_leave_neutral_senses_out(text: str) -> None:
+    assert reasons_for(text, pred("stock_producto")) == ()
+
+
+def test_routing_insult_text_reads_leetspeak_and_censoring_for_insults_only() -> None:
+    from nlu.routing import insult_text
+
+    insults = RoutingPolicy().insults
+    assert insult_text("servicio de m13rd4", insults) == "servicio de mierda"
+    assert insult_text("p*ta madre", insults) == "puta madre"
+    assert insult_text("h*la, 20 litros por $500", insults) == "h*la, 20 litros por $500"  # no lexicon word fits
