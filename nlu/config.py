@@ -257,10 +257,13 @@ class RoutingPolicy:
     # Negative-sentiment turns in a row (this one included) that escalate.
     negative_streak: int = 3
     negative_sentiments: tuple[str, ...] = ("negativo", "negative", "neg", "N")
+    # A message in all caps with "!!!" is not shouting when its sentiment is one of these.
+    positive_sentiments: tuple[str, ...] = ("positivo", "positive", "pos", "P")
     # The same intent right after the bot answered it means the answer did not help;
     # except for these, which people repeat naturally.
     repeat_exempt_intents: tuple[str, ...] = ("saludo", "agradecimiento", "despedida")
-    # Shouting: at least this many letters, this share in capitals, and a run of "!!!".
+    # Shouting: at least this many letters, this share in capitals, and a run of three or
+    # more "!" and "?" with a "!" in it.
     shouting_min_letters: int = 8
     shouting_caps_ratio: float = 0.8
     # Ask for consent (WhatsApp opt-in, data processing) before anything is stored.

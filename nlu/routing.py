@@ -19,9 +19,9 @@ ticket, the logs and the evaluation report:
 4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
 5. Conversation signals -> escalate, all that apply are listed:
    ``insult`` (lexicon and insulting phrases, accents folded, leetspeak and "*"-censored
-   words read as letters), ``shouting`` (all caps with "!!!"),
-   ``negative_streak`` (this and the previous turns negative), ``repeated_intent`` (the
-   bot just answered this intent and the customer asks it again),
+   words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless the
+   sentiment is positive), ``negative_streak`` (this and the previous turns negative),
+   ``repeated_intent`` (the bot just answered this intent and the customer asks it again),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
 6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one; the bot declines
    politely rather than offering unrelated options.
@@ -213,9 +213,13 @@ def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = 
     return any(word in lexicon for word in _WORD.findall(text)) or matches_any(text, patterns)
 
 
+_MARKS = re.compile(r"[!?¡¿]{3,}")
+
+
 def is_shouting(text: str, policy: RoutingPolicy) -> bool:
-    """All caps (mostly) with a run of three or more exclamation marks."""
-    if not re.search(r"!{3,}|¡{3,}", text):
+    """All caps (mostly) with a run of three or more "!" and "?" that holds a "!"
+    ("!!!", "?!?!"; "???" is a question)."""
+    if not any("!" in run or "¡" in run for run in _MARKS.findall(text)):
         return False
     letters = [c for c in text if c.isalpha()]
     if len(letters) < policy.shouting_min_letters:
@@ -306,7 +310,8 @@ def _conversation_signals(
     found: list[str] = []
     if has_insult(folded, policy.insults, policy.insult_patterns):
         found.append("insult")
-    if is_shouting(text, policy):
+    # "MUCHAS GRACIAS POR TODO!!!" is enthusiasm, not shouting.
+    if is_shouting(text, policy) and prediction.sentiment not in policy.positive_sentiments:
         found.append("shouting")
     turns = conversation.turns
     negative = set(policy.negative_sentiments)

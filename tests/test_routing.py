@@ -419,3 +419,23 @@ def test_routing_insult_text_reads_leetspeak_and_censoring_for_insults_only() ->
     assert insult_text("servicio de m13rd4", insults) == "servicio de mierda"
     assert insult_text("p*ta madre", insults) == "puta madre"
     assert insult_text("h*la, 20 litros por $500", insults) == "h*la, 20 litros por $500"  # no lexicon word fits
+
+
+@pytest.mark.parametrize("text", ["MUCHAS GRACIAS POR TODO!!!", "HOLA!!! BUENOS DIAS!!!", "FELIZ NAVIDAD!!!", "ME ENCANTÓ!!! GRACIAS!!!"])
+def test_routing_happy_caps_are_not_shouting(text: str) -> None:
+    assert reasons_for(text, pred("agradecimiento", sentiment="positivo")) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "reasons"),
+    [
+        ("CUANDO LLEGA MI PEDIDO?!?!", ("shouting",)),
+        ("DÓNDE ESTÁ MI PEDIDO!?!", ("shouting",)),
+        ("¡¡¡DÓNDE ESTÁ MI PEDIDO", ("shouting",)),
+        ("CUANDO LLEGA MI PEDIDO???", ()),  # a question, however insistent
+        ("CUANDO LLEGA MI PEDIDO?!", ()),  # two marks
+    ],
+)
+def test_routing_shouting_marks(text: str, reasons: tuple[str, ...]) -> None:
+    assert reasons_for(text, pred("estado_pedido")) == reasons
+    assert reasons_for(text, pred("estado_pedido", sentiment="negativo")) == reasons
