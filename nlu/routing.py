@@ -23,8 +23,9 @@ ticket, the logs and the evaluation report:
    sentiment is positive), ``negative_streak`` (this and the previous turns negative),
    ``repeated_intent`` (the bot just answered this intent and the customer asks it again),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
-6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one; the bot declines
-   politely rather than offering unrelated options.
+6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one at answer
+   confidence; the bot declines politely rather than offering unrelated options. Below
+   that confidence the message goes on to check 7, like any other.
 7. Low confidence: ``ambiguous`` -> clarify with reply buttons (2-3 plausible intents) or
    a list message (4 up to ``clarify_max_options``); ``low_confidence`` -> escalate when
    fewer than two or more than that many intents are plausible.
@@ -287,8 +288,9 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     if signals:
         return Decision("escalate", signals, intent=intent)
 
-    # 6. Out of scope: decline politely, never offer unrelated options.
-    if intent is not None and intent == policy.out_of_scope_intent:
+    # 6. Out of scope: decline politely, never offer unrelated options. Only when the model
+    # is sure: an unsure one ("información" at 0.16) is asked about or escalated below.
+    if confident and intent is not None and intent == policy.out_of_scope_intent:
         return Decision("answer", ("out_of_scope",), intent=intent)
 
     # 7. Low confidence: clarify when the plausible set is small, else escalate.
