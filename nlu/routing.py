@@ -21,7 +21,8 @@ ticket, the logs and the evaluation report:
    ``insult`` (lexicon and insulting phrases, accents folded, leetspeak and "*"-censored
    words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless the
    sentiment is positive), ``negative_streak`` (this and the previous turns negative),
-   ``repeated_intent`` (the bot just answered this intent and the customer asks it again),
+   ``repeated_intent`` (the bot just answered this intent and the customer asks it again;
+   never the out-of-scope intent),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
 6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one at answer
    confidence; the bot declines politely rather than offering unrelated options. Below
@@ -321,7 +322,10 @@ def _conversation_signals(
         earlier = turns[len(turns) - (policy.negative_streak - 1) :] if policy.negative_streak > 1 else ()
         if all(t.sentiment in negative for t in earlier):
             found.append("negative_streak")
-    if turns and _confident(prediction, policy) and prediction.intent not in policy.repeat_exempt_intents:
+    # Two off-topic messages in a row are two questions the bot cannot answer, not one
+    # answer that did not help.
+    repeatable = prediction.intent not in policy.repeat_exempt_intents and prediction.intent != policy.out_of_scope_intent
+    if turns and _confident(prediction, policy) and repeatable:
         last = turns[-1]
         if last.action == "answer" and last.intent == prediction.intent and not (set(last.reasons) & {"opt_in", "no_consent", "opt_out"}):
             found.append("repeated_intent")

@@ -450,3 +450,11 @@ def test_routing_unsure_out_of_scope_is_asked_about_not_declined() -> None:
     assert decide(pred("fuera_de_alcance", 0.4, (0.05,) * 7), FRESH, POLICY, "y el clima?").reasons == ("low_confidence",)
     # At answer confidence it is still declined.
     assert decide(pred("fuera_de_alcance", 0.5), FRESH, POLICY, "y el clima?").reasons == ("out_of_scope",)
+
+
+def test_routing_out_of_scope_twice_is_not_a_repeated_intent() -> None:
+    # "qué clima hace hoy?" then "quién ganó el partido ayer?" escalated as repeated_intent.
+    declined = Turn("m0", "qué clima hace hoy?", "fuera_de_alcance", 0.99, "neutral", "neutral", 0.0, "answer", ("out_of_scope",))
+    conversation = ConversationView(consent="granted", turns=(declined,))
+    decision = decide(pred("fuera_de_alcance", 0.99), conversation, POLICY, "quién ganó el partido ayer?")
+    assert (decision.action, decision.reasons) == ("answer", ("out_of_scope",))
