@@ -242,15 +242,18 @@ def _is_low(confidence: float | None, policy: RoutingPolicy) -> bool:
 
 def plausible_options(prediction: Prediction, policy: RoutingPolicy) -> tuple[str, ...]:
     """Intents worth offering, best first: probability at or over the floor and at least
-    twice the uniform share 1/K, the out-of-scope intent left out. May be longer than
-    ``clarify_max_options``.
+    twice the uniform share 1/K. Left out: the out-of-scope intent, the small-talk ones
+    (``repeat_exempt_intents``: a greeting is no topic to pick) and the opt-out and opt-in
+    ones (a "Darme de baja" button under "llámenme por favor" invites an unsubscribe
+    nobody asked for). May be longer than ``clarify_max_options``.
 
     The 2/K bar matters for small intent sets: a message the model knows nothing about
     (gibberish, another language) is scored near-uniform by the out-of-scope gate, and
     with 5 intents every one of them would clear a 0.1 floor; offering them all is not
     a clarification, it is a menu. Such a message escalates instead."""
     floor = max(policy.clarify_min_probability, 2.0 / len(prediction.ranking)) if prediction.ranking else 1.0
-    return tuple(label for label, p in prediction.ranking if p >= floor and label != policy.out_of_scope_intent)
+    never = {policy.out_of_scope_intent, *policy.repeat_exempt_intents, *policy.opt_out_intents, *policy.opt_in_intents}
+    return tuple(label for label, p in prediction.ranking if p >= floor and label not in never)
 
 
 def decide(prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str = "") -> Decision:

@@ -9,7 +9,7 @@ import pytest
 from nlu import ConfigError, load_config
 from nlu.config import RoutingPolicy, routing_from_mapping
 from nlu.model import Prediction
-from nlu.routing import REASONS, ConversationView, Turn, decide, fold
+from nlu.routing import REASONS, ConversationView, Turn, decide, fold, plausible_options
 
 POLICY = RoutingPolicy(answer_threshold=0.5, frustration_threshold=0.5, clarify_min_probability=0.1)
 OTHERS = ("factura", "reembolso", "devolucion", "garantia", "metodos_pago", "ofertas", "tiempo_entrega")
@@ -458,3 +458,30 @@ def test_routing_out_of_scope_twice_is_not_a_repeated_intent() -> None:
     conversation = ConversationView(consent="granted", turns=(declined,))
     decision = decide(pred("fuera_de_alcance", 0.99), conversation, POLICY, "quién ganó el partido ayer?")
     assert (decision.action, decision.reasons) == ("answer", ("out_of_scope",))
+
+
+def _ranked(*top: tuple[str, float]) -> Prediction:
+    """A prediction with the bundled model's top intents for a message (rounded) and the
+    rest of its 27 intents sharing what is left."""
+    rest = (1 - sum(p for _, p in top)) / (27 - len(top))
+    ranking = (*top, *((f"otro_{i}", rest) for i in range(27 - len(top))))
+    return Prediction(top[0][0], top[0][1], ranking, "neutral", 0.9, "neutral", 0.9, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "prediction", "options"),
+    [
+        ("llámenme por favor", _ranked(("darse_de_baja", 0.38), ("hablar_con_humano", 0.27), ("suscribirse", 0.1)), ("hablar_con_humano",)),
+        ("tengo una duda", _ranked(("hablar_con_humano", 0.19), ("despedida", 0.18), ("devolucion", 0.15), ("saludo", 0.13)), ("hablar_con_humano", "devolucion")),
+        ("ya, entendido", _ranked(("estado_pedido", 0.25), ("agradecimiento", 0.15), ("despedida", 0.11)), ("estado_pedido",)),
+        ("😅", _ranked(("saludo", 0.4), ("despedida", 0.13), ("ubicacion_tienda", 0.07)), ()),
+    ],
+)
+def test_routing_clarify_offers_topics_only(text: str, prediction: Prediction, options: tuple[str, ...]) -> None:
+    # Small talk (saludo, despedida, agradecimiento) and opt-out/opt-in are no topic to offer.
+    assert plausible_options(prediction, POLICY) == options
+    decision = decide(prediction, FRESH, POLICY, text)
+    if len(options) >= 2:
+        assert (decision.action, decision.options) == ("clarify", options)
+    else:
+        assert (decision.action, decision.reasons) == ("escalate", ("low_confidence",))
