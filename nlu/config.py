@@ -90,7 +90,8 @@ class TrainConfig:
 
 
 # Legal threats: regular expressions matched against the lower-cased, accent-folded
-# message (see nlu.routing). Consumer-protection agencies of MX, ES, PE, CO, CL, AR.
+# message (see nlu.routing). Consumer-protection agencies of MX, ES, PE, CO, CL, AR, and
+# courts and legal remedies (tutela and derecho de petición are Colombian).
 _LEGAL_PATTERNS: tuple[str, ...] = (
     r"\babogad[oa]s?\b",
     r"\bdemand(a|as|ar|are|aremos|arlos|arlas|o)\b",
@@ -103,39 +104,121 @@ _LEGAL_PATTERNS: tuple[str, ...] = (
     r"defensa del consumidor",
     r"\b(libro|hoja)s? de reclamaciones\b",
     r"\b(accion|acciones|via) (legal|legales|judicial)\b",
+    r"\bmedidas? (legal|legales|judicial|judiciales)\b",
+    r"\btribunal(es)?\b",
+    # The court, not the participle ("me sentí juzgado").
+    r"\b(el|al|del|un|los|a los) juzgados?\b",
+    # A lawsuit, not an opinion ("a mi juicio", "perdieron el juicio").
+    r"\b(a|un|en) juicio\b",
+    r"\bprocuraduria\b",
+    r"\bcondusef\b",
+    r"\b(accion de )?tutelas?\b",
+    r"\bderechos? de peticion\b",
+    r"\b(oficina|oficinas|direccion) (\w+ )?de (defensa del )?consumo\b",
+    r"\bomic\b",
+    # "los voy a acusar", not "acusar recibo"
+    r"\b(los|las|lo|la|les) (voy|vamos) a acusar\b(?! (de )?recibo)|\b(voy|vamos) a acusarl[oae]s?\b",
 )
 
+# Who a customer asks for, in the request patterns below.
+_AGENT = r"(asesor|asesora|persona|humano|humana|agente|ejecutivo|ejecutiva)"
+
 # An explicit request for a person, matched like the legal patterns. They catch what the
-# intent model misses ("pásame con alguien" inside a longer complaint).
+# intent model misses ("pásame con alguien" inside a longer complaint). A person the
+# customer talks about is not one they ask for: "la persona que me atendió fue muy
+# amable", "gracias por pasarme con el asesor", "quiero regalar esto a una persona".
 _HUMAN_PATTERNS: tuple[str, ...] = (
-    r"\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
-    r"(asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
-    r"\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
+    r"(?<!\bya pude )(?<!\bya logre )\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
+    r"(alguien|asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
+    r"(?<!\bpor )\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
     r"(alguien|persona|asesor|asesora|agente|humano|humana|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor|jefe)\b",
     r"\b(un|una) (humano|humana|persona real|persona de verdad)\b",
     r"\b(alguien|persona) (real|de verdad|de carne y hueso)\b",
     r"\bno quiero (hablar|chatear) con (un|el|una|la) (bot|robot|maquina)\b",
     r"^\W*(asesor|asesora|agente|humano|operador|operadora|persona)\W*$",
+    # "mi pedido no ha llegado, asesor", "factura. asesor por favor"
+    r"[,.;:]\s*((un|una|el|la) )?(asesor|asesora|agente|humano|humana)( (por favor|porfa|porfavor|xfa|pls|please|urgente|ya|gracias))?\W*$",
+    # "necesito un asesor para cambiar mi pedido", not "una persona que recoja mi pedido"
+    rf"\b(necesito|quiero|prefiero|busco) (un|una) {_AGENT}\b(?! (de contacto|que (recib|recoj|retir)\w*|para (recibir|recoger|retirar))\b)",
+    # "prefiero que me atienda un asesor", "que me llame una persona"
+    rf"\bque me (atienda|llame|ayude|contacte) (alguien|(un|una|el|la|alguna|algun) {_AGENT})\b",
+    # "¿me puede atender un asesor?", "¿me atiende una persona?"
+    rf"\bme ((puede|podria|pueden|podrian) (atender|ayudar|llamar|contactar)|atiende) (un|una|algun|alguna) {_AGENT}\b",
+    rf"\b(puede|podria) (atenderme|ayudarme|llamarme|contactarme) (un|una|algun|alguna) {_AGENT}\b",
+    # "necesito atención humana", not "gracias por la atención personalizada"
+    r"(?<!\bla )(?<!\bbuena )(?<!\bexcelente )(?<!\bgran )(?<!\bsu )(?<!\btu )\batencion (humana|personalizada)\b",
+)
+
+# What the customer can opt out of: the bot's messages, by any name ("no me manden más
+# nada" included), never the object of a complaint ("no me manden más productos rotos").
+_MESSAGES = (
+    r"(mensajes?|mensajitos|publicidad(es)?|promociones|promocion|promos?|ofertas?|notificaciones|notificacion"
+    r"|whatsapps?|wasaps?|whats|correos?|e?mails?|sms|spam|boletin(es)?|newsletters?|avisos?|anuncios?"
+    r"|informacion|comunicaciones|comunicados?|cadenas|nada)"
+)
+# What may follow the opt-out verb: one of those nouns, or nothing else in its clause
+# (end of message, a punctuation mark, "por favor"), optionally "cosas" or "por este medio".
+_OPT_OUT_OBJECT = (
+    rf"( ((solo|solamente|tantos|tantas) )?(de )?((sus|tus|su|tu|los|las|el|la|esos|esas|estos|estas|ese|esa|este|esta) )?"
+    rf"{_MESSAGES}\b"
+    r"|( cosas)?( (a|al|por|en) (este |ese |mi |el )?(numero|medio|chat|celular|telefono|whatsapp|wasap))?"
+    r"(?=\s*[.,;:!?]|\W*$|\s+(por favor|porfa|gracias)\b))"
 )
 
 # Opt-out wording in the whole message ("BAJA", "STOP", "no me escriban más"), so an
-# opt-out is honoured even when the intent model misses it.
+# opt-out is honoured even when the intent model misses it. Only a message about the
+# bot's messages counts: "no me envíen más cobros, ya pagué" is not an opt-out.
 _OPT_OUT_PATTERNS: tuple[str, ...] = (
     r"^\W*(stop|baja|unsubscribe|darme de baja|dar de baja)\W*$",
-    r"\bno (me )?(escriban|manden|envien|mandes|escribas) mas\b",
-    r"\bdejar de recibir\b",
+    rf"\bno (me )?(escriban|manden|envien|mandes|escribas|envies) mas{_OPT_OUT_OBJECT}",
+    rf"\bdejar de recibir{_OPT_OUT_OBJECT}",
 )
 
 # A small insult lexicon (folded, lower case, whole words) across the Spanish-speaking
-# countries; "ladrones" and "estafadores" are accusations but route the same way.
+# countries; "ladrones" and "estafadores" are accusations but route the same way. Words
+# with a common neutral sense ("la basura", "trampas para ratas", "forros para celular",
+# "disfraz de payasos") are not here: _INSULT_PATTERNS has them in insulting phrases.
 _INSULTS: tuple[str, ...] = (
     "idiota", "idiotas", "imbecil", "imbeciles", "estupido", "estupida", "estupidos",
     "inutil", "inutiles", "pendejo", "pendejos", "pendeja", "boludo", "boludos", "pelotudo",
     "pelotudos", "huevon", "huevones", "weon", "weones", "gilipollas", "cabron", "cabrones",
-    "mierda", "basura", "ladrones", "ratas", "rateros", "estafadores", "hdp", "malparido",
-    "malparidos", "hijueputa", "hijoputa", "putos", "puta", "mamones", "tarado", "tarados",
-    "incompetentes", "incompetente", "payasos", "sinverguenzas", "chupapijas", "forros",
+    "mierda", "ladrones", "rateros", "estafadores", "hdp", "malparido",
+    "malparidos", "hijueputa", "hijoputa", "puto", "putos", "puta", "putas", "mamones", "tarado", "tarados",
+    "incompetentes", "incompetente", "sinverguenzas", "chupapijas",
     "culeros", "culero", "pajeros", "carajo", "coño",
+    "verga", "vergas", "gonorrea", "gonorreas", "emputado", "emputada", "emputados", "emputadas",
+    "ptm", "ctm", "csm",
+)
+
+# The lexicon words with a neutral sense, insulting only in the phrases below.
+_NEUTRAL_SENSE = r"(basuras?|ratas?|forros?|payasos?)"
+# Things a customer calls "basura": "basura de servicio", "app basura".
+_ABOUT_US = r"(servicio|empresa|tienda|atencion|bot|robot|app|aplicacion|pagina|producto|productos|compania|gente|sistema|marca|chat|asistente)"
+
+# Insulting phrases, matched like the legal patterns against the folded message with
+# leetspeak and "*"-censored lexicon words read as letters (nlu.routing.insult_text).
+_INSULT_PATTERNS: tuple[str, ...] = (
+    # "son unos payasos", "esta app es una basura", "son unas ratas, devuelvan mi plata";
+    # not "¿son unas ratas de peluche?"
+    rf"\b(es|son|eres|sois|fueron|parecen|pareces) (un|una|unos|unas|pura|puro|puros|puras|una bola de|una manga de|"
+    rf"una banda de|unos malditos|unas malditas) {_NEUTRAL_SENSE}\b(?! (de|del|para|con|en)\b)",
+    rf"\b(malditos?|malditas?|pinches?|asquerosos?|asquerosas?|putos?|putas?|menudos?|menudas?|vaya) {_NEUTRAL_SENSE}\b",
+    rf"\b(bola|manga|banda|partida|panda|atajo|sarta|punado|par) de {_NEUTRAL_SENSE}\b",
+    # "qué basura!", "que payasos."
+    rf"\bque {_NEUTRAL_SENSE}\s*([!.,;]|$)",
+    rf"\bbasuras? de {_ABOUT_US}\b",
+    rf"\b{_ABOUT_US} basuras?\b",
+    # The whole message, a vocative opening it, or a cry: "BASURA", "ratas, devuelvan mi dinero", "ratas!!!"
+    rf"^\W*{_NEUTRAL_SENSE}\W*$",
+    rf"^\W*{_NEUTRAL_SENSE}\s*,",
+    rf"\b{_NEUTRAL_SENSE}\s*!!",
+    r"\bla concha (de )?(tu|su) (madre|hermana)\b",
+    r"\bla concha de la lora\b",
+    r"\b(puta|pta) madre\b",
+    # Mexico's "pinche pedido", "este pinche servicio"; not Spain's "pinche aquí",
+    # "pinché en el enlace" (accents are folded).
+    rf"\bpinches? ({_ABOUT_US}|pedidos?|paquetes?|paqueteria|envios?|cobros?|mensajes?|repartidor|maquina|programa)\b",
+    r"\b(este|esta|estos|estas|ese|esa|esos|esas|su|sus|tu|tus|unos|unas) pinches?\b",
 )
 
 
@@ -167,15 +250,20 @@ class RoutingPolicy:
     # Answered with a polite "not something I can help with", never offered as an option.
     out_of_scope_intent: str | None = "fuera_de_alcance"
     insults: tuple[str, ...] = _INSULTS
+    # Insulting phrases (regular expressions), for the words that are not always insults.
+    insult_patterns: tuple[str, ...] = _INSULT_PATTERNS
     # Low-confidence turns in a row (this one included) that escalate instead of asking again.
     low_confidence_streak: int = 2
     # Negative-sentiment turns in a row (this one included) that escalate.
     negative_streak: int = 3
     negative_sentiments: tuple[str, ...] = ("negativo", "negative", "neg", "N")
+    # A message in all caps with "!!!" is not shouting when its sentiment is one of these.
+    positive_sentiments: tuple[str, ...] = ("positivo", "positive", "pos", "P")
     # The same intent right after the bot answered it means the answer did not help;
     # except for these, which people repeat naturally.
     repeat_exempt_intents: tuple[str, ...] = ("saludo", "agradecimiento", "despedida")
-    # Shouting: at least this many letters, this share in capitals, and a run of "!!!".
+    # Shouting: at least this many letters, this share in capitals, and a run of three or
+    # more "!" and "?" with a "!" in it.
     shouting_min_letters: int = 8
     shouting_caps_ratio: float = 0.8
     # Ask for consent (WhatsApp opt-in, data processing) before anything is stored.
@@ -200,7 +288,7 @@ class RoutingPolicy:
             raise ConfigError("routing.history_turns must cover the streak lengths")
         if self.shouting_min_letters < 1:
             raise ConfigError(f"routing.shouting_min_letters must be at least 1, got {self.shouting_min_letters}")
-        for name in ("legal_patterns", "human_patterns", "opt_out_patterns"):
+        for name in ("legal_patterns", "human_patterns", "opt_out_patterns", "insult_patterns"):
             for pattern in getattr(self, name):
                 try:
                     re.compile(pattern)

@@ -26,12 +26,15 @@ ticket, the logs and the evaluation report:
    service honours that button) and the usual "talk to a person" one.
 4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
 5. Conversation signals -> escalate, all that apply are listed:
-   ``insult`` (lexicon, accents folded), ``shouting`` (all caps with "!!!"),
-   ``negative_streak`` (this and the previous turns negative), ``repeated_intent`` (the
-   bot just answered this intent and the customer asks it again),
+   ``insult`` (lexicon and insulting phrases, accents folded, leetspeak and "*"-censored
+   words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless the
+   sentiment is positive), ``negative_streak`` (this and the previous turns negative),
+   ``repeated_intent`` (the bot just answered this intent and the customer asks it again;
+   never the out-of-scope intent),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
-6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one; the bot declines
-   politely rather than offering unrelated options.
+6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one at answer
+   confidence; the bot declines politely rather than offering unrelated options. Below
+   that confidence the message goes on to check 7, like any other.
 7. Low confidence: ``ambiguous`` -> clarify with reply buttons (2-3 plausible intents) or
    a list message (4 up to ``clarify_max_options``); ``low_confidence`` -> escalate when
    fewer than two or more than that many intents are plausible.
@@ -179,16 +182,55 @@ def matches_any(folded: str, patterns: tuple[str, ...]) -> bool:
 
 
 _WORD = re.compile(r"[^\W\d_]+")
+_LEET = str.maketrans("0134@$", "oieaas")
+_LEET_CHARS = frozenset("0134@$*")
+# A word as the insult rules see it: letters with leetspeak digits and symbols or "*" inside.
+_MASKED = re.compile(r"[\w@$*]+")
+_STARS = re.compile(r"\*+")
 
 
-def has_insult(folded: str, insults: Sequence[str]) -> bool:
+def insult_text(folded: str, insults: Sequence[str] = ()) -> str:
+    """The folded message as the insult rules read it: in a word with letters, leetspeak
+    reads as letters (0 o, 1 i, 3 e, 4 a, @ a, $ s: "m13rd4" is "mierda") and a word
+    censored with "*" inside reads as the lexicon word it fits, a run of n stars standing
+    for n or n + 1 letters ("p*ta" is "puta", "m*rda" is "mierda"; "*urgente*" is bold).
+    Only for insults: elsewhere "$500" and "4x4" mean what they say."""
+    if not _LEET_CHARS.intersection(folded):
+        return folded
+
+    def read(match: re.Match[str]) -> str:
+        word = match.group()
+        if not any(c.isalpha() for c in word):
+            return word
+        word = word.translate(_LEET)
+        core = word.strip("*")
+        if "*" not in core:
+            return word
+        parts = _STARS.split(core)
+        stars = _STARS.findall(core)
+        masked = re.compile(
+            re.escape(parts[0])
+            + "".join(rf"[^\W\d_]{{{len(run)},{len(run) + 1}}}" + re.escape(part) for run, part in zip(stars, parts[1:], strict=True))
+        )
+        return next((w for w in insults if masked.fullmatch(w)), word)
+
+    return _MASKED.sub(read, folded)
+
+
+def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = ()) -> bool:
+    """A lexicon word or an insulting phrase in the folded message, read by :func:`insult_text`."""
+    text = insult_text(folded, insults)
     lexicon = set(insults)
-    return any(word in lexicon for word in _WORD.findall(folded))
+    return any(word in lexicon for word in _WORD.findall(text)) or matches_any(text, patterns)
+
+
+_MARKS = re.compile(r"[!?¡¿]{3,}")
 
 
 def is_shouting(text: str, policy: RoutingPolicy) -> bool:
-    """All caps (mostly) with a run of three or more exclamation marks."""
-    if not re.search(r"!{3,}|¡{3,}", text):
+    """All caps (mostly) with a run of three or more "!" and "?" that holds a "!"
+    ("!!!", "?!?!"; "???" is a question)."""
+    if not any("!" in run or "¡" in run for run in _MARKS.findall(text)):
         return False
     letters = [c for c in text if c.isalpha()]
     if len(letters) < policy.shouting_min_letters:
@@ -209,15 +251,18 @@ def _is_low(confidence: float | None, policy: RoutingPolicy) -> bool:
 
 def plausible_options(prediction: Prediction, policy: RoutingPolicy) -> tuple[str, ...]:
     """Intents worth offering, best first: probability at or over the floor and at least
-    twice the uniform share 1/K, the out-of-scope intent left out. May be longer than
-    ``clarify_max_options``.
+    twice the uniform share 1/K. Left out: the out-of-scope intent, the small-talk ones
+    (``repeat_exempt_intents``: a greeting is no topic to pick) and the opt-out and opt-in
+    ones (a "Darme de baja" button under "llámenme por favor" invites an unsubscribe
+    nobody asked for). May be longer than ``clarify_max_options``.
 
     The 2/K bar matters for small intent sets: a message the model knows nothing about
     (gibberish, another language) is scored near-uniform by the out-of-scope gate, and
     with 5 intents every one of them would clear a 0.1 floor; offering them all is not
     a clarification, it is a menu. Such a message escalates instead."""
     floor = max(policy.clarify_min_probability, 2.0 / len(prediction.ranking)) if prediction.ranking else 1.0
-    return tuple(label for label, p in prediction.ranking if p >= floor and label != policy.out_of_scope_intent)
+    never = {policy.out_of_scope_intent, *policy.repeat_exempt_intents, *policy.opt_out_intents, *policy.opt_in_intents}
+    return tuple(label for label, p in prediction.ranking if p >= floor and label not in never)
 
 
 def decide(prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str = "") -> Decision:
@@ -266,8 +311,9 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     if signals:
         return Decision("escalate", signals, intent=intent)
 
-    # 6. Out of scope: decline politely, never offer unrelated options.
-    if intent is not None and intent == policy.out_of_scope_intent:
+    # 6. Out of scope: decline politely, never offer unrelated options. Only when the model
+    # is sure: an unsure one ("información" at 0.16) is asked about or escalated below.
+    if confident and intent is not None and intent == policy.out_of_scope_intent:
         return Decision("answer", ("out_of_scope",), intent=intent)
 
     # 7. Low confidence: clarify when the plausible set is small, else escalate.
@@ -287,9 +333,10 @@ def _conversation_signals(
     prediction: Prediction, conversation: ConversationView, policy: RoutingPolicy, text: str, folded: str
 ) -> tuple[str, ...]:
     found: list[str] = []
-    if has_insult(folded, policy.insults):
+    if has_insult(folded, policy.insults, policy.insult_patterns):
         found.append("insult")
-    if is_shouting(text, policy):
+    # "MUCHAS GRACIAS POR TODO!!!" is enthusiasm, not shouting.
+    if is_shouting(text, policy) and prediction.sentiment not in policy.positive_sentiments:
         found.append("shouting")
     turns = conversation.turns
     negative = set(policy.negative_sentiments)
@@ -297,7 +344,10 @@ def _conversation_signals(
         earlier = turns[len(turns) - (policy.negative_streak - 1) :] if policy.negative_streak > 1 else ()
         if all(t.sentiment in negative for t in earlier):
             found.append("negative_streak")
-    if turns and _confident(prediction, policy) and prediction.intent not in policy.repeat_exempt_intents:
+    # Two off-topic messages in a row are two questions the bot cannot answer, not one
+    # answer that did not help.
+    repeatable = prediction.intent not in policy.repeat_exempt_intents and prediction.intent != policy.out_of_scope_intent
+    if turns and _confident(prediction, policy) and repeatable:
         last = turns[-1]
         if last.action == "answer" and last.intent == prediction.intent and not (set(last.reasons) & {"opt_in", "no_consent", "opt_out"}):
             found.append("repeated_intent")
