@@ -172,6 +172,15 @@ _OPT_OUT_PATTERNS: tuple[str, ...] = (
     r"^\W*(stop|baja|unsubscribe|darme de baja|dar de baja)\W*$",
     rf"\bno (me )?(escriban|manden|envien|mandes|escribas|envies) mas{_OPT_OUT_OBJECT}",
     rf"\bdejar de recibir{_OPT_OUT_OBJECT}",
+    rf"\bno (quiero|deseo) recibir (mas )?((sus|tus|los|las) )?{_MESSAGES}\b",
+    # "writing to me" is about messages whatever follows; sending needs the messages named.
+    r"\b(dejen|deje|deja|dejar|paren|pare|para) de (escribirme|escribir(me)? a este numero|whatsappearme)\b",
+    rf"\b(dejen|deje|deja|dejar|paren|pare|para) de (mandarme|enviarme|mandar|enviar){_OPT_OUT_OBJECT}",
+    r"\b(quitenme|quiteme|quitame|saquenme|saqueme|sacame|borrenme|borreme|eliminenme|eliminen mi numero|borren mi numero)"
+    r" de (la|su|tu|sus|esta|esa|vuestra) (lista|base|difusion)",
+    r"\b(quiero|quisiera|deseo|necesito|favor de|como me puedo|como puedo|me pueden|pueden|podrian) (darme|me den|que me den) de baja\b",
+    r"\b(denme|dadme|den me) de baja\b",
+    r"\bdesuscrib(ir|irme|anme|eme|o)\b",
 )
 
 # A small insult lexicon (folded, lower case, whole words) across the Spanish-speaking

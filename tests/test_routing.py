@@ -47,7 +47,7 @@ LOW_BEFORE = ConversationView(consent="granted", turns=(turn("factura", 0.3, act
 CASES: list[tuple[str, Prediction, ConversationView, str, str, tuple[str, ...], str | None]] = [
     ("answer", pred(), FRESH, "dónde está mi pedido?", "answer", (), None),
     # the intent alone asks first: "no", "basta", "no me resuelven nada" were read as opt-outs
-    ("opt_out_intent_confirms", pred("darse_de_baja"), FRESH, "ya no quiero recibir promos", "clarify", ("confirm_opt_out",), "buttons"),
+    ("opt_out_intent_confirms", pred("darse_de_baja"), FRESH, "ya no quiero nada de ustedes", "clarify", ("confirm_opt_out",), "buttons"),
     ("opt_out_intent_before_consent", pred("darse_de_baja"), ConversationView(consent="unknown"), "no", "answer", ("no_consent",), None),
     ("opt_out_keyword", pred("estado_pedido", 0.3), FRESH, "BAJA", "answer", ("opt_out",), None),
     ("opt_out_before_consent", pred("darse_de_baja"), ConversationView(consent="unknown"), "baja", "answer", ("opt_out",), None),
@@ -227,6 +227,16 @@ OPT_OUTS = [
     "cómo hago para dejar de recibir sus promociones?",
     "quiero dejar de recibir",
     "se puede dejar de recibir solo los correos y seguir con whatsapp?",
+    # opt-outs of the bundled test set that only the intent model caught
+    "no quiero recibir más correos ni whatsapps",
+    "dejen de escribirme cada hora, es insoportable, su bot no respeta nada",
+    "DEJEN DE MANDARME PUBLICIDAD!!! 5 MENSAJES AL DÍA",
+    "weón, paren de mandarme mensajes po, nunca me inscribí",
+    "quítenme de la lista, gracias",
+    "parce, sáqueme de la lista de difusión por favor",
+    "tío, dadme de baja de la newsletter, que ya no compro aquí",
+    "quiero darme de baja",
+    "desuscribir",
 ]
 
 NOT_OPT_OUTS = [
@@ -240,6 +250,9 @@ NOT_OPT_OUTS = [
     "no me manden más cosas rotas",
     "es la última vez que compro acá. cancelen mi pedido y no me escriban más con excusas",
     "no me envíen más facturas en papel",
+    "dejen de mandarme productos equivocados",
+    "quiero dejar de pagar el envío",
+    "quiero dar de baja la compra programada del alimento para perros",  # a cancellation
     "no me mandes más menús, quiero un asesor",
     "no me escribas más respuestas automáticas, quiero hablar con una persona",
     "si no me devuelven el dinero los voy a denunciar a Profeco, y no me escriban más con respuestas automáticas",
