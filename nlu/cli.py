@@ -451,7 +451,7 @@ def queue_list(
     db: QueueDb = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per ticket and line.")] = False,
 ) -> None:
-    """List tickets: queued and claimed ones in the order agents take them, resolved ones newest first."""
+    """List tickets: queued and claimed ones first, in the order agents take them, then resolved ones newest first."""
     import time
 
     from .queue import open_queue

@@ -168,7 +168,8 @@ class Queue(Protocol):
         ...
 
     def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
-        """Tickets, optionally of one status."""
+        """Tickets, optionally of one status: queued and claimed ones in the order agents
+        take them (priority, then age), then resolved ones newest first."""
         ...
 
     def depth(self) -> int:
@@ -667,7 +668,26 @@ def _list_order(status: Any, limit: Any) -> str:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise QueueError(f"limit must be a positive integer, got {limit!r}")
     # Queued and claimed tickets in the order agents take them; resolved ones newest first.
-    return "updated_at DESC, id DESC" if status == "resolved" else "priority DESC, created_at, id"
+    if status == "resolved":
+        return _RESOLVED_ORDER
+    if status is not None:
+        return _OPEN_ORDER
+    # Every status: the open tickets first, in claim order, then the resolved ones newest
+    # first (ordering all of them by priority put old urgent resolved tickets ahead of
+    # waiting ones, and a short --limit showed no waiting ticket at all). The first key
+    # splits the two groups, so the CASEs' NULLs (sorted first by SQLite, last by
+    # PostgreSQL) only ever tie with each other.
+    return (
+        "CASE WHEN status = 'resolved' THEN 1 ELSE 0 END,"
+        " CASE WHEN status <> 'resolved' THEN priority END DESC,"
+        " CASE WHEN status <> 'resolved' THEN created_at END,"
+        " CASE WHEN status = 'resolved' THEN updated_at END DESC,"
+        " CASE WHEN status = 'resolved' THEN -id ELSE id END"
+    )
+
+
+_OPEN_ORDER = "priority DESC, created_at, id"  # claim order: the same as _CLAIM's
+_RESOLVED_ORDER = "updated_at DESC, id DESC"
 
 
 def _days(older_than_days: Any) -> float:

@@ -686,7 +686,7 @@ def create_app(
             status: Annotated[Literal["queued", "claimed", "resolved"] | None, Query(description="Only tickets in this status.")] = None,
             limit: Annotated[int, Query(ge=1, le=500)] = 50,
         ) -> JSONResponse:
-            """List tickets: waiting ones in the order agents take them (priority first), resolved ones newest first."""
+            """List tickets: waiting ones first, in the order agents take them (priority, then age), then resolved ones newest first."""
             tickets = service.queue.list(status=status, limit=limit)
             return JSONResponse({"tickets": [t.to_dict() for t in tickets], "depth": service.queue.depth()})
 

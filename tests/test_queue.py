@@ -269,7 +269,7 @@ def test_queue_purge_deletes_only_old_resolved_tickets(queue: Queue, clock: Fake
     add(queue, "m4")  # still queued
     assert queue.purge(30) == 0
     assert queue.purge(7) == 2
-    assert [t.id for t in queue.list()] == [3, 4]
+    assert [t.id for t in queue.list()] == [4, 3]  # the waiting ticket first
     with pytest.raises(UnknownTicket):
         queue.get(1)
     assert add(queue, "m5").id == 5  # ids are never reused
@@ -283,6 +283,32 @@ def test_queue_list_filters_and_orders(queue: Queue, clock: FakeClock) -> None:
     assert [t.message_id for t in queue.list("queued")] == ["m2", "m0"]
     assert [t.message_id for t in queue.list("claimed")] == ["m1"]
     assert [t.message_id for t in queue.list(limit=2)] == ["m1", "m2"]
+
+
+def test_queue_list_shows_waiting_tickets_before_resolved_ones(queue: Queue, clock: FakeClock) -> None:
+    # Urgent tickets, handled and resolved, must not push the waiting ones off a short list.
+    for i in range(3):
+        ticket = add(queue, f"old{i}", priority=2.0)
+        queue.claim("ana")
+        clock.advance(1)
+        queue.resolve(ticket.id, "ana", "ok")
+    add(queue, "low", priority=0.2)
+    clock.advance(1)
+    add(queue, "high", priority=0.9)
+    clock.advance(1)
+    add(queue, "high-later", priority=0.9)
+    queue.claim("luis")  # claimed tickets are open: they stay in claim order among the queued
+    assert [t.message_id for t in queue.list(limit=3)] == ["high", "high-later", "low"]
+    assert [t.message_id for t in queue.list()] == ["high", "high-later", "low", "old2", "old1", "old0"]
+    assert [t.message_id for t in queue.list("resolved")] == ["old2", "old1", "old0"]
+
+
+def test_queue_list_resolved_ties_newest_id_first(queue: Queue) -> None:
+    for i in range(3):  # the clock does not move: only the id breaks the tie
+        ticket = add(queue, f"m{i}")
+        queue.claim("ana")
+        queue.resolve(ticket.id, "ana")
+    assert [t.id for t in queue.list()] == [3, 2, 1] == [t.id for t in queue.list("resolved")]
 
 
 # -- the database file -------------------------------------------------------------------
@@ -625,6 +651,19 @@ def test_queue_cli_list_claim_resolve_release(db: Path, monkeypatch: pytest.Monk
     result = runner.invoke(app, ["queue", "list", "--status", "resolved", "--json"])
     [line] = result.stdout.splitlines()
     assert json.loads(line)["resolution"] == "lo llamé al [TELEFONO]"
+
+
+def test_queue_cli_list_shows_waiting_tickets_first(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        for i in range(5):
+            ticket = add(q, f"old{i}", priority=2.0)
+            q.claim("ana")
+            q.resolve(ticket.id, "ana", "ok")
+        for i in range(3):
+            add(q, f"new{i}", priority=0.9)
+    result = runner.invoke(app, ["queue", "list", "--limit", "3", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [["#6", "queued"], ["#7", "queued"], ["#8", "queued"]]
 
 
 def test_queue_cli_claim_on_empty_queue(db: Path) -> None:

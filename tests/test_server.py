@@ -316,6 +316,18 @@ def test_server_queue_claim_resolve_release(client: TestClient) -> None:
     assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
 
 
+def test_server_queue_list_shows_waiting_tickets_first(client: TestClient) -> None:
+    done = [escalate(client, conversation=f"old{i}", message_id=f"m-old-{i}")["ticket"]["id"] for i in range(3)]
+    for _ in done:
+        claimed = client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).json()["ticket"]
+        assert client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana"}).status_code == 200
+    waiting = [escalate(client, conversation=f"new{i}", message_id=f"m-new-{i}")["ticket"]["id"] for i in range(2)]
+    listed = client.get("/v1/queue?limit=2", headers=AUTH).json()
+    assert [(t["id"], t["status"]) for t in listed["tickets"]] == [(i, "queued") for i in waiting]
+    everything = client.get("/v1/queue", headers=AUTH).json()["tickets"]
+    assert [t["id"] for t in everything] == [*waiting, *reversed(done)]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "code"),
     [
