@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .errors import InputError, NLUError
+from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID
 
 app = typer.Typer(
     name="nlu",
@@ -436,7 +437,7 @@ QueueDb = Annotated[
     typer.Option("--db", help="Queue database: a path, sqlite:///path or postgresql://... [default: $NLU_DB or var/nlu.db].", show_default=False),
 ]
 AgentName = Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)]
-TicketId = Annotated[int, typer.Argument(help="Ticket id.", show_default=False)]
+TicketId = Annotated[int, typer.Argument(min=1, max=MAX_TICKET_ID, help="Ticket id.", show_default=False)]
 
 
 def _ticket_json(ticket: Any) -> str:
@@ -447,7 +448,7 @@ def _ticket_json(ticket: Any) -> str:
 @fails_cleanly
 def queue_list(
     status: Annotated[str | None, typer.Option("--status", help="Only tickets in this status: queued, claimed or resolved.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many tickets.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIST_LIMIT, help="At most this many tickets.")] = 50,
     db: QueueDb = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per ticket and line.")] = False,
 ) -> None:

@@ -40,10 +40,18 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
-__all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db"]
+__all__ = [
+    "DEFAULT_DB", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+]
 
 DEFAULT_DB = "var/nlu.db"
 STATUSES = ("queued", "claimed", "resolved")
+# Argument bounds, checked here and declared by the CLI options and the HTTP fields alike.
+_MAX_SQL_INTEGER = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT: more overflowed the driver
+MAX_TICKET_ID = _MAX_SQL_INTEGER
+# Tickets per list call from the CLI and HTTP. The Python API takes up to _MAX_SQL_INTEGER:
+# with no paging, a smaller cap would leave callers no way to read every ticket.
+MAX_LIST_LIMIT = 500
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 
@@ -665,8 +673,8 @@ def _list_order(status: Any, limit: Any) -> str:
     """Check ``list``'s arguments; the ORDER BY clause for that status."""
     if status is not None and status not in STATUSES:
         raise QueueError(f"unknown ticket status {status!r}; use one of {', '.join(STATUSES)}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise QueueError(f"limit must be a positive integer, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_SQL_INTEGER:
+        raise QueueError(f"limit must be an integer from 1 to {_MAX_SQL_INTEGER}, got {limit!r}")
     # Queued and claimed tickets in the order agents take them; resolved ones newest first.
     if status == "resolved":
         return _RESOLVED_ORDER
@@ -725,6 +733,8 @@ def _positive(name: str, value: Any) -> float:
 def _ticket_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise QueueError(f"ticket id must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_TICKET_ID:  # past int64 the database driver raised OverflowError
+        raise QueueError(f"ticket id must be from 1 to {MAX_TICKET_ID}, got {value}")
     return value
 
 

@@ -50,6 +50,7 @@ from starlette.routing import Match
 from . import __version__
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
+from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
@@ -67,7 +68,6 @@ MAX_CHALLENGE_CHARS = 256
 DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a full batch of 4,096-character texts, JSON-escaped, fits
 DEFAULT_MAX_WEBHOOK_BODY = 1024 * 1024  # Meta's notifications are a few KiB
 MIN_AGENT_TOKEN_CHARS = 16
-MAX_TICKET_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in the path would overflow the driver (a 500)
 
 ENV_VERIFY_TOKEN = "NLU_WHATSAPP_VERIFY_TOKEN"
 ENV_APP_SECRET = "NLU_WHATSAPP_APP_SECRET"
@@ -684,7 +684,7 @@ def create_app(
         def queue_list(
             _: Agent,
             status: Annotated[Literal["queued", "claimed", "resolved"] | None, Query(description="Only tickets in this status.")] = None,
-            limit: Annotated[int, Query(ge=1, le=500)] = 50,
+            limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
         ) -> JSONResponse:
             """List tickets: waiting ones first, in the order agents take them (priority, then age), then resolved ones newest first."""
             tickets = service.queue.list(status=status, limit=limit)

@@ -213,7 +213,13 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
     (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be a positive"),
     (lambda q: q.get("1"), "ticket id must be an integer"),
     (lambda q: q.list("pending"), "unknown ticket status 'pending'"),
-    (lambda q: q.list(limit=0), "limit must be a positive integer"),
+    (lambda q: q.list(limit=0), "limit must be an integer from 1 to 9223372036854775807, got 0"),
+    (lambda q: q.list(limit=2**63), "limit must be an integer from 1 to 9223372036854775807"),
+    (lambda q: q.list(limit=10**20), "limit must be an integer from 1 to 9223372036854775807"),  # was OverflowError
+    (lambda q: q.get(0), "ticket id must be from 1 to 9223372036854775807, got 0"),
+    (lambda q: q.get(2**63), "ticket id must be from 1 to 9223372036854775807"),
+    (lambda q: q.resolve(10**20, "ana"), "ticket id must be from 1 to"),  # was OverflowError
+    (lambda q: q.release(-1, "ana"), "ticket id must be from 1 to"),
     (lambda q: q.purge(-1), "older_than_days must be a number >= 0"),
     (lambda q: q.enqueue(conversation_id="c", message_id=" ", text="x", prediction={}, reasons=[], priority=0), "message_id must be"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text=None, prediction={}, reasons=[], priority=0), "text must be a string"),
@@ -273,6 +279,12 @@ def test_queue_purge_deletes_only_old_resolved_tickets(queue: Queue, clock: Fake
     with pytest.raises(UnknownTicket):
         queue.get(1)
     assert add(queue, "m5").id == 5  # ids are never reused
+
+
+def test_queue_list_takes_any_limit_the_database_can(queue: Queue) -> None:
+    # No paging: the Python API must be able to read every ticket (the CLI and HTTP cap at 500).
+    add(queue, "m1")
+    assert len(queue.list(limit=2**63 - 1)) == 1
 
 
 def test_queue_list_filters_and_orders(queue: Queue, clock: FakeClock) -> None:
@@ -689,6 +701,21 @@ def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["queue", "resolve", "99999999999999999999", "--agent", "ana"],
+    ["queue", "release", "99999999999999999999", "--agent", "ana"],
+    ["queue", "resolve", "0", "--agent", "ana"],
+    ["queue", "list", "--limit", "99999999999999999999"],
+    ["queue", "list", "--limit", "501"],
+])
+def test_queue_cli_numbers_out_of_range_are_usage_errors(db: Path, args: list[str]) -> None:
+    # They were OverflowError tracebacks from the database driver.
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Invalid value for" in result.stderr and "Traceback" not in result.output
 
 
 def test_queue_cli_postgres_unreachable_is_a_clean_error() -> None:

@@ -342,6 +342,10 @@ def test_server_queue_list_shows_waiting_tickets_first(client: TestClient) -> No
         ("POST", "/v1/queue/claim", {"agent": "ana", "priority": 1}, 422, "unknown_field"),
         ("GET", "/v1/queue?status=lost", None, 422, "invalid_value"),
         ("GET", "/v1/queue?limit=0", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=501", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=99999999999999999999", None, 422, "invalid_value"),
+        ("POST", "/v1/queue/0/resolve", {"agent": "ana"}, 422, "invalid_value"),
+        ("POST", "/v1/queue/99999999999999999999/release", {"agent": "ana"}, 422, "invalid_value"),
         ("GET", "/v1/queue?limit=many", None, 422, "invalid_type"),
     ],
 )
