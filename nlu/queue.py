@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -317,7 +318,7 @@ class _SqlQueue(_SqlStore):
         return ticket, created
 
     def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
-        agent = self._storable(_nonempty("agent", agent))
+        agent = self._storable(_agent(agent))
         lease = _positive("lease_seconds", lease_seconds)
         now = self._clock()
         with self._write("claim a ticket") as conn:
@@ -342,7 +343,7 @@ class _SqlQueue(_SqlStore):
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
         ticket_id = _ticket_id(ticket_id)
-        agent = self._storable(_nonempty("agent", agent))
+        agent = self._storable(_agent(agent))
         with self._write(f"release ticket {ticket_id}") as conn:
             _check_holder(self._fetch(conn, ticket_id), agent, "release")
             row = conn.execute(
@@ -663,9 +664,12 @@ def _check_holder(ticket: Ticket, agent: str, action: str) -> None:
 def _resolve_args(ticket_id: Any, agent: Any, resolution: Any) -> tuple[int, str, str]:
     """Checked arguments of ``resolve``, the resolution note redacted."""
     ticket_id = _ticket_id(ticket_id)
-    agent = _nonempty("agent", agent)
+    agent = _agent(agent)
     if not isinstance(resolution, str):
         raise QueueError(f"resolution must be a string, got {type(resolution).__name__}")
+    problem = note_problem(resolution)
+    if problem is not None:
+        raise QueueError(f"resolution {problem}")
     return ticket_id, agent, redact(resolution)
 
 
@@ -721,6 +725,50 @@ def _nonempty(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise QueueError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+# What an agent name or a resolution note may not hold: unpaired surrogates (not Unicode
+# text; the database driver cannot encode them) and control characters (NUL, ESC and the
+# other C0 and C1 codes; a note may still hold tabs and line breaks). Agent names also
+# refuse line separators and bidirectional controls, which make one name look like another.
+_SURROGATES = "\ud800-\udfff"
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_NOT_IN_NOTE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_SURROGATES}]")
+_NOT_IN_AGENT = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_SURROGATES}{_BIDI}]")
+
+
+def _char_problem(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    kind = (
+        "an unpaired surrogate" if "\ud800" <= char <= "\udfff"
+        else "a control character" if char <= "\x9f"
+        else "a line separator" if char in "\u2028\u2029"
+        else "a bidirectional control"
+    )
+    return f"holds U+{ord(char):04X} ({kind}) at position {match.start()}"
+
+
+def agent_problem(agent: str) -> str | None:
+    """Why ``agent`` cannot be an agent name (apart from being blank), or None. The HTTP
+    models ask this too, so both refuse the same names."""
+    return _char_problem(_NOT_IN_AGENT, agent)
+
+
+def note_problem(note: str) -> str | None:
+    """Why ``note`` cannot be a resolution note, or None."""
+    return _char_problem(_NOT_IN_NOTE, note)
+
+
+def _agent(value: Any) -> str:
+    """A checked agent name."""
+    agent = _nonempty("agent", value)
+    problem = agent_problem(agent)
+    if problem is not None:
+        raise QueueError(f"agent {problem}; use a plain name")
+    return agent
 
 
 def _positive(name: str, value: Any) -> float:

@@ -50,7 +50,7 @@ from starlette.routing import Match
 from . import __version__
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
-from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID
+from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID, agent_problem, note_problem
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
@@ -390,7 +390,11 @@ class _AgentRequest(_Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise PydanticCustomError("empty_field", "agent: is blank")
-        return _check_text(value, "agent")
+        _check_text(value, "agent")
+        problem = agent_problem(value)  # the queue's own rule: control characters, bidi controls
+        if problem is not None:
+            raise PydanticCustomError("invalid_text", f"agent: {problem}")
+        return value
 
 
 class ClaimRequest(_AgentRequest):
@@ -399,6 +403,16 @@ class ClaimRequest(_AgentRequest):
 
 class ResolveRequest(_AgentRequest):
     resolution: str = Field("", max_length=MAX_TEXT_CHARS, description="What the agent did (PII is redacted before storing).")
+
+    @field_validator("resolution")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        # Unchecked, a lone surrogate here reached the database driver: a 500.
+        _check_text(value, "resolution")
+        problem = note_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("invalid_text", f"resolution: {problem}")
+        return value
 
 
 class ReleaseRequest(_AgentRequest):

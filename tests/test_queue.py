@@ -221,6 +221,17 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
     (lambda q: q.resolve(10**20, "ana"), "ticket id must be from 1 to"),  # was OverflowError
     (lambda q: q.release(-1, "ana"), "ticket id must be from 1 to"),
     (lambda q: q.purge(-1), "older_than_days must be a number >= 0"),
+    (lambda q: q.claim("\udcff"), r"agent holds U\+DCFF \(an unpaired surrogate\) at position 0"),  # was UnicodeEncodeError
+    (lambda q: q.claim("ana\x00"), r"agent holds U\+0000 \(a control character\) at position 3"),
+    (lambda q: q.claim("ana\x1b[8m"), r"agent holds U\+001B \(a control character\)"),
+    (lambda q: q.claim("ana\nluis"), r"agent holds U\+000A \(a control character\)"),
+    (lambda q: q.claim("ana\x85"), r"agent holds U\+0085 \(a control character\)"),
+    (lambda q: q.claim("\u202eana"), r"agent holds U\+202E \(a bidirectional control\)"),
+    (lambda q: q.release(1, "ana\x7f"), r"agent holds U\+007F"),
+    (lambda q: q.resolve(1, "ana\t"), r"agent holds U\+0009"),
+    (lambda q: q.resolve(1, "ana", "hecho \ud83d"), r"resolution holds U\+D83D \(an unpaired surrogate\)"),
+    (lambda q: q.resolve(1, "ana", "hecho\x00"), r"resolution holds U\+0000 \(a control character\)"),
+    (lambda q: q.resolve(1, "ana", "\x1b[2J"), r"resolution holds U\+001B"),
     (lambda q: q.enqueue(conversation_id="c", message_id=" ", text="x", prediction={}, reasons=[], priority=0), "message_id must be"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text=None, prediction={}, reasons=[], priority=0), "text must be a string"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={}, reasons="frustration", priority=0), "reasons must be a list"),
@@ -231,6 +242,18 @@ def test_queue_rejects_bad_arguments(queue: Queue, call: Any, message: str) -> N
     with pytest.raises(QueueError, match=message):
         call(queue)
     assert queue.list() == []
+
+
+def test_queue_refuses_a_bad_note_on_a_claimed_ticket_and_keeps_the_claim(queue: Queue) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana")
+    for note in ("hecho \ud83d", "hecho\x00", "\x1b]0;titulo\x07"):
+        with pytest.raises(QueueError, match="resolution holds"):
+            queue.resolve(ticket.id, "ana", note)
+    assert queue.get(ticket.id).status == "claimed"
+    # A note may span lines and hold tabs; other scripts and emoji are text too.
+    done = queue.resolve(ticket.id, "ana", "llamé al cliente\r\n\treembolso 👍 José ✓")
+    assert done.resolution == "llamé al cliente\r\n\treembolso 👍 José ✓"
 
 
 def test_queue_redacts_text_turns_and_resolution(queue: Queue, db: Path) -> None:
@@ -692,6 +715,10 @@ def test_queue_cli_claim_on_empty_queue(db: Path) -> None:
     (["queue", "resolve", "1", "--agent", "luis"], "claimed by ana, not luis"),
     (["queue", "list", "--status", "pending"], "unknown ticket status 'pending'"),
     (["queue", "claim", "--agent", "  "], "agent must be a non-empty string"),
+    (["queue", "claim", "--agent", "\udcff"], "agent holds U+DCFF (an unpaired surrogate)"),  # argv byte 0xff
+    (["queue", "claim", "--agent", "ana\x1b[8m"], "agent holds U+001B (a control character)"),
+    (["queue", "release", "1", "--agent", "ana\x00"], "agent holds U+0000"),
+    (["queue", "resolve", "1", "--agent", "ana", "--note", "ok\x1b[2J"], "resolution holds U+001B"),
 ])
 def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) -> None:
     with SQLiteQueue(db) as q:

@@ -316,6 +316,19 @@ def test_server_queue_claim_resolve_release(client: TestClient) -> None:
     assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
 
 
+@pytest.mark.parametrize("resolution", [b'"ok \\ud83d"', b'"ok \\u0000"', b'"\\u001b[2J"'])
+def test_server_queue_resolve_refuses_a_bad_note_with_422(client: TestClient, resolution: bytes) -> None:
+    # A lone surrogate in the note reached the database driver: a 500.
+    ticket = escalate(client)["ticket"]
+    assert client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).status_code == 200
+    body = b'{"agent": "ana", "resolution": ' + resolution + b"}"
+    r = client.post(f"/v1/queue/{ticket['id']}/resolve", headers={**AUTH, "Content-Type": "application/json"}, content=body)
+    assert_error(r, 422, "invalid_text")
+    assert "resolution: " in r.json()["error"]["message"]
+    held = client.get("/v1/queue?status=claimed", headers=AUTH).json()["tickets"]
+    assert [(t["id"], t["agent"]) for t in held] == [(ticket["id"], "ana")]
+
+
 def test_server_queue_list_shows_waiting_tickets_first(client: TestClient) -> None:
     done = [escalate(client, conversation=f"old{i}", message_id=f"m-old-{i}")["ticket"]["id"] for i in range(3)]
     for _ in done:
