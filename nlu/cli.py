@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,20 @@ app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# What must not reach a terminal raw: C0 and C1 control characters and DEL (a newline in a
+# customer's text forged a row of `nlu queue list`; ESC starts an escape sequence), line
+# separators, bidirectional controls (they reorder what follows) and unpaired surrogates
+# (which cannot even be encoded).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` with what :data:`_UNPRINTABLE` matches escaped: ``\n``, ``\r``, ``\t``,
+    else ``\uXXXX``. These are JSON's escapes too, so a JSON line stays JSON with the same
+    values. Everything the CLI prints from the database goes through this."""
+    return _UNPRINTABLE.sub(lambda m: _SHORT_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
 
 def fails_cleanly(func: F) -> F:
     """Turn an NLUError into "error: ..." on stderr and exit code 1."""
@@ -45,7 +60,8 @@ def fails_cleanly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NLUError as exc:
-            message = " ".join(str(exc).split())
+            # One line, and printable: messages quote values read from the database.
+            message = printable(" ".join(str(exc).split()))
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(1) from None
 
@@ -444,6 +460,11 @@ def _ticket_json(ticket: Any) -> str:
     return json.dumps(ticket.to_dict(), ensure_ascii=False)
 
 
+def _show(line: str) -> None:
+    """Print one line of queue output; every queue command prints through here."""
+    typer.echo(printable(line))
+
+
 @queue_app.command("list")
 @fails_cleanly
 def queue_list(
@@ -464,10 +485,10 @@ def queue_list(
         queue.close()
     if as_json:
         for ticket in tickets:
-            typer.echo(_ticket_json(ticket))
+            _show(_ticket_json(ticket))
         return
     if not tickets:
-        typer.echo("no tickets")
+        _show("no tickets")
     now = time.time()
     for t in tickets:
         holder = ""
@@ -477,7 +498,7 @@ def queue_list(
         elif t.status == "resolved":
             holder = f" by {t.agent}"
         text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
-        typer.echo(
+        _show(
             f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
             f"  [{t.conversation_id}] {text}"
         )
@@ -501,7 +522,7 @@ def queue_claim(
     if ticket is None:
         typer.echo("queue empty", err=True)
         return
-    typer.echo(_ticket_json(ticket))
+    _show(_ticket_json(ticket))
 
 
 @queue_app.command("resolve")
@@ -520,7 +541,7 @@ def queue_resolve(
         ticket = queue.resolve(ticket_id, agent, note)
     finally:
         queue.close()
-    typer.echo(f"resolved ticket {ticket.id}")
+    _show(f"resolved ticket {ticket.id}")
 
 
 @queue_app.command("release")
@@ -534,7 +555,7 @@ def queue_release(ticket_id: TicketId, agent: AgentName, db: QueueDb = None) -> 
         ticket = queue.release(ticket_id, agent)
     finally:
         queue.close()
-    typer.echo(f"released ticket {ticket.id}")
+    _show(f"released ticket {ticket.id}")
 
 
 # -- retention (nlu.toml [privacy]) ---------------------------------------------------

@@ -701,6 +701,48 @@ def test_queue_cli_list_shows_waiting_tickets_first(db: Path) -> None:
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [["#6", "queued"], ["#7", "queued"], ["#8", "queued"]]
 
 
+FORGED = "una persona ya\n#1  resolved by ana \x1b[8m\u202e\x9b2J\u2028fin"
+RAW = ("\x1b", "\u202e", "\x9b", "\u2028")
+
+
+def _legacy_agent(db: Path, ticket_id: int, agent: str) -> None:
+    """Store an agent name the queue now refuses, as a row written before the check."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tickets SET agent = ? WHERE id = ?", (agent, ticket_id))
+
+
+def test_queue_cli_list_escapes_what_it_prints_from_the_database(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1", text=FORGED, conversation_id="c\x1b]0;x\x07")
+        add(q, "m2", priority=0.1)
+        q.claim("ana")
+    _legacy_agent(db, 1, "ana\x1b[31m")
+    result = runner.invoke(app, ["queue", "list", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("#2")  # the text's newline forged no row
+    assert not any(ch in result.stdout for ch in RAW)
+    assert "by ana\\u001b[31m" in lines[0] and "[c\\u001b]0;x\\u0007]" in lines[0]
+    assert "una persona ya\\n#1  resolved by ana \\u001b[8m\\u202e\\u009b2J\\u2028fin" in lines[0]
+
+    result = runner.invoke(app, ["queue", "list", "--json", "--db", str(db)])
+    assert not any(ch in result.stdout for ch in RAW)
+    first = json.loads(result.stdout.splitlines()[0])  # still JSON, with the same values
+    assert (first["text"], first["agent"]) == (FORGED, "ana\x1b[31m")
+
+
+def test_queue_cli_claim_and_errors_escape_what_they_print(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1", text=FORGED)
+    result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", str(db)])
+    assert result.exit_code == 0 and not any(ch in result.stdout for ch in RAW)
+    assert json.loads(result.stdout)["text"] == FORGED
+    _legacy_agent(db, 1, "ana\x1b[2J\u202e")
+    result = runner.invoke(app, ["queue", "release", "1", "--agent", "luis", "--db", str(db)])
+    assert result.exit_code == 1 and not any(ch in result.stderr for ch in RAW)
+    assert result.stderr == "error: cannot release ticket 1: it is claimed by ana\\u001b[2J\\u202e, not luis\n"
+
+
 def test_queue_cli_claim_on_empty_queue(db: Path) -> None:
     result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", str(db)])
     assert result.exit_code == 0
