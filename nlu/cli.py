@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .errors import InputError, NLUError
-from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID
+from .queue import MAX_LEASE_SECONDS, MAX_LIST_LIMIT, MAX_TICKET_ID, MIN_LEASE_SECONDS
 
 app = typer.Typer(
     name="nlu",
@@ -508,7 +508,12 @@ def queue_list(
 @fails_cleanly
 def queue_claim(
     agent: AgentName,
-    lease: Annotated[float, typer.Option("--lease", min=1, help="Seconds the claim lasts before the ticket returns to the queue.")] = 300,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease", min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS, help="Seconds the claim lasts before the ticket returns to the queue."
+        ),
+    ] = 300,
     db: QueueDb = None,
 ) -> None:
     """Take the most urgent, oldest ticket; print it as JSON ("queue empty" on stderr when none)."""

@@ -42,7 +42,7 @@ from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
 __all__ = [
-    "DEFAULT_DB", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -53,6 +53,8 @@ MAX_TICKET_ID = _MAX_SQL_INTEGER
 # Tickets per list call from the CLI and HTTP. The Python API takes up to _MAX_SQL_INTEGER:
 # with no paging, a smaller cap would leave callers no way to read every ticket.
 MAX_LIST_LIMIT = 500
+MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
+MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 
@@ -319,7 +321,7 @@ class _SqlQueue(_SqlStore):
 
     def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
         agent = self._storable(_agent(agent))
-        lease = _positive("lease_seconds", lease_seconds)
+        lease = _lease(lease_seconds)
         now = self._clock()
         with self._write("claim a ticket") as conn:
             row = conn.execute(self._CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
@@ -771,10 +773,10 @@ def _agent(value: Any) -> str:
     return agent
 
 
-def _positive(name: str, value: Any) -> float:
+def _lease(value: Any) -> float:
     seconds = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise QueueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:  # NaN fails too
+        raise QueueError(f"lease_seconds must be {MIN_LEASE_SECONDS} to {MAX_LEASE_SECONDS} seconds, got {value!r}")
     return seconds
 
 

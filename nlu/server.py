@@ -50,7 +50,7 @@ from starlette.routing import Match
 from . import __version__
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
-from .queue import MAX_LIST_LIMIT, MAX_TICKET_ID, agent_problem, note_problem
+from .queue import MAX_LEASE_SECONDS, MAX_LIST_LIMIT, MAX_TICKET_ID, MIN_LEASE_SECONDS, agent_problem, note_problem
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
@@ -398,7 +398,9 @@ class _AgentRequest(_Strict):
 
 
 class ClaimRequest(_AgentRequest):
-    lease_seconds: int = Field(300, ge=10, le=86400, description="How long the claim holds before the ticket returns to the queue.")
+    lease_seconds: int = Field(
+        300, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS, description="How long the claim holds before the ticket returns to the queue."
+    )
 
 
 class ResolveRequest(_AgentRequest):

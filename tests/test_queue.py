@@ -167,6 +167,13 @@ def test_queue_expired_lease_returns_ticket_to_the_queue(queue: Queue, clock: Fa
     assert queue.resolve(urgent.id, "luis").status == "resolved"
 
 
+def test_queue_lease_bounds_are_inclusive(queue: Queue, clock: FakeClock) -> None:
+    add(queue, "m1")
+    add(queue, "m2")
+    assert queue.claim("ana", lease_seconds=10).lease_until == clock.now + 10  # type: ignore[union-attr]
+    assert queue.claim("luis", lease_seconds=86_400).lease_until == clock.now + 86_400  # type: ignore[union-attr]
+
+
 def test_queue_expired_lease_still_lets_its_agent_finish(queue: Queue, clock: FakeClock) -> None:
     ticket = add(queue, "m1")
     queue.claim("ana", lease_seconds=10)
@@ -209,8 +216,13 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda q: q.claim(""), "agent must be a non-empty string"),
-    (lambda q: q.claim("ana", lease_seconds=0), "lease_seconds must be a positive"),
-    (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be a positive"),
+    (lambda q: q.claim("ana", lease_seconds=0), "lease_seconds must be 10 to 86400 seconds, got 0"),
+    (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=9.5), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=86_400.5), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=1e300), "lease_seconds must be 10 to 86400"),  # was accepted
+    (lambda q: q.claim("ana", lease_seconds=float("inf")), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=True), "lease_seconds must be 10 to 86400"),
     (lambda q: q.get("1"), "ticket id must be an integer"),
     (lambda q: q.list("pending"), "unknown ticket status 'pending'"),
     (lambda q: q.list(limit=0), "limit must be an integer from 1 to 9223372036854775807, got 0"),
@@ -778,6 +790,9 @@ def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) 
     ["queue", "resolve", "0", "--agent", "ana"],
     ["queue", "list", "--limit", "99999999999999999999"],
     ["queue", "list", "--limit", "501"],
+    ["queue", "claim", "--agent", "ana", "--lease", "1e300"],  # was accepted
+    ["queue", "claim", "--agent", "ana", "--lease", "9"],
+    ["queue", "claim", "--agent", "ana", "--lease", "86401"],
 ])
 def test_queue_cli_numbers_out_of_range_are_usage_errors(db: Path, args: list[str]) -> None:
     # They were OverflowError tracebacks from the database driver.
