@@ -167,7 +167,8 @@ class Queue(Protocol):
         ...
 
     def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
-        """Close a ticket; only the agent holding the claim may."""
+        """Close a ticket; only the agent holding the claim may. Resolving it again with the
+        same note (a retry) returns it unchanged; with another note it is refused."""
         ...
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
@@ -333,7 +334,12 @@ class _SqlQueue(_SqlStore):
         with self._write(f"resolve ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             if ticket.status == "resolved" and ticket.agent == agent:
-                return ticket  # a retried resolve (e.g. after a timeout) is not an error
+                if ticket.resolution == resolution:
+                    return ticket  # a retried resolve (e.g. after a timeout) is not an error
+                # Answering success would tell the agent their new note was kept.
+                raise QueueError(
+                    f"cannot resolve ticket {ticket.id}: already resolved by {ticket.agent} with another note"
+                )
             _check_holder(ticket, agent, "resolve")
             row = conn.execute(
                 "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"

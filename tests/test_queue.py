@@ -197,6 +197,10 @@ def test_queue_resolve_is_idempotent_for_its_agent_only(queue: Queue) -> None:
     queue.claim("ana")
     first = queue.resolve(ticket.id, "ana", "hecho")
     assert queue.resolve(ticket.id, "ana", "hecho") == first  # a retried request
+    for other in ("reembolso", ""):  # the first note was kept: saying "resolved" would hide it
+        with pytest.raises(QueueError, match="already resolved by ana with another note"):
+            queue.resolve(ticket.id, "ana", other)
+    assert queue.get(ticket.id) == first
     with pytest.raises(QueueError, match="already resolved by ana"):
         queue.resolve(ticket.id, "luis")
     with pytest.raises(QueueError, match="already resolved"):
@@ -266,6 +270,17 @@ def test_queue_refuses_a_bad_note_on_a_claimed_ticket_and_keeps_the_claim(queue:
     # A note may span lines and hold tabs; other scripts and emoji are text too.
     done = queue.resolve(ticket.id, "ana", "llamé al cliente\r\n\treembolso 👍 José ✓")
     assert done.resolution == "llamé al cliente\r\n\treembolso 👍 José ✓"
+
+
+def test_queue_retried_resolve_compares_the_redacted_note(queue: Queue) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana")
+    first = queue.resolve(ticket.id, "ana", "lo llamé al 3104567821")
+    assert queue.resolve(ticket.id, "ana", "lo llamé al 3104567821") == first  # stored redacted, still a retry
+    # Notes are compared as stored: one that redacts to the same text loses nothing.
+    assert queue.resolve(ticket.id, "ana", "lo llamé al 3000000000") == first
+    with pytest.raises(QueueError, match="another note"):
+        queue.resolve(ticket.id, "ana", "lo llamé al [TELEFONO] dos veces")
 
 
 def test_queue_redacts_text_turns_and_resolution(queue: Queue, db: Path) -> None:

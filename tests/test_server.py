@@ -313,6 +313,11 @@ def test_server_queue_claim_resolve_release(client: TestClient) -> None:
 
     resolved = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "reembolso hecho"}).json()
     assert resolved["ticket"]["status"] == "resolved"
+    retried = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "reembolso hecho"})
+    assert retried.status_code == 200 and retried.json() == resolved
+    other_note = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "otra cosa"})
+    assert_error(other_note, 409, "ticket_conflict")
+    assert "with another note" in other_note.json()["error"]["message"]
     assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
 
 
