@@ -32,6 +32,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -333,7 +334,7 @@ class _SqlQueue(_SqlStore):
         agent, resolution = self._storable(agent), self._storable(resolution)
         with self._write(f"resolve ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
-            if ticket.status == "resolved" and ticket.agent == agent:
+            if ticket.status == "resolved" and _same_agent(ticket.agent, agent):
                 if ticket.resolution == resolution:
                     return ticket  # a retried resolve (e.g. after a timeout) is not an error
                 # Answering success would tell the agent their new note was kept.
@@ -665,7 +666,7 @@ def _check_holder(ticket: Ticket, agent: str, action: str) -> None:
         raise QueueError(f"cannot {action} ticket {ticket.id}: already resolved by {ticket.agent}")
     if ticket.status != "claimed":
         raise QueueError(f"cannot {action} ticket {ticket.id}: it is {ticket.status}, claim it first")
-    if ticket.agent != agent:
+    if not _same_agent(ticket.agent, agent):
         raise QueueError(f"cannot {action} ticket {ticket.id}: it is claimed by {ticket.agent}, not {agent}")
 
 
@@ -771,12 +772,20 @@ def note_problem(note: str) -> str | None:
 
 
 def _agent(value: Any) -> str:
-    """A checked agent name."""
+    """A checked agent name, in NFC: "José" typed with a combining accent (NFD, as some
+    keyboards and macOS file names give it) is the same agent as the precomposed "José".
+    Unlike ids, which are opaque and compared exactly, a name is what a person typed."""
     agent = _nonempty("agent", value)
     problem = agent_problem(agent)
     if problem is not None:
         raise QueueError(f"agent {problem}; use a plain name")
-    return agent
+    return unicodedata.normalize("NFC", agent)
+
+
+def _same_agent(stored: str | None, agent: str) -> bool:
+    """Whether the agent on a ticket is ``agent`` (already NFC); rows written before names
+    were normalised may hold another form."""
+    return stored is not None and unicodedata.normalize("NFC", stored) == agent
 
 
 def _lease(value: Any) -> float:

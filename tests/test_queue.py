@@ -207,6 +207,31 @@ def test_queue_resolve_is_idempotent_for_its_agent_only(queue: Queue) -> None:
         queue.release(ticket.id, "ana")
 
 
+NFC, NFD = "Jos\u00e9", "Jose\u0301"  # both print as "José"
+
+
+def test_queue_agent_names_are_compared_in_nfc(queue: Queue) -> None:
+    first, second = add(queue, "m1"), add(queue, "m2")
+    claimed = queue.claim(NFD)
+    assert claimed is not None and claimed.agent == NFC  # stored normalised
+    assert queue.release(first.id, NFC).status == "queued"
+    queue.claim(NFC)
+    done = queue.resolve(first.id, NFD, "hecho")
+    assert done.agent == NFC
+    assert queue.resolve(first.id, NFC, "hecho") == done  # a retry, whatever the form
+    queue.claim("ana")
+    with pytest.raises(QueueError, match="claimed by ana"):
+        queue.resolve(second.id, NFD)
+
+
+def test_queue_agent_stored_in_another_form_still_holds_its_ticket(sqlite_queue: SQLiteQueue, db: Path) -> None:
+    ticket = add(sqlite_queue, "m1")
+    sqlite_queue.claim("ana")
+    _legacy_agent(db, ticket.id, NFD)  # written before names were normalised
+    assert sqlite_queue.resolve(ticket.id, NFC, "hecho").status == "resolved"
+    assert sqlite_queue.resolve(ticket.id, NFD, "hecho").status == "resolved"
+
+
 @pytest.mark.parametrize("call", [
     lambda q: q.get(999),
     lambda q: q.resolve(999, "ana"),
@@ -768,6 +793,15 @@ def test_queue_cli_claim_and_errors_escape_what_they_print(db: Path) -> None:
     result = runner.invoke(app, ["queue", "release", "1", "--agent", "luis", "--db", str(db)])
     assert result.exit_code == 1 and not any(ch in result.stderr for ch in RAW)
     assert result.stderr == "error: cannot release ticket 1: it is claimed by ana\\u001b[2J\\u202e, not luis\n"
+
+
+def test_queue_cli_agent_names_are_compared_in_nfc(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1")
+    result = runner.invoke(app, ["queue", "claim", "--agent", NFD, "--db", str(db)])
+    assert json.loads(result.stdout)["agent"] == NFC
+    result = runner.invoke(app, ["queue", "resolve", "1", "--agent", NFC, "--db", str(db)])
+    assert result.exit_code == 0, result.output
 
 
 def test_queue_cli_claim_on_empty_queue(db: Path) -> None:

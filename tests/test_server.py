@@ -334,6 +334,15 @@ def test_server_queue_resolve_refuses_a_bad_note_with_422(client: TestClient, re
     assert [(t["id"], t["agent"]) for t in held] == [(ticket["id"], "ana")]
 
 
+def test_server_queue_agent_names_are_compared_in_nfc(client: TestClient) -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    escalate(client)
+    claimed = client.post("/v1/queue/claim", headers=AUTH, json={"agent": nfd}).json()["ticket"]
+    assert claimed["agent"] == nfc
+    r = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": nfc})
+    assert r.status_code == 200 and r.json()["ticket"]["agent"] == nfc
+
+
 def test_server_queue_list_shows_waiting_tickets_first(client: TestClient) -> None:
     done = [escalate(client, conversation=f"old{i}", message_id=f"m-old-{i}")["ticket"]["id"] for i in range(3)]
     for _ in done:
