@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .errors import InputError, NLUError
+from .queue import MAX_LEASE_SECONDS, MAX_LIST_LIMIT, MAX_TICKET_ID, MIN_LEASE_SECONDS
 
 app = typer.Typer(
     name="nlu",
@@ -35,6 +37,20 @@ app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# What must not reach a terminal raw: C0 and C1 control characters and DEL (a newline in a
+# customer's text forged a row of `nlu queue list`; ESC starts an escape sequence), line
+# separators, bidirectional controls (they reorder what follows) and unpaired surrogates
+# (which cannot even be encoded).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` with what :data:`_UNPRINTABLE` matches escaped: ``\n``, ``\r``, ``\t``,
+    else ``\uXXXX``. These are JSON's escapes too, so a JSON line stays JSON with the same
+    values. Everything the CLI prints from the database goes through this."""
+    return _UNPRINTABLE.sub(lambda m: _SHORT_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
 
 def fails_cleanly(func: F) -> F:
     """Turn an NLUError into "error: ..." on stderr and exit code 1."""
@@ -44,7 +60,8 @@ def fails_cleanly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NLUError as exc:
-            message = " ".join(str(exc).split())
+            # One line, and printable: messages quote values read from the database.
+            message = printable(" ".join(str(exc).split()))
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(1) from None
 
@@ -436,22 +453,27 @@ QueueDb = Annotated[
     typer.Option("--db", help="Queue database: a path, sqlite:///path or postgresql://... [default: $NLU_DB or var/nlu.db].", show_default=False),
 ]
 AgentName = Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)]
-TicketId = Annotated[int, typer.Argument(help="Ticket id.", show_default=False)]
+TicketId = Annotated[int, typer.Argument(min=1, max=MAX_TICKET_ID, help="Ticket id.", show_default=False)]
 
 
 def _ticket_json(ticket: Any) -> str:
     return json.dumps(ticket.to_dict(), ensure_ascii=False)
 
 
+def _show(line: str) -> None:
+    """Print one line of queue output; every queue command prints through here."""
+    typer.echo(printable(line))
+
+
 @queue_app.command("list")
 @fails_cleanly
 def queue_list(
     status: Annotated[str | None, typer.Option("--status", help="Only tickets in this status: queued, claimed or resolved.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many tickets.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIST_LIMIT, help="At most this many tickets.")] = 50,
     db: QueueDb = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per ticket and line.")] = False,
 ) -> None:
-    """List tickets: queued and claimed ones in the order agents take them, resolved ones newest first."""
+    """List tickets: queued and claimed ones first, in the order agents take them, then resolved ones newest first."""
     import time
 
     from .queue import open_queue
@@ -463,10 +485,10 @@ def queue_list(
         queue.close()
     if as_json:
         for ticket in tickets:
-            typer.echo(_ticket_json(ticket))
+            _show(_ticket_json(ticket))
         return
     if not tickets:
-        typer.echo("no tickets")
+        _show("no tickets")
     now = time.time()
     for t in tickets:
         holder = ""
@@ -476,7 +498,7 @@ def queue_list(
         elif t.status == "resolved":
             holder = f" by {t.agent}"
         text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
-        typer.echo(
+        _show(
             f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
             f"  [{t.conversation_id}] {text}"
         )
@@ -486,7 +508,12 @@ def queue_list(
 @fails_cleanly
 def queue_claim(
     agent: AgentName,
-    lease: Annotated[float, typer.Option("--lease", min=1, help="Seconds the claim lasts before the ticket returns to the queue.")] = 300,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease", min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS, help="Seconds the claim lasts before the ticket returns to the queue."
+        ),
+    ] = 300,
     db: QueueDb = None,
 ) -> None:
     """Take the most urgent, oldest ticket; print it as JSON ("queue empty" on stderr when none)."""
@@ -500,7 +527,7 @@ def queue_claim(
     if ticket is None:
         typer.echo("queue empty", err=True)
         return
-    typer.echo(_ticket_json(ticket))
+    _show(_ticket_json(ticket))
 
 
 @queue_app.command("resolve")
@@ -519,7 +546,7 @@ def queue_resolve(
         ticket = queue.resolve(ticket_id, agent, note)
     finally:
         queue.close()
-    typer.echo(f"resolved ticket {ticket.id}")
+    _show(f"resolved ticket {ticket.id}")
 
 
 @queue_app.command("release")
@@ -533,7 +560,7 @@ def queue_release(ticket_id: TicketId, agent: AgentName, db: QueueDb = None) -> 
         ticket = queue.release(ticket_id, agent)
     finally:
         queue.close()
-    typer.echo(f"released ticket {ticket.id}")
+    _show(f"released ticket {ticket.id}")
 
 
 # -- retention (nlu.toml [privacy]) ---------------------------------------------------

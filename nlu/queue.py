@@ -28,9 +28,11 @@ import math
 import numbers
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -40,10 +42,20 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
-__all__ = ["DEFAULT_DB", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db"]
+__all__ = [
+    "DEFAULT_DB", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+]
 
 DEFAULT_DB = "var/nlu.db"
 STATUSES = ("queued", "claimed", "resolved")
+# Argument bounds, checked here and declared by the CLI options and the HTTP fields alike.
+_MAX_SQL_INTEGER = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT: more overflowed the driver
+MAX_TICKET_ID = _MAX_SQL_INTEGER
+# Tickets per list call from the CLI and HTTP. The Python API takes up to _MAX_SQL_INTEGER:
+# with no paging, a smaller cap would leave callers no way to read every ticket.
+MAX_LIST_LIMIT = 500
+MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
+MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 
@@ -161,7 +173,8 @@ class Queue(Protocol):
         ...
 
     def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
-        """Close a ticket; only the agent holding the claim may."""
+        """Close a ticket; only the agent holding the claim may. Resolving it again with the
+        same note (a retry) returns it unchanged; with another note it is refused."""
         ...
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
@@ -173,7 +186,8 @@ class Queue(Protocol):
         ...
 
     def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Ticket]:
-        """Tickets, optionally of one status."""
+        """Tickets, optionally of one status: queued and claimed ones in the order agents
+        take them (priority, then age), then resolved ones newest first."""
         ...
 
     def depth(self) -> int:
@@ -346,8 +360,8 @@ class _SqlQueue(_SqlStore):
         return ticket, created
 
     def claim(self, agent: str, lease_seconds: float = 300) -> Ticket | None:
-        agent = self._storable(_nonempty("agent", agent))
-        lease = _positive("lease_seconds", lease_seconds)
+        agent = self._storable(_agent(agent))
+        lease = _lease(lease_seconds)
         now = self._clock()
         with self._write("claim a ticket") as conn:
             row = conn.execute(self._CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
@@ -358,8 +372,13 @@ class _SqlQueue(_SqlStore):
         agent, resolution = self._storable(agent), self._storable(resolution)
         with self._write(f"resolve ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
-            if ticket.status == "resolved" and ticket.agent == agent:
-                return ticket  # a retried resolve (e.g. after a timeout) is not an error
+            if ticket.status == "resolved" and _same_agent(ticket.agent, agent):
+                if ticket.resolution == resolution:
+                    return ticket  # a retried resolve (e.g. after a timeout) is not an error
+                # Answering success would tell the agent their new note was kept.
+                raise QueueError(
+                    f"cannot resolve ticket {ticket.id}: already resolved by {ticket.agent} with another note"
+                )
             _check_holder(ticket, agent, "resolve")
             row = conn.execute(
                 "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
@@ -371,7 +390,7 @@ class _SqlQueue(_SqlStore):
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
         ticket_id = _ticket_id(ticket_id)
-        agent = self._storable(_nonempty("agent", agent))
+        agent = self._storable(_agent(agent))
         with self._write(f"release ticket {ticket_id}") as conn:
             _check_holder(self._fetch(conn, ticket_id), agent, "release")
             row = conn.execute(
@@ -691,16 +710,19 @@ def _check_holder(ticket: Ticket, agent: str, action: str) -> None:
         raise QueueError(f"cannot {action} ticket {ticket.id}: already resolved by {ticket.agent}")
     if ticket.status != "claimed":
         raise QueueError(f"cannot {action} ticket {ticket.id}: it is {ticket.status}, claim it first")
-    if ticket.agent != agent:
+    if not _same_agent(ticket.agent, agent):
         raise QueueError(f"cannot {action} ticket {ticket.id}: it is claimed by {ticket.agent}, not {agent}")
 
 
 def _resolve_args(ticket_id: Any, agent: Any, resolution: Any) -> tuple[int, str, str]:
     """Checked arguments of ``resolve``, the resolution note redacted."""
     ticket_id = _ticket_id(ticket_id)
-    agent = _nonempty("agent", agent)
+    agent = _agent(agent)
     if not isinstance(resolution, str):
         raise QueueError(f"resolution must be a string, got {type(resolution).__name__}")
+    problem = note_problem(resolution)
+    if problem is not None:
+        raise QueueError(f"resolution {problem}")
     return ticket_id, agent, redact(resolution)
 
 
@@ -708,10 +730,29 @@ def _list_order(status: Any, limit: Any) -> str:
     """Check ``list``'s arguments; the ORDER BY clause for that status."""
     if status is not None and status not in STATUSES:
         raise QueueError(f"unknown ticket status {status!r}; use one of {', '.join(STATUSES)}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise QueueError(f"limit must be a positive integer, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_SQL_INTEGER:
+        raise QueueError(f"limit must be an integer from 1 to {_MAX_SQL_INTEGER}, got {limit!r}")
     # Queued and claimed tickets in the order agents take them; resolved ones newest first.
-    return "updated_at DESC, id DESC" if status == "resolved" else "priority DESC, created_at, id"
+    if status == "resolved":
+        return _RESOLVED_ORDER
+    if status is not None:
+        return _OPEN_ORDER
+    # Every status: the open tickets first, in claim order, then the resolved ones newest
+    # first (ordering all of them by priority put old urgent resolved tickets ahead of
+    # waiting ones, and a short --limit showed no waiting ticket at all). The first key
+    # splits the two groups, so the CASEs' NULLs (sorted first by SQLite, last by
+    # PostgreSQL) only ever tie with each other.
+    return (
+        "CASE WHEN status = 'resolved' THEN 1 ELSE 0 END,"
+        " CASE WHEN status <> 'resolved' THEN priority END DESC,"
+        " CASE WHEN status <> 'resolved' THEN created_at END,"
+        " CASE WHEN status = 'resolved' THEN updated_at END DESC,"
+        " CASE WHEN status = 'resolved' THEN -id ELSE id END"
+    )
+
+
+_OPEN_ORDER = "priority DESC, created_at, id"  # claim order: the same as _CLAIM's
+_RESOLVED_ORDER = "updated_at DESC, id DESC"
 
 
 def _days(older_than_days: Any) -> float:
@@ -739,16 +780,70 @@ def _nonempty(name: str, value: Any) -> str:
     return value
 
 
-def _positive(name: str, value: Any) -> float:
+# What an agent name or a resolution note may not hold: unpaired surrogates (not Unicode
+# text; the database driver cannot encode them) and control characters (NUL, ESC and the
+# other C0 and C1 codes; a note may still hold tabs and line breaks). Agent names also
+# refuse line separators and bidirectional controls, which make one name look like another.
+_SURROGATES = "\ud800-\udfff"
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_NOT_IN_NOTE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_SURROGATES}]")
+_NOT_IN_AGENT = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_SURROGATES}{_BIDI}]")
+
+
+def _char_problem(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    kind = (
+        "an unpaired surrogate" if "\ud800" <= char <= "\udfff"
+        else "a control character" if char <= "\x9f"
+        else "a line separator" if char in "\u2028\u2029"
+        else "a bidirectional control"
+    )
+    return f"holds U+{ord(char):04X} ({kind}) at position {match.start()}"
+
+
+def agent_problem(agent: str) -> str | None:
+    """Why ``agent`` cannot be an agent name (apart from being blank), or None. The HTTP
+    models ask this too, so both refuse the same names."""
+    return _char_problem(_NOT_IN_AGENT, agent)
+
+
+def note_problem(note: str) -> str | None:
+    """Why ``note`` cannot be a resolution note, or None."""
+    return _char_problem(_NOT_IN_NOTE, note)
+
+
+def _agent(value: Any) -> str:
+    """A checked agent name, in NFC: "José" typed with a combining accent (NFD, as some
+    keyboards and macOS file names give it) is the same agent as the precomposed "José".
+    Unlike ids, which are opaque and compared exactly, a name is what a person typed."""
+    agent = _nonempty("agent", value)
+    problem = agent_problem(agent)
+    if problem is not None:
+        raise QueueError(f"agent {problem}; use a plain name")
+    return unicodedata.normalize("NFC", agent)
+
+
+def _same_agent(stored: str | None, agent: str) -> bool:
+    """Whether the agent on a ticket is ``agent`` (already NFC); rows written before names
+    were normalised may hold another form."""
+    return stored is not None and unicodedata.normalize("NFC", stored) == agent
+
+
+def _lease(value: Any) -> float:
     seconds = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise QueueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:  # NaN fails too
+        raise QueueError(f"lease_seconds must be {MIN_LEASE_SECONDS} to {MAX_LEASE_SECONDS} seconds, got {value!r}")
     return seconds
 
 
 def _ticket_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise QueueError(f"ticket id must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_TICKET_ID:  # past int64 the database driver raised OverflowError
+        raise QueueError(f"ticket id must be from 1 to {MAX_TICKET_ID}, got {value}")
     return value
 
 

@@ -50,6 +50,7 @@ from starlette.routing import Match
 from . import __version__
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
+from .queue import MAX_LEASE_SECONDS, MAX_LIST_LIMIT, MAX_TICKET_ID, MIN_LEASE_SECONDS, agent_problem, note_problem
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
@@ -67,7 +68,6 @@ MAX_CHALLENGE_CHARS = 256
 DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a full batch of 4,096-character texts, JSON-escaped, fits
 DEFAULT_MAX_WEBHOOK_BODY = 1024 * 1024  # Meta's notifications are a few KiB
 MIN_AGENT_TOKEN_CHARS = 16
-MAX_TICKET_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in the path would overflow the driver (a 500)
 
 ENV_VERIFY_TOKEN = "NLU_WHATSAPP_VERIFY_TOKEN"
 ENV_APP_SECRET = "NLU_WHATSAPP_APP_SECRET"
@@ -390,15 +390,31 @@ class _AgentRequest(_Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise PydanticCustomError("empty_field", "agent: is blank")
-        return _check_text(value, "agent")
+        _check_text(value, "agent")
+        problem = agent_problem(value)  # the queue's own rule: control characters, bidi controls
+        if problem is not None:
+            raise PydanticCustomError("invalid_text", f"agent: {problem}")
+        return value
 
 
 class ClaimRequest(_AgentRequest):
-    lease_seconds: int = Field(300, ge=10, le=86400, description="How long the claim holds before the ticket returns to the queue.")
+    lease_seconds: int = Field(
+        300, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS, description="How long the claim holds before the ticket returns to the queue."
+    )
 
 
 class ResolveRequest(_AgentRequest):
     resolution: str = Field("", max_length=MAX_TEXT_CHARS, description="What the agent did (PII is redacted before storing).")
+
+    @field_validator("resolution")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        # Unchecked, a lone surrogate here reached the database driver: a 500.
+        _check_text(value, "resolution")
+        problem = note_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("invalid_text", f"resolution: {problem}")
+        return value
 
 
 class ReleaseRequest(_AgentRequest):
@@ -684,9 +700,9 @@ def create_app(
         def queue_list(
             _: Agent,
             status: Annotated[Literal["queued", "claimed", "resolved"] | None, Query(description="Only tickets in this status.")] = None,
-            limit: Annotated[int, Query(ge=1, le=500)] = 50,
+            limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
         ) -> JSONResponse:
-            """List tickets: waiting ones in the order agents take them (priority first), resolved ones newest first."""
+            """List tickets: waiting ones first, in the order agents take them (priority, then age), then resolved ones newest first."""
             tickets = service.queue.list(status=status, limit=limit)
             return JSONResponse({"tickets": [t.to_dict() for t in tickets], "depth": service.queue.depth()})
 

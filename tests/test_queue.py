@@ -168,6 +168,13 @@ def test_queue_expired_lease_returns_ticket_to_the_queue(queue: Queue, clock: Fa
     assert queue.resolve(urgent.id, "luis").status == "resolved"
 
 
+def test_queue_lease_bounds_are_inclusive(queue: Queue, clock: FakeClock) -> None:
+    add(queue, "m1")
+    add(queue, "m2")
+    assert queue.claim("ana", lease_seconds=10).lease_until == clock.now + 10  # type: ignore[union-attr]
+    assert queue.claim("luis", lease_seconds=86_400).lease_until == clock.now + 86_400  # type: ignore[union-attr]
+
+
 def test_queue_expired_lease_still_lets_its_agent_finish(queue: Queue, clock: FakeClock) -> None:
     ticket = add(queue, "m1")
     queue.claim("ana", lease_seconds=10)
@@ -191,10 +198,39 @@ def test_queue_resolve_is_idempotent_for_its_agent_only(queue: Queue) -> None:
     queue.claim("ana")
     first = queue.resolve(ticket.id, "ana", "hecho")
     assert queue.resolve(ticket.id, "ana", "hecho") == first  # a retried request
+    for other in ("reembolso", ""):  # the first note was kept: saying "resolved" would hide it
+        with pytest.raises(QueueError, match="already resolved by ana with another note"):
+            queue.resolve(ticket.id, "ana", other)
+    assert queue.get(ticket.id) == first
     with pytest.raises(QueueError, match="already resolved by ana"):
         queue.resolve(ticket.id, "luis")
     with pytest.raises(QueueError, match="already resolved"):
         queue.release(ticket.id, "ana")
+
+
+NFC, NFD = "Jos\u00e9", "Jose\u0301"  # both print as "José"
+
+
+def test_queue_agent_names_are_compared_in_nfc(queue: Queue) -> None:
+    first, second = add(queue, "m1"), add(queue, "m2")
+    claimed = queue.claim(NFD)
+    assert claimed is not None and claimed.agent == NFC  # stored normalised
+    assert queue.release(first.id, NFC).status == "queued"
+    queue.claim(NFC)
+    done = queue.resolve(first.id, NFD, "hecho")
+    assert done.agent == NFC
+    assert queue.resolve(first.id, NFC, "hecho") == done  # a retry, whatever the form
+    queue.claim("ana")
+    with pytest.raises(QueueError, match="claimed by ana"):
+        queue.resolve(second.id, NFD)
+
+
+def test_queue_agent_stored_in_another_form_still_holds_its_ticket(sqlite_queue: SQLiteQueue, db: Path) -> None:
+    ticket = add(sqlite_queue, "m1")
+    sqlite_queue.claim("ana")
+    _legacy_agent(db, ticket.id, NFD)  # written before names were normalised
+    assert sqlite_queue.resolve(ticket.id, NFC, "hecho").status == "resolved"
+    assert sqlite_queue.resolve(ticket.id, NFD, "hecho").status == "resolved"
 
 
 @pytest.mark.parametrize("call", [
@@ -210,12 +246,34 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda q: q.claim(""), "agent must be a non-empty string"),
-    (lambda q: q.claim("ana", lease_seconds=0), "lease_seconds must be a positive"),
-    (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be a positive"),
+    (lambda q: q.claim("ana", lease_seconds=0), "lease_seconds must be 10 to 86400 seconds, got 0"),
+    (lambda q: q.claim("ana", lease_seconds=float("nan")), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=9.5), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=86_400.5), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=1e300), "lease_seconds must be 10 to 86400"),  # was accepted
+    (lambda q: q.claim("ana", lease_seconds=float("inf")), "lease_seconds must be 10 to 86400"),
+    (lambda q: q.claim("ana", lease_seconds=True), "lease_seconds must be 10 to 86400"),
     (lambda q: q.get("1"), "ticket id must be an integer"),
     (lambda q: q.list("pending"), "unknown ticket status 'pending'"),
-    (lambda q: q.list(limit=0), "limit must be a positive integer"),
+    (lambda q: q.list(limit=0), "limit must be an integer from 1 to 9223372036854775807, got 0"),
+    (lambda q: q.list(limit=2**63), "limit must be an integer from 1 to 9223372036854775807"),
+    (lambda q: q.list(limit=10**20), "limit must be an integer from 1 to 9223372036854775807"),  # was OverflowError
+    (lambda q: q.get(0), "ticket id must be from 1 to 9223372036854775807, got 0"),
+    (lambda q: q.get(2**63), "ticket id must be from 1 to 9223372036854775807"),
+    (lambda q: q.resolve(10**20, "ana"), "ticket id must be from 1 to"),  # was OverflowError
+    (lambda q: q.release(-1, "ana"), "ticket id must be from 1 to"),
     (lambda q: q.purge(-1), "older_than_days must be a number >= 0"),
+    (lambda q: q.claim("\udcff"), r"agent holds U\+DCFF \(an unpaired surrogate\) at position 0"),  # was UnicodeEncodeError
+    (lambda q: q.claim("ana\x00"), r"agent holds U\+0000 \(a control character\) at position 3"),
+    (lambda q: q.claim("ana\x1b[8m"), r"agent holds U\+001B \(a control character\)"),
+    (lambda q: q.claim("ana\nluis"), r"agent holds U\+000A \(a control character\)"),
+    (lambda q: q.claim("ana\x85"), r"agent holds U\+0085 \(a control character\)"),
+    (lambda q: q.claim("\u202eana"), r"agent holds U\+202E \(a bidirectional control\)"),
+    (lambda q: q.release(1, "ana\x7f"), r"agent holds U\+007F"),
+    (lambda q: q.resolve(1, "ana\t"), r"agent holds U\+0009"),
+    (lambda q: q.resolve(1, "ana", "hecho \ud83d"), r"resolution holds U\+D83D \(an unpaired surrogate\)"),
+    (lambda q: q.resolve(1, "ana", "hecho\x00"), r"resolution holds U\+0000 \(a control character\)"),
+    (lambda q: q.resolve(1, "ana", "\x1b[2J"), r"resolution holds U\+001B"),
     (lambda q: q.enqueue(conversation_id="c", message_id=" ", text="x", prediction={}, reasons=[], priority=0), "message_id must be"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text=None, prediction={}, reasons=[], priority=0), "text must be a string"),
     (lambda q: q.enqueue(conversation_id="c", message_id="m", text="x", prediction={}, reasons="frustration", priority=0), "reasons must be a list"),
@@ -226,6 +284,29 @@ def test_queue_rejects_bad_arguments(queue: Queue, call: Any, message: str) -> N
     with pytest.raises(QueueError, match=message):
         call(queue)
     assert queue.list() == []
+
+
+def test_queue_refuses_a_bad_note_on_a_claimed_ticket_and_keeps_the_claim(queue: Queue) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana")
+    for note in ("hecho \ud83d", "hecho\x00", "\x1b]0;titulo\x07"):
+        with pytest.raises(QueueError, match="resolution holds"):
+            queue.resolve(ticket.id, "ana", note)
+    assert queue.get(ticket.id).status == "claimed"
+    # A note may span lines and hold tabs; other scripts and emoji are text too.
+    done = queue.resolve(ticket.id, "ana", "llamé al cliente\r\n\treembolso 👍 José ✓")
+    assert done.resolution == "llamé al cliente\r\n\treembolso 👍 José ✓"
+
+
+def test_queue_retried_resolve_compares_the_redacted_note(queue: Queue) -> None:
+    ticket = add(queue, "m1")
+    queue.claim("ana")
+    first = queue.resolve(ticket.id, "ana", "lo llamé al 3104567821")
+    assert queue.resolve(ticket.id, "ana", "lo llamé al 3104567821") == first  # stored redacted, still a retry
+    # Notes are compared as stored: one that redacts to the same text loses nothing.
+    assert queue.resolve(ticket.id, "ana", "lo llamé al 3000000000") == first
+    with pytest.raises(QueueError, match="another note"):
+        queue.resolve(ticket.id, "ana", "lo llamé al [TELEFONO] dos veces")
 
 
 def test_queue_redacts_text_turns_and_resolution(queue: Queue, db: Path) -> None:
@@ -325,10 +406,16 @@ def test_queue_purge_deletes_only_old_resolved_tickets(queue: Queue, clock: Fake
     add(queue, "m4")  # still queued
     assert queue.purge(30) == 0
     assert queue.purge(7) == 2
-    assert [t.id for t in queue.list()] == [3, 4]
+    assert [t.id for t in queue.list()] == [4, 3]  # the waiting ticket first
     with pytest.raises(UnknownTicket):
         queue.get(1)
     assert add(queue, "m5").id == 5  # ids are never reused
+
+
+def test_queue_list_takes_any_limit_the_database_can(queue: Queue) -> None:
+    # No paging: the Python API must be able to read every ticket (the CLI and HTTP cap at 500).
+    add(queue, "m1")
+    assert len(queue.list(limit=2**63 - 1)) == 1
 
 
 def test_queue_list_filters_and_orders(queue: Queue, clock: FakeClock) -> None:
@@ -339,6 +426,32 @@ def test_queue_list_filters_and_orders(queue: Queue, clock: FakeClock) -> None:
     assert [t.message_id for t in queue.list("queued")] == ["m2", "m0"]
     assert [t.message_id for t in queue.list("claimed")] == ["m1"]
     assert [t.message_id for t in queue.list(limit=2)] == ["m1", "m2"]
+
+
+def test_queue_list_shows_waiting_tickets_before_resolved_ones(queue: Queue, clock: FakeClock) -> None:
+    # Urgent tickets, handled and resolved, must not push the waiting ones off a short list.
+    for i in range(3):
+        ticket = add(queue, f"old{i}", priority=2.0)
+        queue.claim("ana")
+        clock.advance(1)
+        queue.resolve(ticket.id, "ana", "ok")
+    add(queue, "low", priority=0.2)
+    clock.advance(1)
+    add(queue, "high", priority=0.9)
+    clock.advance(1)
+    add(queue, "high-later", priority=0.9)
+    queue.claim("luis")  # claimed tickets are open: they stay in claim order among the queued
+    assert [t.message_id for t in queue.list(limit=3)] == ["high", "high-later", "low"]
+    assert [t.message_id for t in queue.list()] == ["high", "high-later", "low", "old2", "old1", "old0"]
+    assert [t.message_id for t in queue.list("resolved")] == ["old2", "old1", "old0"]
+
+
+def test_queue_list_resolved_ties_newest_id_first(queue: Queue) -> None:
+    for i in range(3):  # the clock does not move: only the id breaks the tie
+        ticket = add(queue, f"m{i}")
+        queue.claim("ana")
+        queue.resolve(ticket.id, "ana")
+    assert [t.id for t in queue.list()] == [3, 2, 1] == [t.id for t in queue.list("resolved")]
 
 
 # -- the database file -------------------------------------------------------------------
@@ -683,6 +796,70 @@ def test_queue_cli_list_claim_resolve_release(db: Path, monkeypatch: pytest.Monk
     assert json.loads(line)["resolution"] == "lo llamé al [TELEFONO]"
 
 
+def test_queue_cli_list_shows_waiting_tickets_first(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        for i in range(5):
+            ticket = add(q, f"old{i}", priority=2.0)
+            q.claim("ana")
+            q.resolve(ticket.id, "ana", "ok")
+        for i in range(3):
+            add(q, f"new{i}", priority=0.9)
+    result = runner.invoke(app, ["queue", "list", "--limit", "3", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [["#6", "queued"], ["#7", "queued"], ["#8", "queued"]]
+
+
+FORGED = "una persona ya\n#1  resolved by ana \x1b[8m\u202e\x9b2J\u2028fin"
+RAW = ("\x1b", "\u202e", "\x9b", "\u2028")
+
+
+def _legacy_agent(db: Path, ticket_id: int, agent: str) -> None:
+    """Store an agent name the queue now refuses, as a row written before the check."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tickets SET agent = ? WHERE id = ?", (agent, ticket_id))
+
+
+def test_queue_cli_list_escapes_what_it_prints_from_the_database(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1", text=FORGED, conversation_id="c\x1b]0;x\x07")
+        add(q, "m2", priority=0.1)
+        q.claim("ana")
+    _legacy_agent(db, 1, "ana\x1b[31m")
+    result = runner.invoke(app, ["queue", "list", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("#2")  # the text's newline forged no row
+    assert not any(ch in result.stdout for ch in RAW)
+    assert "by ana\\u001b[31m" in lines[0] and "[c\\u001b]0;x\\u0007]" in lines[0]
+    assert "una persona ya\\n#1  resolved by ana \\u001b[8m\\u202e\\u009b2J\\u2028fin" in lines[0]
+
+    result = runner.invoke(app, ["queue", "list", "--json", "--db", str(db)])
+    assert not any(ch in result.stdout for ch in RAW)
+    first = json.loads(result.stdout.splitlines()[0])  # still JSON, with the same values
+    assert (first["text"], first["agent"]) == (FORGED, "ana\x1b[31m")
+
+
+def test_queue_cli_claim_and_errors_escape_what_they_print(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1", text=FORGED)
+    result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", str(db)])
+    assert result.exit_code == 0 and not any(ch in result.stdout for ch in RAW)
+    assert json.loads(result.stdout)["text"] == FORGED
+    _legacy_agent(db, 1, "ana\x1b[2J\u202e")
+    result = runner.invoke(app, ["queue", "release", "1", "--agent", "luis", "--db", str(db)])
+    assert result.exit_code == 1 and not any(ch in result.stderr for ch in RAW)
+    assert result.stderr == "error: cannot release ticket 1: it is claimed by ana\\u001b[2J\\u202e, not luis\n"
+
+
+def test_queue_cli_agent_names_are_compared_in_nfc(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        add(q, "m1")
+    result = runner.invoke(app, ["queue", "claim", "--agent", NFD, "--db", str(db)])
+    assert json.loads(result.stdout)["agent"] == NFC
+    result = runner.invoke(app, ["queue", "resolve", "1", "--agent", NFC, "--db", str(db)])
+    assert result.exit_code == 0, result.output
+
+
 def test_queue_cli_claim_on_empty_queue(db: Path) -> None:
     result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", str(db)])
     assert result.exit_code == 0
@@ -697,6 +874,10 @@ def test_queue_cli_claim_on_empty_queue(db: Path) -> None:
     (["queue", "resolve", "1", "--agent", "luis"], "claimed by ana, not luis"),
     (["queue", "list", "--status", "pending"], "unknown ticket status 'pending'"),
     (["queue", "claim", "--agent", "  "], "agent must be a non-empty string"),
+    (["queue", "claim", "--agent", "\udcff"], "agent holds U+DCFF (an unpaired surrogate)"),  # argv byte 0xff
+    (["queue", "claim", "--agent", "ana\x1b[8m"], "agent holds U+001B (a control character)"),
+    (["queue", "release", "1", "--agent", "ana\x00"], "agent holds U+0000"),
+    (["queue", "resolve", "1", "--agent", "ana", "--note", "ok\x1b[2J"], "resolution holds U+001B"),
 ])
 def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) -> None:
     with SQLiteQueue(db) as q:
@@ -706,6 +887,24 @@ def test_queue_cli_errors_are_one_line(db: Path, args: list[str], message: str) 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["queue", "resolve", "99999999999999999999", "--agent", "ana"],
+    ["queue", "release", "99999999999999999999", "--agent", "ana"],
+    ["queue", "resolve", "0", "--agent", "ana"],
+    ["queue", "list", "--limit", "99999999999999999999"],
+    ["queue", "list", "--limit", "501"],
+    ["queue", "claim", "--agent", "ana", "--lease", "1e300"],  # was accepted
+    ["queue", "claim", "--agent", "ana", "--lease", "9"],
+    ["queue", "claim", "--agent", "ana", "--lease", "86401"],
+])
+def test_queue_cli_numbers_out_of_range_are_usage_errors(db: Path, args: list[str]) -> None:
+    # They were OverflowError tracebacks from the database driver.
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Invalid value for" in result.stderr and "Traceback" not in result.output
 
 
 def test_queue_cli_postgres_unreachable_is_a_clean_error() -> None:

@@ -313,7 +313,46 @@ def test_server_queue_claim_resolve_release(client: TestClient) -> None:
 
     resolved = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "reembolso hecho"}).json()
     assert resolved["ticket"]["status"] == "resolved"
+    retried = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "reembolso hecho"})
+    assert retried.status_code == 200 and retried.json() == resolved
+    other_note = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "otra cosa"})
+    assert_error(other_note, 409, "ticket_conflict")
+    assert "with another note" in other_note.json()["error"]["message"]
     assert_error(client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "bruno"}), 409, "ticket_conflict")
+
+
+@pytest.mark.parametrize("resolution", [b'"ok \\ud83d"', b'"ok \\u0000"', b'"\\u001b[2J"'])
+def test_server_queue_resolve_refuses_a_bad_note_with_422(client: TestClient, resolution: bytes) -> None:
+    # A lone surrogate in the note reached the database driver: a 500.
+    ticket = escalate(client)["ticket"]
+    assert client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).status_code == 200
+    body = b'{"agent": "ana", "resolution": ' + resolution + b"}"
+    r = client.post(f"/v1/queue/{ticket['id']}/resolve", headers={**AUTH, "Content-Type": "application/json"}, content=body)
+    assert_error(r, 422, "invalid_text")
+    assert "resolution: " in r.json()["error"]["message"]
+    held = client.get("/v1/queue?status=claimed", headers=AUTH).json()["tickets"]
+    assert [(t["id"], t["agent"]) for t in held] == [(ticket["id"], "ana")]
+
+
+def test_server_queue_agent_names_are_compared_in_nfc(client: TestClient) -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    escalate(client)
+    claimed = client.post("/v1/queue/claim", headers=AUTH, json={"agent": nfd}).json()["ticket"]
+    assert claimed["agent"] == nfc
+    r = client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": nfc})
+    assert r.status_code == 200 and r.json()["ticket"]["agent"] == nfc
+
+
+def test_server_queue_list_shows_waiting_tickets_first(client: TestClient) -> None:
+    done = [escalate(client, conversation=f"old{i}", message_id=f"m-old-{i}")["ticket"]["id"] for i in range(3)]
+    for _ in done:
+        claimed = client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).json()["ticket"]
+        assert client.post(f"/v1/queue/{claimed['id']}/resolve", headers=AUTH, json={"agent": "ana"}).status_code == 200
+    waiting = [escalate(client, conversation=f"new{i}", message_id=f"m-new-{i}")["ticket"]["id"] for i in range(2)]
+    listed = client.get("/v1/queue?limit=2", headers=AUTH).json()
+    assert [(t["id"], t["status"]) for t in listed["tickets"]] == [(i, "queued") for i in waiting]
+    everything = client.get("/v1/queue", headers=AUTH).json()["tickets"]
+    assert [t["id"] for t in everything] == [*waiting, *reversed(done)]
 
 
 @pytest.mark.parametrize(
@@ -330,6 +369,10 @@ def test_server_queue_claim_resolve_release(client: TestClient) -> None:
         ("POST", "/v1/queue/claim", {"agent": "ana", "priority": 1}, 422, "unknown_field"),
         ("GET", "/v1/queue?status=lost", None, 422, "invalid_value"),
         ("GET", "/v1/queue?limit=0", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=501", None, 422, "invalid_value"),
+        ("GET", "/v1/queue?limit=99999999999999999999", None, 422, "invalid_value"),
+        ("POST", "/v1/queue/0/resolve", {"agent": "ana"}, 422, "invalid_value"),
+        ("POST", "/v1/queue/99999999999999999999/release", {"agent": "ana"}, 422, "invalid_value"),
         ("GET", "/v1/queue?limit=many", None, 422, "invalid_type"),
     ],
 )
