@@ -60,6 +60,7 @@ from .responses import (
     CONSENT_YES_ID,
     HUMAN_ID,
     INTENT_PREFIX,
+    Button,
     Catalogue,
     Reply,
     load_catalogue,
@@ -67,6 +68,13 @@ from .responses import (
 from .routing import ConversationView, Decision, Turn, decide, fold, policy_for
 
 MAX_TEXT = 4096  # WhatsApp's own limit for a text message
+
+# A message before consent that asks for a person (or threatens legal action) cannot be
+# kept, but the request can: it travels in the id of the consent question's "Sí, acepto"
+# button ("consent:yes:human_requested"), and accepting with it escalates at once, so the
+# customer does not have to ask again. Nothing is stored before consent.
+_PENDING_ON_CONSENT = ("human_requested", "legal_threat")
+_PENDING_NOTE = "(Primer mensaje, antes del consentimiento: {reasons}. Ese mensaje no se guardó.)"
 
 # Typed acceptance of the consent question ("sí", "si acepto", "ACEPTO", "dale").
 _ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? acepto|si,? claro|acepto,? gracias)\W*$")
@@ -333,7 +341,15 @@ class Service:
         if view.consent == "granted":
             return None
         accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _ACCEPT.match(folded))
-        if message.button_id == CONSENT_YES_ID or accepted:
+        pending = _pending_on_consent(message.button_id)
+        if pending:
+            # The note stands for the first message, which was not kept.
+            note = _PENDING_NOTE.format(reasons=", ".join(pending))
+            noted = dataclasses.replace(message, text=note, button_id=None)
+            prediction = self.model.score(note)
+            decision = Decision("escalate", pending, intent=prediction.intent)
+            return self._act(noted, view, prediction, prediction, decision, None, grant_consent=True)
+        if (message.button_id or "").split(":", 2)[:2] == CONSENT_YES_ID.split(":") or accepted:
             reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
             outcome = Outcome("answer", reply, None, ("consent_granted",), None)
             return self._save(message, outcome, consent="granted", disclosed=True)
@@ -360,6 +376,7 @@ class Service:
         routed: Prediction,
         decision: Decision,
         chosen: str | None,
+        grant_consent: bool = False,
     ) -> Outcome:
         reasons = decision.reasons + (("button_choice",) if chosen else ())
         if "opt_out" in decision.reasons and view.consent == "revoked":
@@ -374,11 +391,11 @@ class Service:
                 return self._save(message, Outcome("silent", None, None, reasons, None))
             # An opted-out customer who asks for a person (or threatens legal action) gets
             # the consent question again: a person can take over once they accept.
-            consent = self.catalogue.system_reply("consent")
+            consent = _carrying(self.catalogue.system_reply("consent"), tuple(r for r in reasons if r in _PENDING_ON_CONSENT))
             reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
             return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)
 
-        consent_change = {"consent": "granted"} if "opt_in" in decision.reasons else {}
+        consent_change = {"consent": "granted"} if grant_consent or "opt_in" in decision.reasons else {}
         if decision.action == "answer":
             # Never None here: a model without an intent head has no confidence, so it
             # never reaches "answer" without a reason that names the intent.
@@ -424,3 +441,21 @@ class Service:
         return self._save(
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )
+
+
+def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:
+    """The consent question whose "Sí, acepto" button carries ``pending`` reasons."""
+    if not pending:
+        return consent
+    yes = f"{CONSENT_YES_ID}:{'+'.join(pending)}"
+    return dataclasses.replace(consent, buttons=tuple(Button(yes, b.title) if b.id == CONSENT_YES_ID else b for b in consent.buttons))
+
+
+def _pending_on_consent(button_id: str | None) -> tuple[str, ...]:
+    """The reasons a "Sí, acepto" button id carries; only known ones (ids come from the
+    customer's client, so anything else is an ordinary acceptance)."""
+    prefix = CONSENT_YES_ID + ":"
+    if not button_id or not button_id.startswith(prefix):
+        return ()
+    reasons = tuple(button_id[len(prefix) :].split("+"))
+    return reasons if reasons and all(r in _PENDING_ON_CONSENT for r in reasons) else ()

@@ -191,13 +191,36 @@ def test_service_opt_out_then_silence(service: Service) -> None:
     # Asking for a person is not ignored: the consent question again (it was silence).
     person = chat.say("quiero hablar con un asesor")
     assert person.action == "answer" and person.reasons == ("no_consent", "human_requested")
-    assert person.reply is not None and [b.id for b in person.reply.buttons] == ["consent:yes", "consent:no"]
+    assert person.reply is not None and [b.id for b in person.reply.buttons] == ["consent:yes:human_requested", "consent:no"]
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "revoked" and [t.intent for t in view.turns] == ["saludo"]
     assert service.queue.depth() == 0
     back = chat.say("ACEPTO")
     assert back.reasons == ("consent_granted",)
     assert chat.say("hola").action == "answer"
+
+
+def test_service_a_request_for_a_person_before_consent_is_kept_in_the_button_not_the_database(service: Service) -> None:
+    # It was dropped: after "Sí, acepto" the bot asked "¿en qué te puedo ayudar?" and the
+    # customer had to ask again.
+    chat = Chat(service)
+    first = chat.say("quiero hablar con un asesor")
+    assert first.action == "answer" and first.reasons == ("no_consent", "human_requested")
+    assert first.reply is not None and [b.id for b in first.reply.buttons] == ["consent:yes:human_requested", "consent:no"]
+    assert service.conversations.view(chat.conversation_id).turns == ()  # nothing stored
+    accepted = chat.say("Sí, acepto", button_id="consent:yes:human_requested")
+    assert accepted.action == "escalate" and accepted.reasons == ("human_requested",)
+    assert accepted.ticket is not None and "antes del consentimiento" in accepted.ticket.text
+    view = service.conversations.view(chat.conversation_id)
+    assert view.consent == "granted" and view.human_active
+
+
+@pytest.mark.parametrize("button_id", ["consent:yes:evil", "consent:yes:", "consent:yes:human_requested+opt_out"])
+def test_service_an_unknown_pending_reason_is_a_plain_acceptance(service: Service, button_id: str) -> None:
+    chat = Chat(service)
+    chat.say("hola")
+    accepted = chat.say("Sí, acepto", button_id=button_id)
+    assert accepted.action == "answer" and accepted.reasons == ("consent_granted",) and accepted.ticket is None
 
 
 def test_service_opt_out_intent_alone_asks_first_and_the_button_honours_it(service: Service) -> None:
