@@ -43,7 +43,7 @@ from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
 __all__ = [
-    "DEFAULT_DB", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -54,6 +54,7 @@ MAX_TICKET_ID = _MAX_SQL_INTEGER
 # Tickets per list call from the CLI and HTTP. The Python API takes up to _MAX_SQL_INTEGER:
 # with no paging, a smaller cap would leave callers no way to read every ticket.
 MAX_LIST_LIMIT = 500
+MAX_AGENT_CHARS = 128  # a name shown on every ticket, not a note
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 1
@@ -823,6 +824,8 @@ def _agent(value: Any) -> str:
     problem = agent_problem(agent)
     if problem is not None:
         raise QueueError(f"agent {problem}; use a plain name")
+    if len(agent) > MAX_AGENT_CHARS:
+        raise QueueError(f"agent is longer than {MAX_AGENT_CHARS} characters")
     return unicodedata.normalize("NFC", agent)
 
 

@@ -50,7 +50,15 @@ from starlette.routing import Match
 from . import __version__
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
-from .queue import MAX_LEASE_SECONDS, MAX_LIST_LIMIT, MAX_TICKET_ID, MIN_LEASE_SECONDS, agent_problem, note_problem
+from .queue import (
+    MAX_AGENT_CHARS,
+    MAX_LEASE_SECONDS,
+    MAX_LIST_LIMIT,
+    MAX_TICKET_ID,
+    MIN_LEASE_SECONDS,
+    agent_problem,
+    note_problem,
+)
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
@@ -63,7 +71,6 @@ MAX_TEXT_CHARS = 4096  # WhatsApp's own limit for a text message
 MAX_BATCH = 256  # texts per /v1/score call
 MAX_ID_CHARS = 512
 MAX_BUTTON_ID_CHARS = 256
-MAX_AGENT_CHARS = 128
 MAX_CHALLENGE_CHARS = 256
 DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a full batch of 4,096-character texts, JSON-escaped, fits
 DEFAULT_MAX_WEBHOOK_BODY = 1024 * 1024  # Meta's notifications are a few KiB

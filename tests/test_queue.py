@@ -268,6 +268,7 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
     (lambda q: q.claim("ana\x1b[8m"), r"agent holds U\+001B \(a control character\)"),
     (lambda q: q.claim("ana\nluis"), r"agent holds U\+000A \(a control character\)"),
     (lambda q: q.claim("ana\x85"), r"agent holds U\+0085 \(a control character\)"),
+    (lambda q: q.claim("a" * 129), r"agent is longer than 128 characters"),  # the HTTP limit, now everywhere
     (lambda q: q.claim("\u202eana"), r"agent holds U\+202E \(a bidirectional control\)"),
     (lambda q: q.release(1, "ana\x7f"), r"agent holds U\+007F"),
     (lambda q: q.resolve(1, "ana\t"), r"agent holds U\+0009"),
