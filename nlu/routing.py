@@ -27,8 +27,8 @@ ticket, the logs and the evaluation report:
 4. ``frustration`` -> escalate: P(frustrated) at or over the threshold.
 5. Conversation signals -> escalate, all that apply are listed:
    ``insult`` (lexicon and insulting phrases, accents folded, leetspeak and "*"-censored
-   words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless the
-   sentiment is positive), ``negative_streak`` (this and the previous turns negative),
+   words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless it is
+   small talk read as positive: "MUCHAS GRACIAS!!!"), ``negative_streak`` (this and the previous turns negative),
    ``repeated_intent`` (the bot just answered this intent and the customer asks it again;
    never the out-of-scope intent),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
@@ -335,8 +335,11 @@ def _conversation_signals(
     found: list[str] = []
     if has_insult(folded, policy.insults, policy.insult_patterns):
         found.append("insult")
-    # "MUCHAS GRACIAS POR TODO!!!" is enthusiasm, not shouting.
-    if is_shouting(text, policy) and prediction.sentiment not in policy.positive_sentiments:
+    # "MUCHAS GRACIAS POR TODO!!!" is enthusiasm, not shouting; but only small talk read as
+    # positive is let off: "GENIAL!!! OTRA VEZ SIN MI PEDIDO!!!" is sarcasm the model reads
+    # as positive, about an order.
+    enthusiasm = prediction.sentiment in policy.positive_sentiments and prediction.intent in policy.repeat_exempt_intents
+    if is_shouting(text, policy) and not enthusiasm:
         found.append("shouting")
     turns = conversation.turns
     negative = set(policy.negative_sentiments)

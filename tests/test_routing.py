@@ -443,6 +443,11 @@ def test_routing_happy_caps_are_not_shouting(text: str) -> None:
     assert reasons_for(text, pred("agradecimiento", sentiment="positivo")) == ()
 
 
+def test_routing_sarcastic_caps_about_an_order_are_still_shouting() -> None:
+    # The model reads it as positive (0.71); only small talk gets the benefit of the doubt.
+    assert reasons_for("GENIAL!!! OTRA VEZ SIN MI PEDIDO!!!", pred("estado_pedido", sentiment="positivo")) == ("shouting",)
+
+
 @pytest.mark.parametrize(
     ("text", "reasons"),
     [
