@@ -349,7 +349,7 @@ class Service:
             prediction = self.model.score(note)
             decision = Decision("escalate", pending, intent=prediction.intent)
             return self._act(noted, view, prediction, prediction, decision, None, grant_consent=True)
-        if (message.button_id or "").split(":", 2)[:2] == CONSENT_YES_ID.split(":") or accepted:
+        if _is_consent_yes(message.button_id) or accepted:
             reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
             outcome = Outcome("answer", reply, None, ("consent_granted",), None)
             return self._save(message, outcome, consent="granted", disclosed=True)
@@ -449,6 +449,11 @@ def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:
         return consent
     yes = f"{CONSENT_YES_ID}:{'+'.join(pending)}"
     return dataclasses.replace(consent, buttons=tuple(Button(yes, b.title) if b.id == CONSENT_YES_ID else b for b in consent.buttons))
+
+
+def _is_consent_yes(button_id: str | None) -> bool:
+    """The "Sí, acepto" button, with or without pending reasons in its id."""
+    return button_id is not None and (button_id == CONSENT_YES_ID or button_id.startswith(CONSENT_YES_ID + ":"))
 
 
 def _pending_on_consent(button_id: str | None) -> tuple[str, ...]:
