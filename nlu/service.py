@@ -316,17 +316,24 @@ class Service:
         decision = decide(prediction, view, self.policy, message.text)
         signals = decision.reasons if decision.action == "escalate" else ()
         turn = self._turn(message, prediction, "handover", ("human_active", *signals))
+        ticket = self._enqueue(message, prediction, signals, [turn.to_dict()])
+        outcome = Outcome("handover", None, None, ("human_active",), ticket)
+        return self._save(message, outcome, turn=turn)
+
+    def _enqueue(
+        self, message: InboundMessage, prediction: Prediction, reasons: tuple[str, ...], turns: list[dict[str, Any]]
+    ) -> Ticket:
+        """A ticket for ``message``, or the conversation's open one it joins (see Queue.enqueue)."""
         ticket, _ = self.queue.enqueue(
             conversation_id=message.conversation_id,
             message_id=message.message_id,
             text=redact(message.text),
             prediction=prediction.to_dict(),
-            reasons=signals,
-            priority=self._priority(prediction, signals),
-            turns=[turn.to_dict()],
+            reasons=reasons,
+            priority=self._priority(prediction, reasons),
+            turns=turns,
         )
-        outcome = Outcome("handover", None, None, ("human_active",), ticket)
-        return self._save(message, outcome, turn=turn)
+        return ticket
 
     def _with_disclosure(self, reply: Reply, view: ConversationView) -> Reply:
         return reply if view.disclosed else reply.prefixed(self.catalogue.system["disclosure"].text)
@@ -421,15 +428,7 @@ class Service:
         # The agent sees the recent conversation, turns before an earlier handover included,
         # ending with this message.
         history = [t.to_dict() for t in self.conversations.history(message.conversation_id)]
-        ticket, _ = self.queue.enqueue(
-            conversation_id=message.conversation_id,
-            message_id=message.message_id,
-            text=redact(message.text),
-            prediction=prediction.to_dict(),
-            reasons=reasons,
-            priority=self._priority(prediction, reasons),
-            turns=[*history, turn.to_dict()],
-        )
+        ticket = self._enqueue(message, prediction, reasons, [*history, turn.to_dict()])
         if ticket.message_id != message.message_id:
             # Another message of this conversation escalated at the same moment and told the
             # customer; this one joined its ticket, so it is a handover, not a second reply.
