@@ -128,9 +128,9 @@ _AGENT = r"(asesor|asesora|persona|humano|humana|agente|ejecutivo|ejecutiva)"
 # customer talks about is not one they ask for: "la persona que me atendió fue muy
 # amable", "gracias por pasarme con el asesor", "quiero regalar esto a una persona".
 _HUMAN_PATTERNS: tuple[str, ...] = (
-    r"(?<!\bya pude )(?<!\bya logre )\b(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
+    r"\b(?<!\bya pude )(?<!\bya logre )(hablar|comunicar(me)?|contactar(me)?|chatear|conversar)\b[^.?!]{0,25}\b"
     r"(alguien|asesor|asesora|agente|humano|humana|persona|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor)\b",
-    r"(?<!\bpor )\b(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
+    r"\b(?<!\bpor )(pas|comunic|comuniqu|transfier|deriv|conect)\w*\s+(con|a)\s+((un|una|el|la|algun|alguna|otro|otra|tu|su)\s+)?"
     r"(alguien|persona|asesor|asesora|agente|humano|humana|operador|operadora|ejecutivo|ejecutiva|representante|encargado|encargada|supervisor|jefe)\b",
     r"\b(un|una) (humano|humana|persona real|persona de verdad)\b",
     r"\b(alguien|persona) (real|de verdad|de carne y hueso)\b",
@@ -146,7 +146,8 @@ _HUMAN_PATTERNS: tuple[str, ...] = (
     rf"\bme ((puede|podria|pueden|podrian) (atender|ayudar|llamar|contactar)|atiende) (un|una|algun|alguna) {_AGENT}\b",
     rf"\b(puede|podria) (atenderme|ayudarme|llamarme|contactarme) (un|una|algun|alguna) {_AGENT}\b",
     # "necesito atención humana", not "gracias por la atención personalizada"
-    r"(?<!\bla )(?<!\bbuena )(?<!\bexcelente )(?<!\bgran )(?<!\bsu )(?<!\btu )\batencion (humana|personalizada)\b",
+    # (\b first, the lookbehinds after it: the same match, and it joins the one \b-led regex)
+    r"\b(?<!\bla )(?<!\bbuena )(?<!\bexcelente )(?<!\bgran )(?<!\bsu )(?<!\btu )atencion (humana|personalizada)\b",
 )
 
 # What the customer can opt out of: the bot's messages, by any name ("no me manden más
