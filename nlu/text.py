@@ -9,7 +9,8 @@ Two views of a message:
 * :func:`clean` is for display and storage: Unicode-normalised, control characters and
   broken surrogates removed, whitespace collapsed, accents and case kept.
 * :func:`normalize` is for features: placeholders for URLs, e-mails, @mentions, phones, order
-  numbers, amounts and numbers; lower case; laughter and elongations collapsed; accents
+  numbers, amounts and numbers (and for the tags that :mod:`nlu.privacy` puts in stored
+  text, so a redacted message has the features of the raw one); lower case; laughter and elongations collapsed; accents
   folded (ñ kept: "año" is not "ano"); chat abbreviations expanded. Emoji are kept,
   they carry sentiment.
 
@@ -23,6 +24,8 @@ import functools
 import re
 import unicodedata
 from typing import Any
+
+from . import privacy
 
 # Placeholder words. Plain letters so that every tokenizer keeps them whole.
 URL = "xurl"
@@ -55,6 +58,12 @@ _MONEY_RE = re.compile(
     r"|\b\d[\d.,]*\s?(?:pesos|soles|euros|€|d[oó]lares|usd|bol[ií]vares|lucas|luquitas|palos|mil pesos)\b)"
 )
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+# Redaction tags (nlu.privacy) read as the placeholder their raw text mostly gets (a card or
+# an id number is a long run of digits, as a phone is). Stored text is redacted: tickets,
+# and the training rows exported from them; without this, "[TELEFONO]" would train the
+# word "telefono" where live traffic shows "xphone".
+_REDACTION_TAGS = {privacy.EMAIL: EMAIL, privacy.PHONE: PHONE, privacy.CARD: PHONE, privacy.DOCUMENT: PHONE}
+_REDACTION_RE = re.compile("|".join(map(re.escape, _REDACTION_TAGS)))
 _DIGIT_RE = re.compile(r"\d")
 # Chat and social-media handles: "@Iberia", and "USER" (how public tweet corpora anonymise them).
 # The lookaheads below only let the engine skip positions where no alternative can start.
@@ -147,6 +156,8 @@ def replace_entities(text: str) -> str:
     Each pattern runs only when a character it needs is present ("@", ".", a digit):
     a cheap membership test saves most of the scoring time of short chat messages.
     """
+    if "[" in text:
+        text = _REDACTION_RE.sub(lambda tag: f" {_REDACTION_TAGS[tag[0]]} ", text)
     if "@" in text and _EMAIL_HINT_RE.search(text) is not None:
         text = _EMAIL_RE.sub(f" {EMAIL} ", text)
     if "@" in text or "USER" in text:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from nlu.privacy import redact
 from nlu.text import ABBREVIATIONS, _spacy_tokenizer, clean, cues, fold_accents, normalize, tokenize, words
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -140,3 +141,15 @@ def test_text_cues(raw: str, expected: list[str]) -> None:
 def test_text_normalize_entity_shortcuts_keep_results(raw: str, expected: str) -> None:
     # The cheap pre-checks (lookaheads, "@" hints, punctuation-run tests) change no result.
     assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "mi cel es 3104567821, llámenme",
+    "escríbanme a ana.perez@gmail.com por favor",
+    "la tarjeta 4111 1111 1111 1111 no pasa",
+    "mi pedido 1029384 no llega y mi número es +52 55 1234 5678",
+])
+def test_text_redacted_text_normalises_like_the_raw_text(raw: str) -> None:
+    # Tickets store redacted text, and exported tickets become training rows.
+    assert redact(raw) != raw
+    assert normalize(redact(raw)) == normalize(raw)
