@@ -444,7 +444,7 @@ def data_check(data: DataFiles, column: ColumnMap = None) -> None:
 # -- human-agent queue (nlu/queue.py) ---------------------------------------------------
 
 queue_app = typer.Typer(
-    help="Work the human-agent queue: list, claim, resolve and release tickets.", no_args_is_help=True, rich_markup_mode=None
+    help="Work the human-agent queue: list, claim, resolve and release tickets; export agents' intent labels.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(queue_app, name="queue")
 
@@ -496,7 +496,7 @@ def queue_list(
             expired = t.lease_until is not None and t.lease_until <= now
             holder = f" by {t.agent}" + (" (lease expired)" if expired else "")
         elif t.status == "resolved":
-            holder = f" by {t.agent}"
+            holder = f" by {t.agent}" + (f" as {t.agent_intent}" if t.agent_intent else "")
         text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
         _show(
             f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
@@ -536,6 +536,10 @@ def queue_resolve(
     ticket_id: TicketId,
     agent: AgentName,
     note: Annotated[str, typer.Option("--note", help="How it was resolved (PII is redacted).")] = "",
+    intent: Annotated[
+        str | None,
+        typer.Option("--intent", help="The intent the customer meant, kept as a training label (see 'nlu queue export').", show_default=False),
+    ] = None,
     db: QueueDb = None,
 ) -> None:
     """Close a ticket you have claimed."""
@@ -543,10 +547,32 @@ def queue_resolve(
 
     queue = open_queue(db)
     try:
-        ticket = queue.resolve(ticket_id, agent, note)
+        ticket = queue.resolve(ticket_id, agent, note, intent=intent)
     finally:
         queue.close()
-    _show(f"resolved ticket {ticket.id}")
+    _show(f"resolved ticket {ticket.id}" + (f" as {ticket.agent_intent}" if ticket.agent_intent else ""))
+
+
+@queue_app.command("export")
+@fails_cleanly
+def queue_export(
+    out: Annotated[Path, typer.Argument(help="CSV file to write (text, intent and where each row came from).", show_default=False)],
+    db: QueueDb = None,
+) -> None:
+    """Write the tickets agents resolved with --intent as training rows for 'nlu train'."""
+    from .feedback import export_labelled
+    from .queue import open_queue
+
+    queue = open_queue(db)
+    try:
+        summary = export_labelled(queue, out)
+    finally:
+        queue.close()
+    counts = ", ".join(f"{intent} {n}" for intent, n in summary.per_intent.items())
+    _show(
+        f"wrote {summary.rows} labelled message(s) to {summary.path}"
+        + (f" ({summary.corrected} where the bot's intent was another): {counts}" if summary.rows else "")
+    )
 
 
 @queue_app.command("release")

@@ -10,6 +10,10 @@ A ticket is one customer message the bot should not handle alone. The queue prom
 * **no claim is lost**: a claim is a lease; when it expires the ticket is claimable again;
 * **no PII at rest**: ``enqueue`` redacts the text and the turns itself, whatever the caller did.
 
+An agent who resolves a ticket may say which intent the customer really meant
+(``agent_intent``). :meth:`Queue.labelled` reads those tickets back, so the messages the
+bot could not handle become training rows (``nlu queue export``).
+
 Operational errors (database locked for longer than the busy timeout, disk full, not a
 database) become :class:`QueueUnavailable` (a :class:`QueueError`), never a silent drop. The database file is shared with
 other modules (conversation state), so every object here is named ``tickets*`` and the
@@ -43,7 +47,7 @@ from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
 __all__ = [
-    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -55,14 +59,16 @@ MAX_TICKET_ID = _MAX_SQL_INTEGER
 # with no paging, a smaller cap would leave callers no way to read every ticket.
 MAX_LIST_LIMIT = 500
 MAX_AGENT_CHARS = 128  # a name shown on every ticket, not a note
+MAX_INTENT_CHARS = 128  # an intent label an agent gives: a training label, not a note
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: agent_intent
 _T = TypeVar("_T")
+_LABELLED_PAGE = 500  # tickets per read of Queue.labelled
 
 _COLUMNS = (
     "id, conversation_id, message_id, text, prediction, reasons, priority, status, agent, "
-    "lease_until, created_at, updated_at, turns, resolution"
+    "lease_until, created_at, updated_at, turns, resolution, agent_intent"
 )
 
 _SCHEMA = """
@@ -81,6 +87,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     updated_at      REAL NOT NULL,
     turns           TEXT NOT NULL,                      -- JSON array of redacted turns
     resolution      TEXT,
+    agent_intent    TEXT,                               -- the intent the resolving agent saw
     CHECK ((status = 'claimed') = (lease_until IS NOT NULL)),
     CHECK (status = 'queued' OR agent IS NOT NULL)
 );
@@ -126,6 +133,7 @@ class Ticket:
     updated_at: float
     turns: tuple[dict[str, Any], ...]
     resolution: str | None
+    agent_intent: str | None = None  # what the customer meant, according to the resolving agent
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +151,7 @@ class Ticket:
             "updated_at": self.updated_at,
             "turns": list(self.turns),
             "resolution": self.resolution,
+            "agent_intent": self.agent_intent,
         }
 
 
@@ -173,9 +182,11 @@ class Queue(Protocol):
         """Give the highest-priority, oldest claimable ticket to ``agent``; None when empty."""
         ...
 
-    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
-        """Close a ticket; only the agent holding the claim may. Resolving it again with the
-        same note (a retry) returns it unchanged; with another note it is refused."""
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None) -> Ticket:
+        """Close a ticket; only the agent holding the claim may. ``intent``, when given, is
+        the intent the customer meant, kept as a training label (:meth:`labelled`).
+        Resolving it again with the same note and intent (a retry) returns it unchanged;
+        with another note or intent it is refused."""
         ...
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
@@ -193,6 +204,10 @@ class Queue(Protocol):
 
     def depth(self) -> int:
         """Tickets an agent could claim now: queued, plus claimed ones whose lease expired."""
+        ...
+
+    def labelled(self) -> Iterator[Ticket]:
+        """Resolved tickets that an agent gave an intent, oldest first, read in pages."""
         ...
 
     def open_for_conversation(self, conversation_id: str) -> Ticket | None:
@@ -368,23 +383,25 @@ class _SqlQueue(_SqlStore):
             row = conn.execute(self._CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
             return None if row is None else self._ticket(row)
 
-    def resolve(self, ticket_id: int, agent: str, resolution: str = "") -> Ticket:
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None) -> Ticket:
         ticket_id, agent, resolution = _resolve_args(ticket_id, agent, resolution)
+        intent = None if intent is None else _intent(intent)
         agent, resolution = self._storable(agent), self._storable(resolution)
         with self._write(f"resolve ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             if ticket.status == "resolved" and _same_agent(ticket.agent, agent):
-                if ticket.resolution == resolution:
+                if ticket.resolution == resolution and ticket.agent_intent == intent:
                     return ticket  # a retried resolve (e.g. after a timeout) is not an error
-                # Answering success would tell the agent their new note was kept.
+                # Answering success would tell the agent their new note or label was kept.
                 raise QueueError(
-                    f"cannot resolve ticket {ticket.id}: already resolved by {ticket.agent} with another note"
+                    f"cannot resolve ticket {ticket.id}: already resolved by {ticket.agent} with another "
+                    + ("note" if ticket.resolution != resolution else "intent")
                 )
             _check_holder(ticket, agent, "resolve")
             row = conn.execute(
-                "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, updated_at = ?"
-                f" WHERE id = ? RETURNING {_COLUMNS}",
-                (resolution, self._clock(), ticket_id),
+                "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, agent_intent = ?,"
+                f" updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+                (resolution, intent, self._clock(), ticket_id),
             ).fetchone()
             assert row is not None  # read and kept from other writers by _fetch
             return self._ticket(row)
@@ -424,6 +441,24 @@ class _SqlQueue(_SqlStore):
             (self._clock(),),
         )
         return int(rows[0][0])
+
+    def labelled(self) -> Iterator[Ticket]:
+        # Keyset pages: a long export neither holds every ticket in memory nor keeps one
+        # read transaction open (which would hold back SQLite's WAL checkpoints).
+        after = 0
+        while True:
+            rows = self._read(
+                "read labelled tickets",
+                f"SELECT {_COLUMNS} FROM tickets WHERE status = 'resolved' AND agent_intent IS NOT NULL"
+                " AND id > ? ORDER BY id LIMIT ?",
+                (after, _LABELLED_PAGE),
+            )
+            for row in rows:
+                ticket = self._ticket(row)
+                after = ticket.id
+                yield ticket
+            if len(rows) < _LABELLED_PAGE:
+                return
 
     def open_for_conversation(self, conversation_id: str) -> Ticket | None:
         conversation_id = self._storable(_nonempty("conversation_id", conversation_id))
@@ -516,11 +551,19 @@ class SQLiteQueue(_SqlQueue):
             row = c.execute("SELECT value FROM tickets_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 c.execute("INSERT INTO tickets_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+                return
+            found = int(row[0])
+            if found > SCHEMA_VERSION:
                 raise QueueError(
                     f"{self.path}: tickets schema version {row[0]} is newer than this nlu understands "
                     f"({SCHEMA_VERSION}); upgrade nlu"
                 )
+            # Upgrades of a file an older nlu made, in the same write transaction as the
+            # version bump, so another process never sees one without the other.
+            if found < 2:
+                c.execute("ALTER TABLE tickets ADD COLUMN agent_intent TEXT")
+            if found < SCHEMA_VERSION:
+                c.execute("UPDATE tickets_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -685,6 +728,7 @@ def _ticket_from_row(row: Mapping[str, Any]) -> Ticket:
         updated_at=row["updated_at"],
         turns=tuple(json.loads(row["turns"])),
         resolution=row["resolution"],
+        agent_intent=row["agent_intent"],
     )
 
 
@@ -725,6 +769,20 @@ def _resolve_args(ticket_id: Any, agent: Any, resolution: Any) -> tuple[int, str
     if problem is not None:
         raise QueueError(f"resolution {problem}")
     return ticket_id, agent, redact(resolution)
+
+
+def _intent(value: Any) -> str:
+    """A checked intent label from an agent: the form training data gives labels
+    (stripped; data files strip their label cells), in NFC, on one line."""
+    if not isinstance(value, str) or not value.strip():
+        raise QueueError(f"intent must be a non-empty string, got {value!r}")
+    intent = value.strip()
+    problem = agent_problem(intent)  # no control, line-separator or bidi characters
+    if problem is not None:
+        raise QueueError(f"intent {problem}")
+    if len(intent) > MAX_INTENT_CHARS:
+        raise QueueError(f"intent is longer than {MAX_INTENT_CHARS} characters")
+    return unicodedata.normalize("NFC", intent)
 
 
 def _list_order(status: Any, limit: Any) -> str:

@@ -52,6 +52,7 @@ from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueErr
 from .metrics_http import Metrics
 from .queue import (
     MAX_AGENT_CHARS,
+    MAX_INTENT_CHARS,
     MAX_LEASE_SECONDS,
     MAX_LIST_LIMIT,
     MAX_TICKET_ID,
@@ -412,6 +413,22 @@ class ClaimRequest(_AgentRequest):
 
 class ResolveRequest(_AgentRequest):
     resolution: str = Field("", max_length=MAX_TEXT_CHARS, description="What the agent did (PII is redacted before storing).")
+    intent: str | None = Field(
+        None, max_length=MAX_INTENT_CHARS, description="The intent the customer meant, kept as a training label (`nlu queue export`)."
+    )
+
+    @field_validator("intent")
+    @classmethod
+    def _intent_label(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise PydanticCustomError("empty_field", "intent: is blank")
+        _check_text(value, "intent")
+        problem = agent_problem(value)  # the queue's own rule for a one-line label
+        if problem is not None:
+            raise PydanticCustomError("invalid_text", f"intent: {problem}")
+        return value
 
     @field_validator("resolution")
     @classmethod
@@ -726,7 +743,7 @@ def create_app(
         def queue_resolve(_: Agent, ticket_id: TicketId, request: ResolveRequest) -> JSONResponse:
             """Resolve a ticket you hold; the bot takes the conversation back at the customer's next message."""
             with _known_ticket(ticket_id):
-                ticket = service.queue.resolve(ticket_id, request.agent, request.resolution)
+                ticket = service.queue.resolve(ticket_id, request.agent, request.resolution, intent=request.intent)
             return JSONResponse({"ticket": ticket.to_dict()})
 
         @app.post(

@@ -625,7 +625,7 @@ def test_queue_postgres_refuses_a_newer_schema_and_upgrades_once(pg_url: str) ->
     PostgresQueue(pg_url).close()
     PostgresQueue(pg_url).close()  # reopening is a no-op
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT value FROM tickets_meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert conn.execute("SELECT value FROM tickets_meta WHERE key = 'schema_version'").fetchone() == ("2",)
         conn.execute("UPDATE tickets_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(QueueError, match="tickets schema version 99 is newer"):
         PostgresQueue(pg_url)

@@ -1,0 +1,76 @@
+"""Agents' verdicts back into training data.
+
+An agent who resolves a ticket can say which intent the customer meant
+(``nlu queue resolve ID --agent ana --intent estado_pedido``). Those tickets are the
+messages the bot could not handle alone, so they are the most useful rows to add to the
+training data. :func:`export_labelled` writes them as a CSV that ``nlu data check`` and
+``nlu train`` read as they are: ``text`` and ``intent``, plus columns for the analyst
+(which the data loader ignores) saying where each row came from and what the bot thought.
+
+The text is the ticket's, PII-redacted; the featuriser reads the redaction tags as the
+placeholders of the raw text (:mod:`nlu.text`), so a redacted row trains the same features.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .atomic import make_dirs, write_atomic
+from .errors import OutputError
+from .queue import Queue, Ticket
+
+__all__ = ["EXPORT_COLUMNS", "ExportSummary", "export_labelled"]
+
+EXPORT_COLUMNS = (
+    "text", "intent", "ticket_id", "conversation_id", "predicted_intent", "predicted_confidence", "agent", "resolved_at",
+)
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    rows: int
+    per_intent: dict[str, int]  # most common first
+    corrected: int  # rows whose agent intent differs from the bot's top intent
+
+
+def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
+    """Write every resolved ticket that an agent gave an intent to ``path`` (CSV), oldest
+    first, all at once or not at all (the file is replaced atomically)."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        raise OutputError(f"{path}: the export is CSV; name a .csv file")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    counts: Counter[str] = Counter()
+    corrected = 0
+    for ticket in queue.labelled():
+        assert ticket.agent_intent is not None  # labelled() returns labelled tickets only
+        predicted = ticket.prediction.get("intent")
+        writer.writerow(_row(ticket, predicted))
+        counts[ticket.agent_intent] += 1
+        corrected += predicted != ticket.agent_intent
+    write_atomic(make_dirs(path.parent) / path.name, buffer.getvalue().encode("utf-8"))
+    return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected)
+
+
+def _row(ticket: Ticket, predicted: Any) -> list[Any]:
+    confidence = ticket.prediction.get("confidence")
+    return [
+        ticket.text,
+        ticket.agent_intent,
+        ticket.id,
+        ticket.conversation_id,
+        predicted if isinstance(predicted, str) else "",
+        f"{confidence:.4f}" if isinstance(confidence, int | float) else "",
+        ticket.agent or "",
+        # A ticket is not changed after it is resolved, so its last update is the resolution.
+        datetime.fromtimestamp(ticket.updated_at, UTC).isoformat(timespec="seconds"),
+    ]
