@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
+from .cloud_api import CloudApiSender, sender_from_env
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .metrics_http import Metrics
 from .queue import (
@@ -499,6 +500,9 @@ class HealthResponse(BaseModel):
     model: dict[str, Any]
     thresholds: dict[str, Any]
     parts: dict[str, bool]
+    whatsapp_sender: Literal["cloud_api", "log", "custom"] = Field(
+        description="Where WhatsApp replies go: the Cloud API, only the log (no credentials set), or a sender passed to create_app."
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -668,6 +672,7 @@ def create_app(
     settings = settings or ServerSettings()
     settings.check()
     sender = sender or LogSender()
+    sender_kind = "cloud_api" if isinstance(sender, CloudApiSender) else "log" if isinstance(sender, LogSender) else "custom"
     metrics = metrics or Metrics()
     model = service.model
 
@@ -833,6 +838,8 @@ def create_app(
                     "clarify_max_options": policy.clarify_max_options,
                 },
                 "parts": {"webhook": settings.webhook, "agents": settings.agents},
+                # Whether replies reach customers, or only the log (no Cloud API credentials).
+                "whatsapp_sender": sender_kind,
             }
         )
 
@@ -979,6 +986,12 @@ def load_service(settings: ServerSettings) -> Service:
     return service
 
 
+def _sender(settings: ServerSettings) -> CloudApiSender | None:
+    """The Cloud API sender when the webhook is on and the environment has its credentials;
+    None means the default log sender."""
+    return sender_from_env(os.environ) if settings.webhook else None
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings from NLU_SERVE_SETTINGS, secrets from
     the usual environment variables."""
@@ -987,7 +1000,7 @@ def app_from_env() -> FastAPI:
         raise ConfigError(f"{ENV_SETTINGS} is not set; start the server with `nlu serve`")
     settings = ServerSettings.from_env(**json.loads(raw))
     _configure_logging(settings.log_level)
-    return create_app(load_service(settings), settings)
+    return create_app(load_service(settings), settings, sender=_sender(settings))
 
 
 def serve(settings: ServerSettings) -> None:
@@ -998,6 +1011,7 @@ def serve(settings: ServerSettings) -> None:
     settings.check()
     if settings.log_level.lower() not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise ConfigError(f"--log-level must be critical, error, warning, info or debug, got {settings.log_level!r}")
+    sender = _sender(settings)  # refuses half-set credentials before anything loads
     service = load_service(settings)  # verifies the model even when workers load their own
     _configure_logging(settings.log_level)
     common: dict[str, Any] = {
@@ -1008,12 +1022,16 @@ def serve(settings: ServerSettings) -> None:
         "server_header": False,
     }
     if settings.workers == 1:
-        app = create_app(service, settings)
+        app = create_app(service, settings, sender=sender)
         try:
             uvicorn.run(app, **common)
         finally:
             service.close()
+            if sender is not None:
+                sender.close()
         return
     service.close()
+    if sender is not None:
+        sender.close()  # each worker makes its own
     os.environ[ENV_SETTINGS] = json.dumps(replace(settings, workers=1).public())
     uvicorn.run("nlu.server:app_from_env", factory=True, workers=settings.workers, **common)

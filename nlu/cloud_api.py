@@ -1,0 +1,185 @@
+"""Sending the bot's replies through the WhatsApp Cloud API.
+
+:class:`CloudApiSender` is the :class:`nlu.whatsapp.Sender` that ``nlu serve`` uses when
+``NLU_WHATSAPP_ACCESS_TOKEN`` and ``NLU_WHATSAPP_PHONE_NUMBER_ID`` are set: each reply
+body is POSTed to ``{api_url}/{phone_number_id}/messages`` with the access token as a
+bearer token, over one pooled HTTPS connection (a TLS handshake per reply would cost more
+than scoring the message).
+
+Retries. A POST is sent again only when Meta cannot have delivered it: the connection
+was never made, or Meta answered that it did not take the message (HTTP 429 or 5xx, or
+one of its transient error codes). A request that timed out after it was sent is *not*
+retried, because the customer may already have the reply and a second one would arrive
+twice; it is reported instead. Everything else Meta refuses (an expired token, a closed
+24-hour customer-service window, a malformed body) raises :class:`SendError` at once with
+Meta's code and message, which the server logs and counts.
+
+Neither the token nor the customer's full number ever appears in an error or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from .errors import ConfigError, NLUError
+from .whatsapp import mask_phone
+
+__all__ = [
+    "DEFAULT_API_URL", "ENV_ACCESS_TOKEN", "ENV_API_URL", "ENV_PHONE_NUMBER_ID", "CloudApiSender", "SendError", "sender_from_env",
+]
+
+ENV_ACCESS_TOKEN = "NLU_WHATSAPP_ACCESS_TOKEN"
+ENV_PHONE_NUMBER_ID = "NLU_WHATSAPP_PHONE_NUMBER_ID"
+ENV_API_URL = "NLU_WHATSAPP_API_URL"  # another Graph API version, or a proxy
+DEFAULT_API_URL = "https://graph.facebook.com/v21.0"
+
+# Meta's error codes that mean "not taken now, try again": API unknown / service errors (1,
+# 2), call-rate limits (4, 80007, 130429), pair rate limit (131056), "something went wrong"
+# (131000), service unavailable (131016), server temporarily unavailable (133004).
+TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056, 133004})
+
+log = logging.getLogger(__name__)
+
+
+class SendError(NLUError):
+    """Meta did not take a reply (or may not have): the message names why, without secrets."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class CloudApiSender:
+    """POST reply bodies to the Cloud API; thread-safe (one ``httpx.Client`` pool).
+
+    ``attempts`` counts the first try; waits double from ``backoff`` seconds, or follow
+    Meta's ``Retry-After`` up to ``max_wait``. The server sends while Meta waits for its
+    webhook answer, so the whole budget stays at a few seconds."""
+
+    def __init__(
+        self,
+        access_token: str,
+        phone_number_id: str,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        backoff: float = 0.25,
+        max_wait: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        token = access_token.strip()
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            # Anything else cannot go in an HTTP header; saying so beats a failed first reply.
+            raise ConfigError(f"{ENV_ACCESS_TOKEN} must be the access token Meta gives: printable ASCII without spaces")
+        if not phone_number_id.strip().isdigit():
+            raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
+        if not api_url.startswith(("https://", "http://")):
+            raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
+        for name, value, low in (("timeout", timeout, 0.1), ("backoff", backoff, 0.0), ("max_wait", max_wait, 0.0)):
+            if not (math.isfinite(value) and value >= low):
+                raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
+        if not 1 <= attempts <= 10:
+            raise ConfigError(f"attempts must be 1..10, got {attempts!r}")
+        self.url = f"{api_url.rstrip('/')}/{phone_number_id.strip()}/messages"
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self._sleep = sleep
+        self._client = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"},
+            # A connection that is not up in 2 s is not coming; retrying beats waiting.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"CloudApiSender({self.url!r})"
+
+    def send(self, body: dict[str, Any]) -> None:
+        to = mask_phone(str(body.get("to", "")))
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self._client.post(self.url, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: sending it again cannot make a second message.
+                failure = SendError(f"cannot reach the WhatsApp Cloud API to reply to {to}: {type(exc).__name__}")
+                wait = self._wait(attempt, None)
+            except httpx.HTTPError as exc:
+                # Sent, but no answer: Meta may have delivered it, so it is not sent again.
+                raise SendError(f"no answer from the WhatsApp Cloud API for the reply to {to} ({type(exc).__name__}); not retried, it may have been delivered") from None
+            else:
+                if response.is_success:
+                    log.debug("sent reply to %s: %s", to, _message_id(response))
+                    return
+                status, code, detail = response.status_code, *_meta_error(response)
+                failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}", status=status, code=code)
+                if not (status == 429 or status >= 500 or code in TRANSIENT_CODES):
+                    raise failure
+                wait = self._wait(attempt, response.headers.get("Retry-After"))
+            if attempt == self.attempts:
+                raise failure
+            log.warning("%s; retrying in %.2f s (attempt %d of %d)", failure, wait, attempt + 1, self.attempts)
+            self._sleep(wait)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _wait(self, attempt: int, retry_after: str | None) -> float:
+        wait = self.backoff * 2 ** (attempt - 1)
+        asked = _seconds(retry_after)
+        return min(max(wait if asked is None else asked, 0.0), self.max_wait)
+
+
+def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
+    """The Cloud API sender the environment configures, or None when neither variable is set."""
+    token = environ.get(ENV_ACCESS_TOKEN, "").strip()
+    number = environ.get(ENV_PHONE_NUMBER_ID, "").strip()
+    if not token and not number:
+        return None
+    if not token or not number:
+        missing = ENV_ACCESS_TOKEN if not token else ENV_PHONE_NUMBER_ID
+        raise ConfigError(f"{missing} not set: replies are sent only with both {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
+    return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After in seconds; None for none, an HTTP date or garbage (the backoff applies)."""
+    try:
+        seconds = float(retry_after) if retry_after is not None else math.nan
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _meta_error(response: httpx.Response) -> tuple[int | None, str]:
+    """Meta's error code and a short description from an error body (``{"error": {...}}``)."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None, ""
+    if not isinstance(error, dict):
+        return None, ""
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    parts = [f"code {code}" if code is not None else "", str(error.get("message") or "")[:300]]
+    details = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
+    if isinstance(details, str):
+        parts.append(details[:300])
+    if isinstance(error.get("fbtrace_id"), str):
+        parts.append(f"fbtrace_id {error['fbtrace_id']}")
+    shown = ": ".join(p for p in parts if p)
+    return code, f", {shown}" if shown else ""
+
+
+def _message_id(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["messages"][0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return json.dumps(response.text[:200])

@@ -1,0 +1,207 @@
+"""The WhatsApp Cloud API sender (nlu/cloud_api.py) against a local stand-in for the Graph
+API: a real HTTP server on 127.0.0.1 that records each request and answers as scripted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from http_kit import SECRET, SETTINGS, TestClient, free_port
+
+from nlu.cloud_api import ENV_ACCESS_TOKEN, ENV_API_URL, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
+from nlu.errors import ConfigError
+from nlu.server import ServerSettings, create_app, serve
+from nlu.service import Service
+from nlu.whatsapp import sign
+
+ACCESS_TOKEN = "EAAG-secreto-de-meta-123"
+NUMBER_ID = "106540352242922"
+BODY = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "5215512345678", "type": "text", "text": {"body": "Hola"}}
+SENT = (200, {}, {"messaging_product": "whatsapp", "contacts": [{"input": "5215512345678", "wa_id": "5215512345678"}], "messages": [{"id": "wamid.HBgN"}]})
+
+
+def meta_error(code: int, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbCdEf"}}
+
+
+class FakeGraph:
+    """Answers POSTs with the scripted (status, headers, body) in turn; the last one repeats."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str], dict[str, Any]]] = [SENT]
+        self.requests: list[dict[str, Any]] = []
+        self.delay = 0.0
+        graph = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                graph.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                status, headers, answer = graph.script[min(len(graph.requests), len(graph.script)) - 1]
+                time.sleep(graph.delay)
+                raw = json.dumps(answer).encode()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller gave up waiting
+                    self.send_response(status)
+                    for name, value in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a kept-alive connection must not hold up close()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v21.0"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraph]:
+    fake = FakeGraph()
+    yield fake
+    fake.close()
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+def sender(graph: FakeGraph, sleeps: Sleeps, **options: Any) -> CloudApiSender:
+    return CloudApiSender(ACCESS_TOKEN, NUMBER_ID, api_url=graph.url, sleep=sleeps, **options)
+
+
+def test_cloud_api_posts_the_body_with_the_token(graph: FakeGraph, sleeps: Sleeps) -> None:
+    sender(graph, sleeps).send(BODY)
+    assert graph.requests == [{"path": f"/v21.0/{NUMBER_ID}/messages", "auth": f"Bearer {ACCESS_TOKEN}", "body": BODY}]
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(("failure", "waits"), [
+    ((500, {}, meta_error(2, "Service temporarily unavailable")), [0.25]),
+    ((503, {}, {}), [0.25]),
+    ((429, {"Retry-After": "1"}, meta_error(130429, "Rate limit hit")), [1.0]),
+    ((429, {"Retry-After": "600"}, {}), [2.0]),  # capped: Meta is waiting for our webhook answer
+    ((429, {"Retry-After": "nan"}, {}), [0.25]),
+    ((400, {}, meta_error(131056, "(Business Account, Consumer Account) pair rate limit hit")), [0.25]),
+])
+def test_cloud_api_retries_what_meta_did_not_take(graph: FakeGraph, sleeps: Sleeps, failure: Any, waits: list[float]) -> None:
+    graph.script = [failure, SENT]
+    sender(graph, sleeps).send(BODY)
+    assert len(graph.requests) == 2 and sleeps == waits
+
+
+def test_cloud_api_gives_up_after_its_attempts_with_metas_reason(graph: FakeGraph, sleeps: Sleeps) -> None:
+    graph.script = [(500, {}, meta_error(131000, "Something went wrong"))]
+    with pytest.raises(SendError, match="HTTP 500, code 131000: Something went wrong") as raised:
+        sender(graph, sleeps).send(BODY)
+    assert len(graph.requests) == 3 and sleeps == [0.25, 0.5]
+    assert (raised.value.status, raised.value.code) == (500, 131000)
+
+
+def test_cloud_api_refusal_is_not_retried_and_names_no_secret(graph: FakeGraph, sleeps: Sleeps) -> None:
+    graph.script = [(400, {}, meta_error(131047, "Re-engagement message"))]
+    with pytest.raises(SendError) as raised:
+        sender(graph, sleeps).send(BODY)
+    message = str(raised.value)
+    assert "HTTP 400, code 131047: Re-engagement message: fbtrace_id AbCdEf" in message
+    assert "*********5678" in message and "5215512345678" not in message and ACCESS_TOKEN not in message
+    assert len(graph.requests) == 1 and sleeps == []
+
+
+def test_cloud_api_unreachable_is_retried_then_reported(sleeps: Sleeps) -> None:
+    closed = CloudApiSender(ACCESS_TOKEN, NUMBER_ID, api_url=f"http://127.0.0.1:{free_port()}/v21.0", sleep=sleeps)
+    with pytest.raises(SendError, match=r"cannot reach the WhatsApp Cloud API to reply to \*+5678: ConnectError"):
+        closed.send(BODY)
+    assert sleeps == [0.25, 0.5]  # nothing left the machine, so sending again cannot double it
+
+
+def test_cloud_api_no_answer_is_not_sent_again(graph: FakeGraph, sleeps: Sleeps) -> None:
+    graph.delay = 1.0
+    with pytest.raises(SendError, match="not retried, it may have been delivered"):
+        sender(graph, sleeps, timeout=0.2).send(BODY)
+    assert len(graph.requests) == 1 and sleeps == []  # a second copy could reach the customer
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_cloud_api_from_env() -> None:
+    assert sender_from_env({}) is None
+    configured = sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID, ENV_API_URL: "https://graph.facebook.com/v22.0/"})
+    assert configured is not None and configured.url == f"https://graph.facebook.com/v22.0/{NUMBER_ID}/messages"
+    assert ACCESS_TOKEN not in repr(configured)
+    for half in ({ENV_ACCESS_TOKEN: ACCESS_TOKEN}, {ENV_PHONE_NUMBER_ID: NUMBER_ID}, {ENV_ACCESS_TOKEN: " ", ENV_PHONE_NUMBER_ID: NUMBER_ID}):
+        with pytest.raises(ConfigError, match="not set: replies are sent only with both"):
+            sender_from_env(half)
+
+
+@pytest.mark.parametrize(("token", "number", "url", "message"), [
+    ("con espacio", NUMBER_ID, "https://graph.facebook.com/v21.0", "printable ASCII without spaces"),
+    ("tóken", NUMBER_ID, "https://graph.facebook.com/v21.0", "printable ASCII without spaces"),
+    (ACCESS_TOKEN, "+52 55 1234", "https://graph.facebook.com/v21.0", "numeric id"),
+    (ACCESS_TOKEN, NUMBER_ID, "graph.facebook.com/v21.0", "http\\(s\\) URL"),
+])
+def test_cloud_api_bad_settings_are_config_errors(token: str, number: str, url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CloudApiSender(token, number, api_url=url)
+
+
+def test_cloud_api_serve_refuses_half_set_credentials_before_loading(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(ENV_ACCESS_TOKEN, ACCESS_TOKEN)
+    monkeypatch.delenv(ENV_PHONE_NUMBER_ID, raising=False)
+    settings = ServerSettings(model_dir=str(tmp_path / "no-model"), verify_token="v", app_secret="s", agents=False)
+    with pytest.raises(ConfigError, match=f"{ENV_PHONE_NUMBER_ID} not set"):
+        serve(settings)
+
+
+# -- through the webhook --------------------------------------------------------------------
+
+
+def test_cloud_api_webhook_reply_reaches_the_graph_api(service: Service, graph: FakeGraph, sleeps: Sleeps, caplog: pytest.LogCaptureFixture) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_sender"] == "cloud_api"
+    value = {
+        "messaging_product": "whatsapp", "metadata": {"phone_number_id": NUMBER_ID},
+        "contacts": [{"wa_id": "5215512345678"}],
+        "messages": [{"from": "5215512345678", "id": "wamid.1", "type": "text", "text": {"body": "hola"}}],
+    }
+    raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+
+    assert client.post("/webhooks/whatsapp", content=raw, headers=headers).status_code == 200
+    [request] = graph.requests
+    assert request["body"]["to"] == "5215512345678" and request["body"]["messaging_product"] == "whatsapp"
+
+    graph.script = [(401, {}, meta_error(190, "Error validating access token"))]
+    raw2 = raw.replace(b"wamid.1", b"wamid.2")
+    with caplog.at_level(logging.ERROR, logger="nlu.server"):
+        r = client.post("/webhooks/whatsapp", content=raw2, headers={**headers, "X-Hub-Signature-256": sign(SECRET, raw2)})
+    assert r.status_code == 200  # a failed send never costs Meta's delivery its answer
+    assert "code 190: Error validating access token" in caplog.text and ACCESS_TOKEN not in caplog.text
+    metrics = client.get("/metrics").text
+    assert "nlu_whatsapp_send_failures_total 1" in metrics
+
+
+def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service) -> None:
+    client = TestClient(create_app(service, SETTINGS), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_sender"] == "log"
