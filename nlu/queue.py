@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     updated_at      REAL NOT NULL,
     turns           TEXT NOT NULL,                      -- JSON array of redacted turns
     resolution      TEXT,
-    agent_intent    TEXT,                               -- the intent the resolving agent saw
+    agent_intent    TEXT,                               -- what the customer meant, per the resolving agent
     CHECK ((status = 'claimed') = (lease_until IS NOT NULL)),
     CHECK (status = 'queued' OR agent IS NOT NULL)
 );

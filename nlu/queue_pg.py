@@ -66,7 +66,7 @@ _STEPS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tickets_by_conversation ON tickets (conversation_id, status)",
         "CREATE INDEX tickets_by_status_updated ON tickets (status, updated_at)",
     ),
-    ("ALTER TABLE tickets ADD COLUMN agent_intent TEXT",),  # the intent the resolving agent saw
+    ("ALTER TABLE tickets ADD COLUMN agent_intent TEXT",),  # what the customer meant, per the resolving agent
 )
 SCHEMA_VERSION = len(_STEPS)
 
