@@ -217,14 +217,15 @@ def reliability_png(result: HeadResult) -> bytes:
 
 
 def risk_coverage_png(sweep: Sequence[SweepPoint], production: float) -> bytes:
+    # Thresholds that answer nothing labelled have no accuracy: no point on the curve.
     points = [p for p in sweep if p.answered_accuracy is not None]
+    current = next(p for p in sweep if p.threshold == production)  # the sweep always holds it
     fig = _figure(7.5, 5.5)
     ax = fig.add_subplot()
     if points:
         coverage = [p.answered for p in points]
         accuracy = [float(p.answered_accuracy or 0.0) for p in points]
         ax.plot(coverage, accuracy, color=ACCENT, linewidth=2, label="answer threshold 0 → 1")
-        current = next(p for p in points if p.threshold == production)
         low = min(accuracy)
         y_low, y_high = max(0.0, low - max(0.02, 0.25 * (1.0 - low))), 1.0 + max(0.005, 0.05 * (1.0 - low))
         marked: list[SweepPoint] = []
@@ -241,7 +242,9 @@ def risk_coverage_png(sweep: Sequence[SweepPoint], production: float) -> bytes:
         for p in marked:
             ax.annotate(f"{p.threshold:.1f}", (p.answered, p.answered_accuracy or 0.0), textcoords="offset points",
                         xytext=(6, 3), fontsize=8, color="#495057")
-        current_accuracy = float(current.answered_accuracy or 0.0)
+        ax.set_ylim(y_low, y_high)
+    if current.answered_accuracy is not None:
+        current_accuracy = float(current.answered_accuracy)
         ax.scatter([current.answered], [current_accuracy], color=WRONG, s=80, zorder=4,
                    label=f"production threshold {format_threshold(production)}")
         ax.annotate(
@@ -249,7 +252,9 @@ def risk_coverage_png(sweep: Sequence[SweepPoint], production: float) -> bytes:
             (current.answered, current_accuracy), textcoords="offset points", xytext=(-150, -40),
             fontsize=9, arrowprops={"arrowstyle": "->", "color": WRONG},
         )
-        ax.set_ylim(y_low, y_high)
+    else:
+        ax.text(0.5, 0.5, f"production threshold {format_threshold(production)}: the bot answers no labelled message",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10, color=WRONG)
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("share of messages the bot answers (coverage)")
     ax.set_ylabel("intent accuracy of answered messages")

@@ -514,6 +514,21 @@ def test_evaluate_cli_writes_report(tiny_model_dir: Path, eval_csv: Path, tmp_pa
     assert {"metrics.json", "report.html", "errors.csv", "predictions.csv", "risk_coverage.png"} <= {p.name for p in out.iterdir()}
 
 
+def test_evaluate_cli_report_when_the_production_threshold_answers_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # E.g. an export of escalated tickets: the model was unsure of every one of them.
+    # The risk-coverage plot looked for the production threshold among the answering
+    # thresholds only and crashed with a StopIteration traceback.
+    data = write_csv(tmp_path / "vague.csv", [("mmm", "saludo"), ("oiga una cosita", "queja")], ("text", "intent"))
+    config = tmp_path / "nlu.toml"
+    config.write_text("[routing]\nanswer_threshold = 0.995\n", encoding="utf-8")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(tiny_model_dir), str(data), "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["routing"]["answered"] == 0
+    assert (out / "risk_coverage.png").read_bytes().startswith(b"\x89PNG")
+    assert "current" in (out / "report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["evaluate", "{model}", "{data}"], "--out REPORT_DIR is required"),
     (["evaluate", "{model}", "--out", "{tmp}/r"], "give MODEL_DIR and at least one data file"),
