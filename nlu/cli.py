@@ -444,7 +444,7 @@ def data_check(data: DataFiles, column: ColumnMap = None) -> None:
 # -- human-agent queue (nlu/queue.py) ---------------------------------------------------
 
 queue_app = typer.Typer(
-    help="Work the human-agent queue: list, claim, resolve and release tickets; export agents' intent labels.", no_args_is_help=True, rich_markup_mode=None
+    help="Work the human-agent queue: list, claim, message the customer, resolve and release tickets; export agents' intent labels.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(queue_app, name="queue")
 
@@ -551,6 +551,42 @@ def queue_resolve(
     finally:
         queue.close()
     _show(f"resolved ticket {ticket.id}" + (f" as {ticket.agent_intent}" if ticket.agent_intent else ""))
+
+
+@queue_app.command("send")
+@fails_cleanly
+def queue_send(
+    ticket_id: TicketId,
+    text: Annotated[str, typer.Argument(help="The message, as the customer will read it.", show_default=False)],
+    agent: AgentName,
+    message_id: Annotated[
+        str | None, typer.Option("--message-id", help="Your id for this message: running the command again with it sends nothing twice.")
+    ] = None,
+    db: QueueDb = None,
+) -> None:
+    """Send the customer of a ticket you hold a WhatsApp message (needs the Cloud API settings of 'nlu serve')."""
+    import os
+
+    from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, sender_from_env
+    from .errors import ConfigError
+    from .handover import send_agent_message
+    from .queue import open_queue
+
+    sender = sender_from_env(os.environ)
+    if sender is None:
+        raise ConfigError(f"{ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID} not set: they say where WhatsApp messages go")
+    queue = open_queue(db)
+    try:
+        sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id)
+    finally:
+        queue.close()
+        sender.close()
+    if not sent.duplicate:
+        state = "sent"
+    else:  # a repeated --message-id: what became of the first attempt
+        state = {True: "was sent before", None: "went out before with no answer from WhatsApp", False: "is being sent"}[sent.turn.get("sent")]
+        state += "; not sent again"
+    _show(f"ticket {sent.ticket.id}: message {sent.turn['message_id']} {state}")
 
 
 @queue_app.command("export")

@@ -51,10 +51,11 @@ log = logging.getLogger(__name__)
 class SendError(NLUError):
     """Meta did not take a reply (or may not have): the message names why, without secrets."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None, maybe_delivered: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.maybe_delivered = maybe_delivered  # sent, but no answer came: sending again could double it
 
 
 class CloudApiSender:
@@ -114,13 +115,16 @@ class CloudApiSender:
                 wait = self._wait(attempt, None)
             except httpx.HTTPError as exc:
                 # Sent, but no answer: Meta may have delivered it, so it is not sent again.
-                raise SendError(f"no answer from the WhatsApp Cloud API for the reply to {to} ({type(exc).__name__}); not retried, it may have been delivered") from None
+                raise SendError(
+                    f"no answer from the WhatsApp Cloud API for the reply to {to} ({type(exc).__name__}); not retried, it may have been delivered",
+                    maybe_delivered=True,
+                ) from None
             else:
                 if response.is_success:
                     log.debug("sent reply to %s: %s", to, _message_id(response))
                     return
                 status, code, detail = response.status_code, *_meta_error(response)
-                failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}", status=status, code=code)
+                failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}{_hint(code)}", status=status, code=code)
                 if not (status == 429 or status >= 500 or code in TRANSIENT_CODES):
                     raise failure
                 wait = self._wait(attempt, response.headers.get("Retry-After"))
@@ -157,6 +161,15 @@ def _seconds(retry_after: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) else None
+
+
+def _hint(code: int | None) -> str:
+    """What a person can do about the refusals they meet most."""
+    if code == 131047:
+        return " (the customer last wrote more than 24 hours ago: WhatsApp lets only a template message through now)"
+    if code == 190:
+        return f" (the access token has expired or was revoked: renew {ENV_ACCESS_TOKEN})"
+    return ""
 
 
 def _meta_error(response: httpx.Response) -> tuple[int | None, str]:

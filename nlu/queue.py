@@ -47,7 +47,7 @@ from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
 
 __all__ = [
-    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -60,6 +60,7 @@ MAX_TICKET_ID = _MAX_SQL_INTEGER
 MAX_LIST_LIMIT = 500
 MAX_AGENT_CHARS = 128  # a name shown on every ticket, not a note
 MAX_INTENT_CHARS = 128  # an intent label an agent gives: a training label, not a note
+MAX_AGENT_MESSAGE_CHARS = 4096  # what an agent sends the customer: WhatsApp's limit for a text
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 2  # 2: agent_intent
@@ -208,6 +209,18 @@ class Queue(Protocol):
 
     def labelled(self) -> Iterator[Ticket]:
         """Resolved tickets that an agent gave an intent, oldest first, read in pages."""
+        ...
+
+    def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
+        """Record, as a turn of the ticket marked ``"sent": False``, a message that the agent
+        holding it is about to send the customer; return the ticket, the turn and whether
+        it is new. A turn with this ``message_id`` already there (a retried request) is
+        returned as it is, so the caller sends it once. The text is stored redacted."""
+        ...
+
+    def settle_agent_message(self, ticket_id: int, message_id: str, sent: bool | None) -> Ticket:
+        """After the send: mark the turn sent (True), remove it when nothing reached the
+        customer (False), or mark it unknown (None: the request went out, no answer came)."""
         ...
 
     def open_for_conversation(self, conversation_id: str) -> Ticket | None:
@@ -459,6 +472,44 @@ class _SqlQueue(_SqlStore):
                 yield ticket
             if len(rows) < _LABELLED_PAGE:
                 return
+
+    def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
+        ticket_id = _ticket_id(ticket_id)
+        agent = self._storable(_agent(agent))
+        message_id = self._storable(_nonempty("message_id", message_id))
+        text = _agent_text(text)
+        with self._write(f"record a message on ticket {ticket_id}") as conn:
+            ticket = self._fetch(conn, ticket_id)
+            for turn in ticket.turns:
+                if turn.get("message_id") == message_id:
+                    if turn.get("action") != "agent":
+                        raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
+                    return ticket, turn, False
+            _check_holder(ticket, agent, "message the customer of")
+            now = self._clock()
+            turn = {"message_id": message_id, "action": "agent", "agent": agent, "text": redact(text), "created_at": now, "sent": False}
+            row = self._set_turns(conn, ticket.id, [*ticket.turns, turn], now)
+            return self._ticket(row), turn, True
+
+    def settle_agent_message(self, ticket_id: int, message_id: str, sent: bool | None) -> Ticket:
+        ticket_id = _ticket_id(ticket_id)
+        message_id = self._storable(_nonempty("message_id", message_id))
+        with self._write(f"settle a message on ticket {ticket_id}") as conn:
+            ticket = self._fetch(conn, ticket_id)
+            turns = []
+            for turn in ticket.turns:
+                if turn.get("message_id") == message_id and turn.get("action") == "agent":
+                    if sent is False:
+                        continue  # it never reached the customer: the agent's view must not say it did
+                    turn = {**turn, "sent": sent}
+                turns.append(turn)
+            return self._ticket(self._set_turns(conn, ticket.id, turns, self._clock()))
+
+    def _set_turns(self, conn: _Executor, ticket_id: int, turns: Sequence[Mapping[str, Any]], now: float) -> Any:
+        return conn.execute(
+            f"UPDATE tickets SET turns = ?, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (self._storable(_to_json("turns", list(turns))), now, ticket_id),
+        ).fetchone()
 
     def open_for_conversation(self, conversation_id: str) -> Ticket | None:
         conversation_id = self._storable(_nonempty("conversation_id", conversation_id))
@@ -769,6 +820,18 @@ def _resolve_args(ticket_id: Any, agent: Any, resolution: Any) -> tuple[int, str
     if problem is not None:
         raise QueueError(f"resolution {problem}")
     return ticket_id, agent, redact(resolution)
+
+
+def _agent_text(value: Any) -> str:
+    """A checked message from an agent to the customer (line breaks and tabs allowed)."""
+    if not isinstance(value, str) or not value.strip():
+        raise QueueError(f"the message must be a non-empty string, got {value!r}")
+    problem = note_problem(value)
+    if problem is not None:
+        raise QueueError(f"the message {problem}")
+    if len(value) > MAX_AGENT_MESSAGE_CHARS:
+        raise QueueError(f"the message is longer than WhatsApp's {MAX_AGENT_MESSAGE_CHARS} characters")
+    return value
 
 
 def _intent(value: Any) -> str:

@@ -48,8 +48,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
-from .cloud_api import CloudApiSender, sender_from_env
+from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
+from .handover import send_agent_message
 from .metrics_http import Metrics
 from .queue import (
     MAX_AGENT_CHARS,
@@ -335,6 +336,19 @@ def _check_text(text: str, where: str) -> str:
     return text
 
 
+def _queue_text(value: str, where: str, problem_of: Callable[[str], str | None], *, blank: str | None = None) -> str:
+    """A field the queue stores: Unicode text (no lone surrogates, which reached the database
+    driver as a 500), allowed by the queue's own rule (``agent_problem`` for one-line names
+    and labels, ``note_problem`` for texts), and not blank when ``blank`` names its code."""
+    if blank is not None and not value.strip():
+        raise PydanticCustomError(blank, f"{where}: is blank")
+    _check_text(value, where)
+    problem = problem_of(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_text", f"{where}: {problem}")
+    return value
+
+
 class ScoreRequest(_Strict):
     """One text or a batch: exactly one of ``text`` and ``texts``."""
 
@@ -397,13 +411,7 @@ class _AgentRequest(_Strict):
     @field_validator("agent")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise PydanticCustomError("empty_field", "agent: is blank")
-        _check_text(value, "agent")
-        problem = agent_problem(value)  # the queue's own rule: control characters, bidi controls
-        if problem is not None:
-            raise PydanticCustomError("invalid_text", f"agent: {problem}")
-        return value
+        return _queue_text(value, "agent", agent_problem, blank="empty_field")
 
 
 class ClaimRequest(_AgentRequest):
@@ -421,29 +429,40 @@ class ResolveRequest(_AgentRequest):
     @field_validator("intent")
     @classmethod
     def _intent_label(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.strip():
-            raise PydanticCustomError("empty_field", "intent: is blank")
-        _check_text(value, "intent")
-        problem = agent_problem(value)  # the queue's own rule for a one-line label
-        if problem is not None:
-            raise PydanticCustomError("invalid_text", f"intent: {problem}")
-        return value
+        return None if value is None else _queue_text(value, "intent", agent_problem, blank="empty_field")
 
     @field_validator("resolution")
     @classmethod
     def _plain_text(cls, value: str) -> str:
-        # Unchecked, a lone surrogate here reached the database driver: a 500.
-        _check_text(value, "resolution")
-        problem = note_problem(value)
-        if problem is not None:
-            raise PydanticCustomError("invalid_text", f"resolution: {problem}")
-        return value
+        return _queue_text(value, "resolution", note_problem)
 
 
 class ReleaseRequest(_AgentRequest):
     pass
+
+
+class AgentMessageRequest(_AgentRequest):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the customer receives (stored PII-redacted on the ticket).")
+    message_id: str | None = Field(
+        None, min_length=1, max_length=MAX_AGENT_CHARS,
+        description="Your id for this message: a retried request with the same id sends nothing again.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _queue_text(value, "text", note_problem, blank="empty_text")  # line breaks are fine
+
+    @field_validator("message_id")
+    @classmethod
+    def _plain_id(cls, value: str | None) -> str | None:
+        return None if value is None else _queue_text(value, "message_id", agent_problem, blank="empty_field")
+
+
+class AgentMessageResponse(BaseModel):
+    ticket: dict[str, Any]
+    message: dict[str, Any] = Field(description='The ticket\'s turn for this message: "sent" true, or null when WhatsApp did not answer.')
+    duplicate: bool = Field(description="True when this message_id was seen before: nothing was sent this time.")
 
 
 class ErrorDetail(BaseModel):
@@ -760,6 +779,32 @@ def create_app(
             with _known_ticket(ticket_id):
                 ticket = service.queue.release(ticket_id, request.agent)
             return JSONResponse({"ticket": ticket.to_dict()})
+
+        @app.post(
+            "/v1/queue/{ticket_id}/messages", tags=["agents"], response_model=None,
+            responses={200: {"model": AgentMessageResponse}, **_errors(401, 404, 409, 413, 415, 422, 502, 503)},
+        )
+        def queue_message(_: Agent, ticket_id: TicketId, request: AgentMessageRequest) -> JSONResponse:
+            """Send the ticket's customer a WhatsApp message as the agent holding it; it joins the ticket's turns."""
+            if sender_kind == "log":
+                # Answering 200 would tell the agent the customer has a message they never get.
+                raise ApiError(503, "sender_not_configured", f"replies are not sent: set {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
+            with _known_ticket(ticket_id):
+                try:
+                    sent = send_agent_message(service.queue, sender, ticket_id, request.agent, request.text, request.message_id)
+                except SendError as exc:  # WhatsApp refused it, or could not be reached
+                    metrics.inc("nlu_whatsapp_send_failures_total")
+                    log.warning("agent message on ticket %s not sent: %s", ticket_id, exc)
+                    raise ApiError(502, "send_failed", str(exc)) from None
+                except NLUError:
+                    raise  # the queue's refusals: 409, 503
+                except Exception:  # a plugged-in sender may fail in any way
+                    metrics.inc("nlu_whatsapp_send_failures_total")
+                    log.exception("sender failed for an agent message on ticket %s", ticket_id)
+                    raise ApiError(502, "send_failed", "the sender failed; see the server log") from None
+            if not sent.duplicate:
+                metrics.inc("nlu_whatsapp_sent_total")
+            return JSONResponse({"ticket": sent.ticket.to_dict(), "message": sent.turn, "duplicate": sent.duplicate})
 
     # -- WhatsApp webhook --------------------------------------------------------------------
 

@@ -310,6 +310,7 @@ VALID = {
     "/v1/queue/claim": {"agent": "ana"},
     "/v1/queue/1/resolve": {"agent": "ana"},
     "/v1/queue/1/release": {"agent": "ana"},
+    "/v1/queue/1/messages": {"agent": "ana", "text": "hola"},
 }
 POST_ROUTES = [*VALID, "/webhooks/whatsapp"]
 
@@ -508,6 +509,18 @@ AGENT_BODIES = [
     ("/v1/queue/-1/release", {"agent": "ana"}, "invalid_value"),
     ("/v1/queue/9223372036854775808/resolve", {"agent": "ana"}, "invalid_value"),  # past SQLite's int64
     ("/v1/queue/99999999999999999999999/resolve", {"agent": "ana"}, "invalid_value"),
+    ("/v1/queue/1/messages", {"agent": "ana"}, "missing_field"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": ""}, "empty_text"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": " \n"}, "empty_text"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": None}, "invalid_type"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "x" * 4097}, "text_too_long"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola \ud83d"}, "invalid_text"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola\u001b[2J"}, "invalid_text"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola", "message_id": ""}, "empty_field"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola", "message_id": "a\nb"}, "invalid_text"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola", "message_id": "m" * 129}, "field_too_long"),
+    ("/v1/queue/1/messages", {"agent": "ana", "text": "hola", "to": "5215512345678"}, "unknown_field"),
+    ("/v1/queue/999/messages", {"agent": "ana", "text": "hola"}, "unknown_ticket"),
 ]
 
 
@@ -539,7 +552,10 @@ def test_bad_input_http_queue_list_ignores_unknown_query_parameters(client: Test
     assert client.get("/v1/queue?utm_source=x", headers=AUTH).status_code == 200
 
 
-AGENT_ROUTES = [("GET", "/v1/queue"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/1/resolve"), ("POST", "/v1/queue/1/release")]
+AGENT_ROUTES = [
+    ("GET", "/v1/queue"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/1/resolve"), ("POST", "/v1/queue/1/release"),
+    ("POST", "/v1/queue/1/messages"),
+]
 TOKENS = [
     (None, "missing_token"),
     ("", "missing_token"),

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_kit import SECRET, SETTINGS, TestClient, free_port
+from http_kit import SECRET, SETTINGS, TOKEN, TestClient, free_port
+from typer.testing import CliRunner
 
+from nlu.cli import app
 from nlu.cloud_api import ENV_ACCESS_TOKEN, ENV_API_URL, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
 from nlu.errors import ConfigError
 from nlu.server import ServerSettings, create_app, serve
@@ -25,6 +27,7 @@ from nlu.whatsapp import sign
 ACCESS_TOKEN = "EAAG-secreto-de-meta-123"
 NUMBER_ID = "106540352242922"
 BODY = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "5215512345678", "type": "text", "text": {"body": "Hola"}}
+runner = CliRunner()
 SENT = (200, {}, {"messaging_product": "whatsapp", "contacts": [{"input": "5215512345678", "wa_id": "5215512345678"}], "messages": [{"id": "wamid.HBgN"}]})
 
 
@@ -205,3 +208,43 @@ def test_cloud_api_webhook_reply_reaches_the_graph_api(service: Service, graph: 
 def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service) -> None:
     client = TestClient(create_app(service, SETTINGS), raise_server_exceptions=False)
     assert client.get("/healthz").json()["whatsapp_sender"] == "log"
+
+
+# -- agents' messages -----------------------------------------------------------------------
+
+
+def held_ticket(db: Any) -> int:
+    from nlu.queue import open_queue
+
+    with open_queue(db) as queue:
+        ticket, _ = queue.enqueue(conversation_id="5215512345678", message_id="wamid.1", text="una persona", prediction={}, reasons=[], priority=1.0)
+        queue.claim("ana")
+    return ticket.id
+
+
+def test_cloud_api_agent_message_outside_the_window_says_why(service: Service, graph: FakeGraph, sleeps: Sleeps, tmp_path: Path) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    ticket_id = held_ticket(service.queue.path)
+    graph.script = [(400, {}, meta_error(131047, "Re-engagement message"))]
+    r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "send_failed"
+    assert "more than 24 hours ago" in r.json()["error"]["message"]
+
+
+def test_cloud_api_cli_queue_send(graph: FakeGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "nlu.db"
+    ticket_id = held_ticket(db)
+    argv = ["queue", "send", str(ticket_id), "Hola, soy Ana", "--agent", "ana", "--message-id", "m1", "--db", str(db)]
+    monkeypatch.delenv(ENV_ACCESS_TOKEN, raising=False)
+    monkeypatch.delenv(ENV_PHONE_NUMBER_ID, raising=False)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1 and f"{ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID} not set" in result.stderr
+
+    for name, value in ((ENV_ACCESS_TOKEN, ACCESS_TOKEN), (ENV_PHONE_NUMBER_ID, NUMBER_ID), (ENV_API_URL, graph.url)):
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"ticket {ticket_id}: message m1 sent"
+    again = runner.invoke(app, argv)
+    assert again.stdout.strip() == f"ticket {ticket_id}: message m1 was sent before; not sent again"
+    assert [r["body"]["text"]["body"] for r in graph.requests] == ["Hola, soy Ana"]

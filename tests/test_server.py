@@ -657,6 +657,7 @@ def test_server_openapi_lists_every_route(client: TestClient) -> None:
     assert documented == {
         ("POST", "/v1/score"), ("POST", "/v1/messages"),
         ("GET", "/v1/queue"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/{ticket_id}/resolve"), ("POST", "/v1/queue/{ticket_id}/release"),
+        ("POST", "/v1/queue/{ticket_id}/messages"),
         ("GET", "/webhooks/whatsapp"), ("POST", "/webhooks/whatsapp"), ("GET", "/healthz"), ("GET", "/metrics"),
     }
     score = spec["paths"]["/v1/score"]["post"]

@@ -1,0 +1,60 @@
+"""An agent writing to the customer of the ticket they hold.
+
+On WhatsApp through the Cloud API the business number belongs to the API: the agents
+cannot answer from a phone, so their messages go out through the same sender as the
+bot's replies (``POST /v1/queue/{id}/messages``, ``nlu queue send``).
+
+Each message is a turn of the ticket, so every agent who opens it sees the whole
+exchange (the customer's answers join the ticket as handover turns). The order makes a
+retry safe: the turn is recorded first with ``"sent": false`` under the caller's
+``message_id``, then sent, then marked sent, or removed when the send failed. A retried
+request with the same ``message_id`` finds the turn and sends nothing, so the customer
+never gets a message twice; a message whose send failed can be sent again. When the
+request went out but no answer came, the turn stays with ``"sent": null`` (unknown), and
+a retry sends nothing: the agent reads the ticket and decides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .cloud_api import SendError
+from .queue import Queue, Ticket
+from .responses import Reply, to_whatsapp
+from .whatsapp import Sender
+
+__all__ = ["AgentMessage", "send_agent_message"]
+
+
+@dataclass(frozen=True)
+class AgentMessage:
+    ticket: Ticket
+    turn: dict[str, Any]  # as stored: the text redacted, "sent" true once it went out
+    duplicate: bool  # a retried request: nothing was sent this time
+
+
+def send_agent_message(
+    queue: Queue, sender: Sender, ticket_id: int, agent: str, text: str, message_id: str | None = None
+) -> AgentMessage:
+    """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer.
+
+    The sender's exception propagates after the turn is removed (nothing was sent)."""
+    message_id = message_id if message_id is not None else f"agent-{uuid.uuid4().hex}"
+    ticket, turn, new = queue.add_agent_message(ticket_id, agent, message_id, text)
+    if not new:
+        return AgentMessage(ticket, turn, duplicate=True)
+    try:
+        # The conversation id of a WhatsApp conversation is the customer's wa_id.
+        sender.send(to_whatsapp(Reply(text=text), to=ticket.conversation_id))
+    except SendError as exc:
+        # Sent but unanswered: keep the turn (sent: null) so a retry cannot send it twice.
+        queue.settle_agent_message(ticket.id, message_id, sent=None if exc.maybe_delivered else False)
+        raise
+    except BaseException:
+        queue.settle_agent_message(ticket.id, message_id, sent=False)
+        raise
+    ticket = queue.settle_agent_message(ticket.id, message_id, sent=True)
+    stored = next(t for t in ticket.turns if t.get("message_id") == message_id)
+    return AgentMessage(ticket, stored, duplicate=False)

@@ -1,0 +1,172 @@
+"""Agents writing to the customer of the ticket they hold (nlu/handover.py, the queue's
+agent turns, POST /v1/queue/{id}/messages)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from http_kit import AUTH, RecordingSender, TestClient, in_process_client
+
+from nlu.cloud_api import SendError
+from nlu.errors import QueueError
+from nlu.handover import send_agent_message
+from nlu.queue import MAX_AGENT_MESSAGE_CHARS, Queue, Ticket, open_queue
+from nlu.server import create_app
+from nlu.service import Service
+
+WA_ID = "5215512345678"
+PREDICTION = {"intent": "queja", "confidence": 0.9}
+
+
+@pytest.fixture
+def queue(db_url: str) -> Iterator[Queue]:
+    q = open_queue(db_url)
+    yield q
+    q.close()
+
+
+def held(queue: Queue, agent: str = "ana") -> Ticket:
+    ticket, _ = queue.enqueue(
+        conversation_id=WA_ID, message_id="wamid.1", text="quiero hablar con una persona", prediction=PREDICTION,
+        reasons=["human_requested"], priority=1.0, turns=[{"message_id": "wamid.1", "text": "quiero hablar con una persona"}],
+    )
+    if agent:
+        queue.claim(agent)
+    return ticket
+
+
+class FlakySender(RecordingSender):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error: BaseException | None = error
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.sent.append(body)
+        if self.error is not None:
+            error, self.error = self.error, None  # fails once
+            raise error
+
+
+# -- the queue and send_agent_message -----------------------------------------------------
+
+
+def test_handover_message_goes_to_the_customer_and_joins_the_ticket(queue: Queue) -> None:
+    ticket = held(queue)
+    sender = RecordingSender()
+    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola, soy Ana. Te llamo al 3104567821 en 5 minutos", "m-ana-1")
+    [body] = sender.sent
+    assert body["to"] == WA_ID and body["type"] == "text" and body["text"]["body"].endswith("3104567821 en 5 minutos")
+    assert not sent.duplicate
+    assert sent.turn == {**sent.turn, "message_id": "m-ana-1", "action": "agent", "agent": "ana", "sent": True}
+    assert "[TELEFONO]" in sent.turn["text"]  # the customer reads it all; the ticket keeps it redacted
+    assert [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1", "m-ana-1"]
+
+
+def test_handover_retried_message_is_sent_once(queue: Queue) -> None:
+    ticket = held(queue)
+    sender = RecordingSender()
+    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1")
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1")
+    assert again.duplicate and again.turn["sent"] is True and len(sender.sent) == 1
+    assert len(queue.get(ticket.id).turns) == 2
+
+
+def test_handover_failed_send_leaves_no_turn_and_can_be_sent_again(queue: Queue) -> None:
+    ticket = held(queue)
+    sender = FlakySender(RuntimeError("graph api down"))
+    with pytest.raises(RuntimeError):
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1"]  # not shown as said
+    assert not send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1").duplicate
+    assert len(sender.sent) == 2
+
+
+def test_handover_unanswered_send_is_kept_as_unknown_and_not_repeated(queue: Queue) -> None:
+    ticket = held(queue)
+    sender = FlakySender(SendError("no answer", maybe_delivered=True))
+    with pytest.raises(SendError):
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1  # the customer may have it
+
+
+@pytest.mark.parametrize(("agent", "claimer", "message"), [
+    ("ana", "", "it is queued, claim it first"),
+    ("luis", "ana", "claimed by ana, not luis"),
+])
+def test_handover_only_the_holder_may_write(queue: Queue, agent: str, claimer: str, message: str) -> None:
+    ticket = held(queue, claimer)
+    sender = RecordingSender()
+    with pytest.raises(QueueError, match=message):
+        send_agent_message(queue, sender, ticket.id, agent, "Hola")
+    assert sender.sent == [] and len(queue.get(ticket.id).turns) == 1
+
+
+def test_handover_resolved_ticket_takes_no_message(queue: Queue) -> None:
+    ticket = held(queue)
+    queue.resolve(ticket.id, "ana")
+    with pytest.raises(QueueError, match="already resolved"):
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "non-empty"),
+    ("  \n", "non-empty"),
+    ("hola\x1b[2J", "control"),
+    ("x" * (MAX_AGENT_MESSAGE_CHARS + 1), "longer than WhatsApp's 4096"),
+])
+def test_handover_bad_text_is_refused(queue: Queue, text: str, message: str) -> None:
+    ticket = held(queue)
+    with pytest.raises(QueueError, match=message):
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", text)
+
+
+def test_handover_message_id_of_a_customer_turn_is_refused(queue: Queue) -> None:
+    ticket = held(queue)
+    with pytest.raises(QueueError, match="is the customer's message"):
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "wamid.1")
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+def test_handover_http_message(client: TestClient, service: Service, sender: RecordingSender) -> None:
+    ticket = held(service.queue, agent="")
+    assert client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).status_code == 200
+    path = f"/v1/queue/{ticket.id}/messages"
+
+    r = client.post(path, headers=AUTH, json={"agent": "ana", "text": "Hola, soy Ana", "message_id": "m1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["duplicate"] is False and r.json()["message"]["sent"] is True
+    assert [b["text"]["body"] for b in sender.sent] == ["Hola, soy Ana"]
+    again = client.post(path, headers=AUTH, json={"agent": "ana", "text": "Hola, soy Ana", "message_id": "m1"})
+    assert again.status_code == 200 and again.json()["duplicate"] is True and len(sender.sent) == 1
+
+    assert client.post(path, headers=AUTH, json={"agent": "luis", "text": "Hola"}).json()["error"]["code"] == "ticket_conflict"
+    assert client.post("/v1/queue/999/messages", headers=AUTH, json={"agent": "ana", "text": "Hola"}).status_code == 404
+    for body, code in (({"agent": "ana", "text": " "}, "empty_text"), ({"agent": "ana"}, "missing_field"), ({"agent": "ana", "text": "a\x00b"}, "invalid_text")):
+        r = client.post(path, headers=AUTH, json=body)
+        assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+    assert client.post(path, json={"agent": "ana", "text": "Hola"}).status_code == 401
+    assert len(sender.sent) == 1
+
+
+def test_handover_http_failed_send_is_a_502_and_leaves_no_turn(service: Service) -> None:
+    client = in_process_client(service, FlakySender(RuntimeError("boom")))
+    ticket = held(service.queue)
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 502 and r.json()["error"] == {"code": "send_failed", "message": "the sender failed; see the server log"}
+    assert len(service.queue.get(ticket.id).turns) == 1
+    assert "nlu_whatsapp_send_failures_total 1" in client.get("/metrics").text
+
+
+def test_handover_http_refuses_when_replies_only_go_to_the_log(service: Service) -> None:
+    from http_kit import SETTINGS
+
+    client = TestClient(create_app(service, SETTINGS), raise_server_exceptions=False)
+    ticket = held(service.queue)
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "sender_not_configured"
+    assert len(service.queue.get(ticket.id).turns) == 1
