@@ -40,7 +40,8 @@ def send_agent_message(
 ) -> AgentMessage:
     """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer.
 
-    The sender's exception propagates after the turn is removed (nothing was sent)."""
+    The sender's exception propagates, after the turn is removed (nothing was sent) or,
+    for a :class:`SendError` that may have been delivered, kept with ``"sent": None``."""
     message_id = message_id if message_id is not None else f"agent-{uuid.uuid4().hex}"
     ticket, turn, new = queue.add_agent_message(ticket_id, agent, message_id, text)
     if not new:
