@@ -448,9 +448,19 @@ def _check_placeholders(text: str, where: str) -> None:
 # -- WhatsApp Cloud API -------------------------------------------------------------------------
 
 
+# A business-scoped user id: a two-letter country code, a period, up to 128 letters and
+# digits ("US.13491208655302741918"; a parent BSUID has "ENT." after the country code).
+_BSUID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
+
+
 def to_whatsapp(reply: Reply, to: str) -> dict[str, Any]:
-    """The Cloud API ``POST /{phone-number-id}/messages`` body for ``reply`` to ``to``."""
-    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+    """The Cloud API ``POST /{phone-number-id}/messages`` body for ``reply`` to ``to``.
+
+    ``to`` is a phone-number WhatsApp id or, for a customer whose number Meta withholds, a
+    BSUID; the Cloud API takes a BSUID in ``recipient``, not ``to`` (which it reads as a
+    phone number)."""
+    address = "recipient" if _BSUID.fullmatch(to) else "to"
+    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", address: to}
     if reply.buttons:
         return {
             **base,

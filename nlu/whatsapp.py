@@ -75,7 +75,10 @@ class WhatsAppMessage:
     """One customer message from a notification, ready for ``Service.handle``.
 
     ``conversation_id`` is the customer's WhatsApp id (``contacts[].wa_id``, the same as
-    the message's ``from``); ``message_id`` is Meta's ``wamid...``, the idempotency key.
+    the message's ``from``) or, when Meta withholds the phone number of a customer with a
+    username, their business-scoped user id (``from_user_id``, ``contacts[].user_id``,
+    e.g. ``"US.13491208655302741918"``); ``message_id`` is Meta's ``wamid...``, the
+    idempotency key.
     A reply button or list row picked by the customer gives its ``button_id`` and, as
     ``text``, its title (what the customer saw and tapped).
     """
@@ -135,10 +138,9 @@ def parse_webhook(payload: Any) -> Notification:
             statuses += len(_list(value.get("statuses", []), f"{vwhere}.statuses"))
             metadata = value.get("metadata")
             phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
-            contacts = [_object(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
-            wa_ids = [_string(c.get("wa_id"), f"{vwhere}.contacts[{k}].wa_id") for k, c in enumerate(contacts)]
+            contacts = [_contact(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
             for k, raw in enumerate(_list(value.get("messages", []), f"{vwhere}.messages")):
-                message = _message(_object(raw, f"{vwhere}.messages[{k}]"), f"{vwhere}.messages[{k}]", wa_ids, phone_number_id)
+                message = _message(_object(raw, f"{vwhere}.messages[{k}]"), f"{vwhere}.messages[{k}]", contacts, phone_number_id)
                 if isinstance(message, Ignored):
                     ignored.append(message)
                 else:
@@ -146,17 +148,46 @@ def parse_webhook(payload: Any) -> Notification:
     return Notification(tuple(messages), statuses, tuple(ignored))
 
 
-def _message(raw: Mapping[str, Any], where: str, wa_ids: list[str], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
-    message_id = _string(raw.get("id"), f"{where}.id")
+@dataclass(frozen=True)
+class _Contact:
+    wa_id: str | None  # the phone-number id; withheld for some customers with a username
+    user_id: str | None  # the business-scoped user id (BSUID), sent since April 2026
+
+
+def _contact(raw: Any, where: str) -> _Contact:
+    contact = _object(raw, where)
+    return _Contact(_optional_str(contact.get("wa_id"), f"{where}.wa_id"), _optional_str(contact.get("user_id"), f"{where}.user_id"))
+
+
+def _conversation_id(raw: Mapping[str, Any], where: str, contacts: list[_Contact]) -> str:
+    """Who sent the message: the phone-number id when Meta shares it, else the BSUID.
+
+    The phone number stays the key whenever it is there, so conversations stored before
+    BSUIDs existed carry on; a customer whose number Meta withholds (a username, no recent
+    contact) has only ``from_user_id`` and ``contacts[].user_id``.
+    """
     sender = _optional_str(raw.get("from"), f"{where}.from")
+    wa_ids = [c.wa_id for c in contacts if c.wa_id is not None]
     # contacts[].wa_id is the customer's id; with one contact it is the sender, and with
     # several (rare; batched notifications) the one equal to "from" is.
     if sender is not None and (sender in wa_ids or not wa_ids):
-        conversation_id = sender
-    elif len(wa_ids) == 1:
-        conversation_id = wa_ids[0]
-    else:
+        return sender
+    if len(wa_ids) == 1:
+        return wa_ids[0]
+    if sender is not None:
         raise PayloadError(f"{where}.from: cannot tell which contact sent the message")
+    user_id = _optional_str(raw.get("from_user_id"), f"{where}.from_user_id")
+    user_ids = [c.user_id for c in contacts if c.user_id is not None]
+    if user_id is not None:
+        return user_id
+    if len(user_ids) == 1:
+        return user_ids[0]
+    raise PayloadError(f"{where}: no from or from_user_id, and no single contact to take it from")
+
+
+def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
+    message_id = _string(raw.get("id"), f"{where}.id")
+    conversation_id = _conversation_id(raw, where, contacts)
     kind = _string(raw.get("type"), f"{where}.type")
     context = raw.get("context")
     context_id = _optional_str(context.get("id"), f"{where}.context.id") if isinstance(context, Mapping) else None
@@ -227,7 +258,7 @@ class Sender(Protocol):
 class LogSender:
     """The default sender: one JSON line per reply on the ``nlu.whatsapp.outbox`` logger.
 
-    The recipient's number is masked to its last four digits (it is personal data); the
+    The recipient's number (or BSUID) is masked to its last four characters (it is personal data); the
     body holds only the bot's own wording, and no secret ever reaches this logger.
     """
 
@@ -236,8 +267,9 @@ class LogSender:
 
     def send(self, body: dict[str, Any]) -> None:
         shown = dict(body)
-        if isinstance(shown.get("to"), str):
-            shown["to"] = mask_phone(shown["to"])
+        for address in ("to", "recipient"):  # a phone number, or a BSUID
+            if isinstance(shown.get(address), str):
+                shown[address] = mask_phone(shown[address])
         self.logger.info(json.dumps(shown, ensure_ascii=False, sort_keys=True))
 
 

@@ -492,6 +492,30 @@ def test_server_webhook_button_reply_continues_conversation(client: TestClient, 
     assert [b["to"] for b in sender.sent] == [WA_ID] * 3
 
 
+def test_server_webhook_customer_without_a_shared_phone_number_is_answered(client: TestClient, sender: RecordingSender) -> None:
+    # Since 2026 a customer with a WhatsApp username may reach us without a phone number:
+    # no "from", no contacts[].wa_id, only the business-scoped user id. Such a delivery was
+    # a 422 ("expected a non-empty string" at contacts[0].wa_id): Meta redelivered it for
+    # days, and every message in it was lost.
+    bsuid = "MX.13491208655302741918"
+    payload = wa_payload([{"from_user_id": bsuid, "id": "wamid.U1", "timestamp": "1765000000", "type": "text", "text": {"body": "hola"}}])
+    payload["entry"][0]["changes"][0]["value"]["contacts"] = [{"profile": {"name": "Ana", "username": "@ana.lopez"}, "user_id": bsuid}]
+    r = post_webhook(client, payload)
+    assert r.status_code == 200, r.text
+    [handled] = r.json()["messages"]
+    # Addressed the way the Cloud API takes a BSUID: "recipient" ("to" is a phone number).
+    assert handled["message_id"] == "wamid.U1" and handled["reply"]["recipient"] == bsuid and "to" not in handled["reply"]
+    assert [b["recipient"] for b in sender.sent] == [bsuid]
+
+
+def test_whatsapp_parse_keeps_the_phone_number_as_the_key_when_meta_sends_both() -> None:
+    # During the rollout both ids arrive; the phone number stays the conversation key so
+    # conversations stored before BSUIDs existed carry on.
+    payload = wa_payload([{**wa_text("wamid.U2", "hola"), "from_user_id": "MX.1349"}])
+    payload["entry"][0]["changes"][0]["value"]["contacts"][0]["user_id"] = "MX.1349"
+    assert [m.conversation_id for m in parse_webhook(payload).messages] == [WA_ID]
+
+
 def test_server_webhook_status_updates_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
     statuses = [
         {"id": "wamid.OUT1", "status": "sent", "timestamp": "1732520002", "recipient_id": WA_ID},
