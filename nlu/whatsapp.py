@@ -9,7 +9,8 @@ Everything here is framework-free so it can be tested (and reused) without HTTP:
   ``entry[]`` -> ``changes[]`` -> ``value`` -> ``messages[]`` / ``statuses[]``) into the
   customer messages the service should handle. It is strict about the fields it reads
   (types are checked and a mistake names the JSON path) and lenient about everything
-  else, because Meta adds fields to these payloads without notice.
+  else, because Meta adds fields to these payloads without notice. A mistake in the
+  envelope refuses the notification; a mistake in one message ignores that message only.
 * :class:`Sender` is where a reply body goes; :class:`LogSender`, the default, writes
   one JSON line per reply to a logger so a deployment can swap in the real Graph API call.
 """
@@ -99,9 +100,13 @@ class Ignored:
     message_id: str | None
     type: str
     reason: str
+    message: str | None = None  # what was wrong, for a message that could not be read
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "type": self.type, "reason": self.reason}
+        out: dict[str, Any] = {"message_id": self.message_id, "type": self.type, "reason": self.reason}
+        if self.message is not None:
+            out["message"] = self.message
+        return out
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ def parse_webhook(payload: Any) -> Notification:
             phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
             contacts = [_contact(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
             for k, raw in enumerate(_list(value.get("messages", []), f"{vwhere}.messages")):
-                message = _message(_object(raw, f"{vwhere}.messages[{k}]"), f"{vwhere}.messages[{k}]", contacts, phone_number_id)
+                message = _readable_message(raw, f"{vwhere}.messages[{k}]", contacts, phone_number_id)
                 if isinstance(message, Ignored):
                     ignored.append(message)
                 else:
@@ -183,6 +188,26 @@ def _conversation_id(raw: Mapping[str, Any], where: str, contacts: list[_Contact
     if len(user_ids) == 1:
         return user_ids[0]
     raise PayloadError(f"{where}: no from or from_user_id, and no single contact to take it from")
+
+
+def _readable_message(raw: Any, where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
+    """One message, or an :class:`Ignored` ``invalid_message`` naming what is wrong with it.
+
+    A message we cannot read must not fail the whole notification: Meta batches several
+    messages (and several customers) in one delivery and redelivers all of it until it
+    sees a 200, so a 422 lost every other message in the batch, on every redelivery.
+    """
+    try:
+        return _message(_object(raw, where), where, contacts, phone_number_id)
+    except PayloadError as exc:
+        fields = raw if isinstance(raw, Mapping) else {}
+        message_id, kind = fields.get("id"), fields.get("type")
+        return Ignored(
+            message_id if isinstance(message_id, str) and message_id else None,
+            kind if isinstance(kind, str) else "unknown",
+            "invalid_message",
+            str(exc),
+        )
 
 
 def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:

@@ -581,13 +581,36 @@ def test_server_webhook_message_id_of_another_conversation_is_acknowledged(clien
         {"object": "page", "entry": []},
         {"object": "whatsapp_business_account"},
         {"object": "whatsapp_business_account", "entry": {}},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"id": "w", "type": "text"}]}}]}]},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"from": "1", "id": "w", "type": "text", "text": {"body": 5}}]}}]}]},
+        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"contacts": [{"wa_id": 5}]}}]}]},
         [],
     ],
 )
 def test_server_webhook_signed_but_malformed(client: TestClient, payload: Any) -> None:
     assert_error(post_webhook(client, payload), 422, "invalid_payload")
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"id": "wamid.bad", "type": "text"},  # no text
+        {"from": WA_ID, "id": "wamid.bad", "type": "text", "text": {"body": 5}},
+        {"from": WA_ID, "id": "wamid.bad", "type": "interactive", "interactive": {"type": "button_reply"}},
+        None,
+    ],
+)
+def test_server_webhook_unreadable_message_does_not_sink_its_batch(client: TestClient, sender: RecordingSender, unreadable: Any) -> None:
+    # Meta batches messages (and customers) in one delivery and redelivers all of it until
+    # it sees a 200. One message we cannot read used to make the whole delivery a 422:
+    # the good messages beside it were never handled, however often Meta retried.
+    payload = wa_payload([wa_text("wamid.G1", "hola"), unreadable, wa_text("wamid.G2", "gracias")])
+    r = post_webhook(client, payload)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.G1", "wamid.G2"]
+    [ignored] = body["ignored"]
+    assert ignored["reason"] == "invalid_message" and "messages[1]" in ignored["message"]
+    assert ignored["message_id"] == (None if unreadable is None else "wamid.bad")
+    assert len(sender.sent) == 2
 
 
 def test_server_webhook_sender_failure_still_answers(service: Service) -> None:
@@ -772,7 +795,11 @@ def test_whatsapp_parse_reads_every_supported_type() -> None:
 def test_whatsapp_parse_errors_name_the_path() -> None:
     payload = wa_payload([wa_text("wamid.1", "hola")])
     payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = ["no"]
-    with pytest.raises(PayloadError, match=r"entry\[0\]\.changes\[0\]\.value\.messages\[0\]\.text\.body"):
+    [ignored] = parse_webhook(payload).ignored
+    assert ignored.reason == "invalid_message" and ignored.message is not None
+    assert ignored.message.startswith("entry[0].changes[0].value.messages[0].text.body:")
+    payload["entry"][0]["changes"][0]["value"]["metadata"] = {"phone_number_id": 7}
+    with pytest.raises(PayloadError, match=r"entry\[0\]\.changes\[0\]\.value\.metadata\.phone_number_id"):
         parse_webhook(payload)
 
 
