@@ -772,7 +772,7 @@ def create_app(
         )
         async def webhook_receive(request: Request) -> JSONResponse:
             """Customer messages from WhatsApp: the signature is checked on the raw body before anything is parsed;
-            text, button and list replies are handled, status updates acknowledged and ignored. Each reply body is
+            text, button and list replies and media captions are handled, status updates acknowledged and ignored. Each reply body is
             handed to the sender once (never again for a retried delivery) and returned here."""
             body = await _read_capped(request, settings.max_webhook_bytes)
             verdict = check_signature(app_secret, body, request.headers.get(SIGNATURE_HEADER))

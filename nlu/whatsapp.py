@@ -116,9 +116,12 @@ class Notification:
     ignored: tuple[Ignored, ...]
 
 
-# Message types a customer can send that carry no text the model can read. They are
-# acknowledged (so Meta does not retry) and reported back as ignored.
-_SUPPORTED = ("text", "interactive", "button")
+# Media a customer can send with a caption: the caption is what they wrote ("me llegó
+# roto" under a photo of the parcel), so it is handled as their text. Media without a
+# caption and every other type (audio, sticker, location, contacts, reaction, order,
+# system, unsupported...) carry no text the model can read: they are acknowledged (so
+# Meta does not retry) and reported back as ignored.
+_CAPTIONED = ("image", "video", "document")
 
 
 def parse_webhook(payload: Any) -> Notification:
@@ -236,6 +239,11 @@ def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone
         payload = _optional_str(button.get("payload"), f"{where}.button.payload")
         text = _optional_str(button.get("text"), f"{where}.button.text") or ""
         return WhatsAppMessage(type="button", text=text, button_id=payload, **common)
+    if kind in _CAPTIONED:
+        media = _object(raw.get(kind), f"{where}.{kind}")
+        caption = _optional_str(media.get("caption"), f"{where}.{kind}.caption")
+        if caption is not None and caption.strip():
+            return WhatsAppMessage(type=kind, text=caption, **common)
     return Ignored(message_id, kind, "unsupported_type")
 
 

@@ -535,6 +535,49 @@ def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, s
     assert sender.sent == []
 
 
+def _wa(message_id: str, kind: str, content: Any) -> dict[str, Any]:
+    return {"from": WA_ID, "id": message_id, "timestamp": "1765000000", "type": kind, kind: content}
+
+
+# What Meta delivers besides text and replies (webhook reference, messages/*).
+NON_TEXT = [
+    _wa("wamid.N1", "audio", {"id": "m1", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
+    _wa("wamid.N2", "sticker", {"id": "m2", "mime_type": "image/webp", "animated": False}),
+    _wa("wamid.N3", "location", {"latitude": 19.43, "longitude": -99.13, "name": "Zócalo"}),
+    _wa("wamid.N4", "contacts", [{"name": {"formatted_name": "Luis"}, "phones": [{"phone": "+52 55 1234 5678"}]}]),
+    _wa("wamid.N5", "reaction", {"message_id": "wamid.bot-answer", "emoji": "👍"}),
+    _wa("wamid.N6", "order", {"catalog_id": "c1", "product_items": [{"product_retailer_id": "sku-1", "quantity": 1, "item_price": 10, "currency": "MXN"}]}),
+    {"from": WA_ID, "id": "wamid.N7", "timestamp": "1", "type": "unsupported", "unsupported": {"type": "edit"},
+     "errors": [{"code": 131051, "title": "Message type unknown", "error_data": {"details": "Message type is currently not supported."}}]},
+    {"from": WA_ID, "id": "wamid.N8", "timestamp": "1", "type": "system",
+     "system": {"body": "User Ana changed from 5215512345678 to 5215587654321", "wa_id": "5215587654321", "type": "user_changed_number"}},
+    _wa("wamid.N9", "image", {"id": "m9", "mime_type": "image/jpeg", "sha256": "x"}),  # no caption
+    _wa("wamid.N10", "interactive", {"type": "nfm_reply", "nfm_reply": {"response_json": "{}", "body": "Sent", "name": "flow"}}),
+]
+
+
+def test_server_webhook_non_text_messages_are_acknowledged_not_scored(client: TestClient, sender: RecordingSender, service: Service) -> None:
+    r = post_webhook(client, wa_payload(NON_TEXT))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["messages"] == [] and [i["message_id"] for i in body["ignored"]] == [m["id"] for m in NON_TEXT]
+    assert {i["reason"] for i in body["ignored"]} == {"unsupported_type"}
+    assert sender.sent == [] and service.conversations.view(WA_ID).turns == ()
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "document"])
+def test_server_webhook_media_caption_is_handled_as_the_customers_text(client: TestClient, sender: RecordingSender, kind: str) -> None:
+    # A photo of a broken parcel captioned "quiero hablar con una persona" was ignored
+    # whole: the customer's words were lost and the bot said nothing.
+    consent(client, WA_ID)
+    media = {"id": "m1", "mime_type": "image/jpeg", "caption": "quiero hablar con una persona"}
+    r = post_webhook(client, wa_payload([_wa("wamid.C1", kind, media)]))
+    assert r.status_code == 200, r.text
+    [handled] = r.json()["messages"]
+    assert handled["action"] == "escalate" and handled["ticket"] is not None
+    assert sender.sent == [handled["reply"]]
+
+
 @pytest.mark.parametrize(
     "where",
     ["message id", "message type", "change field"],
