@@ -315,7 +315,10 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
     # The disclosure is prepended to the first reply: the longest combination must fit.
     disclosure = len(system["disclosure"].text) + 2
     for name, entry in [*(("intents." + k, v) for k, v in entries.items()), *(("system." + k, v) for k, v in system.items())]:
-        limit = MAX_INTERACTIVE_BODY if (entry.buttons or entry.list) else MAX_TEXT_BODY
+        # The clarifying question has no buttons of its own but always goes out with the
+        # options as buttons or a list, so it is an interactive body too.
+        interactive = entry.buttons or entry.list or name == "system.clarify"
+        limit = MAX_INTERACTIVE_BODY if interactive else MAX_TEXT_BODY
         if len(entry.text) + disclosure > limit:
             raise ConfigError(f"{source}: {name}.text: with the disclosure it exceeds WhatsApp's {limit} characters")
     if intents is not None:

@@ -141,6 +141,9 @@ ROW = {"id": "intent:factura", "title": "Factura"}
         ("intents.saludo.buttons", [ROW], r"intents\.saludo: .* buttons or a list, not both"),
         ("system.consent", _DELETE, r"system: missing message\(s\) consent"),
         ("system.clarify.list_button", "Ver todas las opciones posibles", r"system\.clarify\.list_button"),
+        # Always sent with the options as buttons or a list: the 1,024 limit of an
+        # interactive body, not the 4,096 of a text (Meta refused every clarification).
+        ("system.clarify.text", "¿Sobre cuál tema? " + "x" * 900, r"system\.clarify\.text: .* exceeds WhatsApp's 1024"),
         ("placeholders.producto", {"found": "{value}"}, r"placeholders\.producto: unknown placeholder"),
     ],
 )
