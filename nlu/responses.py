@@ -3,8 +3,10 @@
 A :class:`Reply` is text plus either reply buttons (at most 3, titles at most 20
 characters) or a list message (at most 10 rows, titles at most 24, descriptions at most
 72), the WhatsApp Cloud API limits. :func:`load_catalogue` checks every entry against
-them when it loads, so a bad catalogue fails at start-up with an error naming the entry,
-never in front of a customer. :func:`to_whatsapp` builds the Cloud API message body.
+them when it loads (and that every intent can be offered as an option: a distinct,
+non-blank title and an ``intent:<name>`` id of at most 200 characters), so a bad
+catalogue fails at start-up with an error naming the entry, never in front of a
+customer. :func:`to_whatsapp` builds the Cloud API message body.
 
 Placeholders ``{order}`` and ``{city}`` are filled from the customer's message by a
 small extractor (order references like ``#A-48213`` or ``pedido 1029384``; a list of
@@ -216,8 +218,7 @@ class Catalogue:
         return intent in self.intents
 
     def title(self, intent: str) -> str:
-        entry = self.intents.get(intent)
-        return entry.title if entry is not None and entry.title else intent.replace("_", " ")[:MAX_BUTTON_TITLE]
+        return _option_title(intent, self.intents.get(intent))
 
     def fill(self, template: str, message: str = "") -> str:
         slots = extract_slots(message) if message else {}
@@ -290,6 +291,7 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
         if len(entry.title) > MAX_BUTTON_TITLE:
             # Titles become clarification buttons.
             raise ConfigError(f"{source}: intents.{name}.title: {entry.title!r} is longer than {MAX_BUTTON_TITLE} characters")
+    _check_options(entries, source)
     missing_system = [m for m in SYSTEM_MESSAGES if m not in raw_system]
     if missing_system:
         raise ConfigError(f"{source}: system: missing message(s) {', '.join(missing_system)}")
@@ -326,6 +328,35 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
         if lacking:
             raise ConfigError(f"{source}: intents: no answer for {', '.join(lacking)}")
     return Catalogue(entries, system, placeholders, list_button, source)
+
+
+def _option_title(intent: str, entry: Entry | None) -> str:
+    """The button or row title that offers ``intent`` in a clarifying question."""
+    return entry.title if entry is not None and entry.title else intent.replace("_", " ")[:MAX_BUTTON_TITLE]
+
+
+def _check_options(entries: Mapping[str, Entry], source: str) -> None:
+    """Every intent can be offered in a clarifying question: ``intent:<name>`` fits a row
+    id, and its title is a button title WhatsApp accepts next to any other intent's (not
+    blank, not repeated). Intent names come from the training data, so a long or
+    look-alike set (``consulta_estado_pedido_nacional`` / ``..._internacional``) is caught
+    here, not by the Cloud API refusing the question in front of a customer."""
+    offered_by: dict[str, str] = {}
+    for name, entry in entries.items():
+        if len(INTENT_PREFIX + name) > MAX_ID:
+            raise ConfigError(
+                f"{source}: intents.{name[:40]}...: intent names of more than {MAX_ID - len(INTENT_PREFIX)} characters "
+                "do not fit a WhatsApp button or row id; shorten the label"
+            )
+        title = _option_title(name, entry)
+        if not title.strip():
+            raise ConfigError(f"{source}: intents.{name}.title: needed, the intent name gives a blank option title")
+        if title in offered_by:
+            raise ConfigError(
+                f"{source}: intents.{name}.title: {title!r} is also the option title of intents.{offered_by[title]}; "
+                "WhatsApp refuses buttons with the same title, so give one of them its own title"
+            )
+        offered_by[title] = name
 
 
 def _placeholders(raw: Any, source: str) -> dict[str, dict[str, str]]:

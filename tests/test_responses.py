@@ -152,6 +152,34 @@ def test_responses_catalogue_errors_name_the_entry(raw: dict[str, Any], path: st
         catalogue_from_mapping(_edit(raw, path, value), intents=BUNDLED_INTENTS)
 
 
+@pytest.mark.parametrize(
+    ("intents", "message"),
+    [
+        # A user's own labels with no titles: both fall back to "consulta estado pedi".
+        ({"consulta_estado_pedido_nacional": "A", "consulta_estado_pedido_internacional": "B"}, r"'consulta estado pedi' is also the option title"),
+        ({"pedido_a": {"text": "A", "title": "Pedidos"}, "pedido_b": {"text": "B", "title": "Pedidos"}}, r"intents\.pedido_b\.title: 'Pedidos' is also"),
+        ({"___": "A"}, r"intents\.___\.title: needed"),
+        ({"x" * 194: "A"}, r"do not fit a WhatsApp button or row id"),
+    ],
+)
+def test_responses_catalogue_refuses_options_whatsapp_would_refuse(raw: dict[str, Any], intents: dict[str, Any], message: str) -> None:
+    # These loaded, and the first clarifying question offering them was refused by the
+    # Cloud API (repeated or blank button titles, a row id over 200 characters).
+    with pytest.raises(ConfigError, match=message):
+        catalogue_from_mapping({**raw, "intents": {**raw["intents"], **intents}})
+
+
+def test_responses_clarify_options_are_valid_whatsapp_choices(raw: dict[str, Any]) -> None:
+    longest = "y" * 193  # "intent:" + 193 = 200, the row id limit
+    catalogue = catalogue_from_mapping({**raw, "intents": {**raw["intents"], longest: "Respuesta", "consulta_estado_pedido_internacional": "B"}})
+    for kind in ("buttons", "list"):
+        body = to_whatsapp(catalogue.clarify([longest, "consulta_estado_pedido_internacional", "factura"], kind), "5215512345678")
+        action = body["interactive"]["action"]
+        choices = [b["reply"] for b in action["buttons"]] if kind == "buttons" else action["sections"][0]["rows"]
+        assert len({c["title"] for c in choices}) == len(choices) and all(c["title"].strip() for c in choices)
+        assert all(len(c["id"]) <= (256 if kind == "buttons" else 200) for c in choices)
+
+
 def test_responses_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_catalogue(tmp_path / "nope.yaml")
