@@ -40,6 +40,10 @@ MAX_LIST_BUTTON = 20
 MAX_TEXT_BODY = 4096
 MAX_INTERACTIVE_BODY = 1024
 MAX_ID = 200
+# The longest value put into a placeholder: order references (a tracking number is at
+# most ~35 characters) and city names (the longest listed is 22). Anything longer that
+# looks like an order reference is not one, and would push a reply past the body limits.
+MAX_SLOT = 40
 
 PLACEHOLDERS: tuple[str, ...] = ("order", "city")
 SYSTEM_MESSAGES: tuple[str, ...] = (
@@ -171,9 +175,13 @@ def extract_order(text: str) -> str | None:
     text = clean(text)
     match = _ORDER_HASH.search(text)
     if match:
-        return "#" + match.group(1)
+        return _slot("#" + match.group(1))
     match = _ORDER_AFTER_WORD.search(text)
-    return match.group(1) if match else None
+    return _slot(match.group(1)) if match else None
+
+
+def _slot(value: str) -> str | None:
+    return value if len(value) <= MAX_SLOT else None
 
 
 def extract_city(text: str) -> str | None:
@@ -321,13 +329,20 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
         # options as buttons or a list, so it is an interactive body too.
         interactive = entry.buttons or entry.list or name == "system.clarify"
         limit = MAX_INTERACTIVE_BODY if interactive else MAX_TEXT_BODY
-        if len(entry.text) + disclosure > limit:
+        if _longest_fill(entry.text, placeholders) + disclosure > limit:
             raise ConfigError(f"{source}: {name}.text: with the disclosure it exceeds WhatsApp's {limit} characters")
     if intents is not None:
         lacking = [i for i in intents if i not in entries]
         if lacking:
             raise ConfigError(f"{source}: intents: no answer for {', '.join(lacking)}")
     return Catalogue(entries, system, placeholders, list_button, source)
+
+
+def _longest_fill(template: str, placeholders: Mapping[str, Mapping[str, str]]) -> int:
+    """The length of ``template`` once filled, with every placeholder at its longest:
+    the "found" wording around a value of MAX_SLOT characters, or the "missing" one."""
+    widest = {name: max(w["found"].replace("{value}", "x" * MAX_SLOT), w["missing"], key=len) for name, w in placeholders.items()}
+    return len(template.format(**widest))
 
 
 def _option_title(intent: str, entry: Entry | None) -> str:

@@ -74,6 +74,17 @@ def test_responses_extract_city(text: str, city: str | None) -> None:
     assert extract_city(text) == city
 
 
+def test_responses_long_customer_reference_keeps_the_reply_within_limits() -> None:
+    # A pasted "#" + 1,000 characters was taken as the order reference and put into the
+    # answer: an interactive body of 1,300+ characters, refused by the Cloud API.
+    catalogue = load_catalogue()
+    message = "dónde está mi pedido #" + "9" * 1000 + " ??"
+    reply = catalogue.answer("estado_pedido", message).prefixed(catalogue.system["disclosure"].text)
+    body = to_whatsapp(reply, "5215512345678")["interactive"]["body"]["text"]
+    assert len(body) <= 1024 and "tu pedido" in body
+    assert extract_order("pedido #1" + "A" * 40) is None and extract_order("pedido #A-48213-" + "7" * 20) == "#A-48213-" + "7" * 20
+
+
 def test_responses_placeholders_filled_or_fallback() -> None:
     catalogue = load_catalogue()
     assert "tu pedido #A-48213" in catalogue.answer("estado_pedido", "dónde está mi pedido #A-48213").text
@@ -144,6 +155,8 @@ ROW = {"id": "intent:factura", "title": "Factura"}
         # Always sent with the options as buttons or a list: the 1,024 limit of an
         # interactive body, not the 4,096 of a text (Meta refused every clarification).
         ("system.clarify.text", "¿Sobre cuál tema? " + "x" * 900, r"system\.clarify\.text: .* exceeds WhatsApp's 1024"),
+        # Fits as written, not once {order} holds a reference (this entry has buttons).
+        ("intents.estado_pedido.text", "{order} " + "x" * 880, r"intents\.estado_pedido\.text: .* exceeds WhatsApp's 1024"),
         ("placeholders.producto", {"found": "{value}"}, r"placeholders\.producto: unknown placeholder"),
     ],
 )
