@@ -110,10 +110,22 @@ class Ignored:
 
 
 @dataclass(frozen=True)
+class Status:
+    """A delivery report (``statuses[]``) for a message the business sent."""
+
+    message_id: str | None
+    status: str  # sent, delivered, read, failed; anything else is "other"
+    errors: tuple[str, ...] = ()  # "131047 Re-engagement message", for a failed one
+
+
+@dataclass(frozen=True)
 class Notification:
     messages: tuple[WhatsAppMessage, ...]
-    statuses: int
+    statuses: tuple[Status, ...]
     ignored: tuple[Ignored, ...]
+
+
+_STATUSES = ("sent", "delivered", "read", "failed")
 
 
 # Media a customer can send with a caption: the caption is what they wrote ("me llegó
@@ -132,7 +144,7 @@ def parse_webhook(payload: Any) -> Notification:
         raise PayloadError(f"body.object: expected \"whatsapp_business_account\", got {obj!r}")
     messages: list[WhatsAppMessage] = []
     ignored: list[Ignored] = []
-    statuses = 0
+    statuses: list[Status] = []
     for i, entry in enumerate(_list(root.get("entry"), "body.entry")):
         where = f"entry[{i}]"
         for j, change in enumerate(_list(_object(entry, where).get("changes", []), f"{where}.changes")):
@@ -143,7 +155,7 @@ def parse_webhook(payload: Any) -> Notification:
                 continue
             value = _object(change.get("value"), f"{cwhere}.value")
             vwhere = f"{cwhere}.value"
-            statuses += len(_list(value.get("statuses", []), f"{vwhere}.statuses"))
+            statuses += [_status(raw) for raw in _list(value.get("statuses", []), f"{vwhere}.statuses")]
             metadata = value.get("metadata")
             phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
             contacts = [_contact(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
@@ -153,7 +165,20 @@ def parse_webhook(payload: Any) -> Notification:
                     ignored.append(message)
                 else:
                     messages.append(message)
-    return Notification(tuple(messages), statuses, tuple(ignored))
+    return Notification(tuple(messages), tuple(statuses), tuple(ignored))
+
+
+def _status(raw: Any) -> Status:
+    # Read leniently: a delivery report changes nothing here, it is counted and, when a
+    # reply failed, logged; a report we cannot read must not refuse the notification.
+    fields = raw if isinstance(raw, Mapping) else {}
+    message_id, status, errors = fields.get("id"), fields.get("status"), fields.get("errors")
+    reasons = [f"{e.get('code', '?')} {e.get('title', '')}".strip() for e in errors if isinstance(e, Mapping)] if isinstance(errors, list) else []
+    return Status(
+        message_id if isinstance(message_id, str) else None,
+        status if isinstance(status, str) and status in _STATUSES else "other",
+        tuple(reasons),
+    )
 
 
 @dataclass(frozen=True)

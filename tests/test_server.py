@@ -527,6 +527,24 @@ def test_server_webhook_status_updates_are_acknowledged(client: TestClient, send
     assert sender.sent == []
 
 
+def test_server_webhook_failed_delivery_of_a_reply_is_counted_and_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    # A reply the Graph API accepted can still fail to reach the customer (here: outside
+    # the 24-hour window). It was counted with the reads and deliveries, so nobody knew.
+    statuses = [
+        {"id": "wamid.OUT1", "status": "delivered", "timestamp": "1765000001", "recipient_id": WA_ID},
+        {"id": "wamid.OUT2", "status": "failed", "timestamp": "1765000002", "recipient_id": WA_ID,
+         "errors": [{"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message",
+                     "error_data": {"details": "Message failed to send because more than 24 hours have passed"}}]},
+    ]
+    with caplog.at_level(logging.WARNING, logger="nlu.server"):
+        r = post_webhook(client, wa_payload(statuses=statuses))
+    assert r.status_code == 200 and r.json()["statuses"] == 2
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    assert metrics.value("nlu_whatsapp_statuses_total", {"status": "failed"}) == 1
+    assert metrics.value("nlu_whatsapp_statuses_total", {"status": "delivered"}) == 1
+    assert "wamid.OUT2" in caplog.text and "131047 Re-engagement message" in caplog.text and WA_ID not in caplog.text
+
+
 def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
     image = {"from": WA_ID, "id": "wamid.I1", "timestamp": "1", "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
     r = post_webhook(client, wa_payload([image]))
