@@ -650,6 +650,24 @@ def test_server_webhook_signed_but_malformed(client: TestClient, payload: Any) -
     assert_error(post_webhook(client, payload), 422, "invalid_payload")
 
 
+def test_server_webhook_batched_delivery_answers_each_customer_once(client: TestClient, sender: RecordingSender) -> None:
+    # Under load Meta batches: several entries, changes and customers in one POST, with
+    # delivery reports mixed in. Each customer gets their own reply, once, also when the
+    # whole batch is redelivered.
+    ana, luis = "5215511110000", "573001112222"
+    batch = wa_payload([wa_text("wamid.A1", "hola", ana), wa_text("wamid.L1", "buenas", luis)])
+    batch["entry"][0]["changes"][0]["value"]["contacts"] = [{"profile": {"name": "Ana"}, "wa_id": ana}, {"profile": {"name": "Luis"}, "wa_id": luis}]
+    reports = wa_payload(statuses=[{"id": "wamid.OUT9", "status": "read", "timestamp": "1765000003", "recipient_id": ana}])
+    batch["entry"].append(reports["entry"][0])
+    batch["entry"][0]["changes"].append(wa_payload([wa_text("wamid.A2", "gracias", ana)], wa_id=ana)["entry"][0]["changes"][0])
+    first = post_webhook(client, batch).json()
+    assert [(m["message_id"], m["duplicate"]) for m in first["messages"]] == [("wamid.A1", False), ("wamid.L1", False), ("wamid.A2", False)]
+    assert first["statuses"] == 1 and first["ignored"] == []
+    again = post_webhook(client, batch).json()
+    assert [m["duplicate"] for m in again["messages"]] == [True, True, True]
+    assert sorted(b["to"] for b in sender.sent) == sorted([ana, luis, ana])
+
+
 @pytest.mark.parametrize(
     "unreadable",
     [
