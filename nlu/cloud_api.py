@@ -105,7 +105,7 @@ class CloudApiSender:
         return f"CloudApiSender({self.url!r})"
 
     def send(self, body: dict[str, Any]) -> None:
-        to = mask_phone(str(body.get("to", "")))
+        to = mask_phone(str(body.get("to") or body.get("recipient") or ""))  # a phone number, or a BSUID
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self._client.post(self.url, json=body)

@@ -39,7 +39,7 @@ class Metrics:
             "nlu_duplicates_total": "Messages answered from the stored outcome because their id was seen before.",
             "nlu_whatsapp_messages_total": "Customer messages received on the webhook by type.",
             "nlu_whatsapp_ignored_total": "Webhook items acknowledged but not handled, by reason.",
-            "nlu_whatsapp_statuses_total": "Delivery status updates received on the webhook (acknowledged, ignored).",
+            "nlu_whatsapp_statuses_total": "Delivery status updates received on the webhook, by status (failed: a reply not delivered).",
             "nlu_whatsapp_signature_failures_total": "Webhook posts refused for a missing or wrong signature.",
             "nlu_whatsapp_sent_total": "Reply bodies handed to the sender.",
             "nlu_whatsapp_send_failures_total": "Reply bodies the sender failed to deliver.",

@@ -3,8 +3,10 @@
 A :class:`Reply` is text plus either reply buttons (at most 3, titles at most 20
 characters) or a list message (at most 10 rows, titles at most 24, descriptions at most
 72), the WhatsApp Cloud API limits. :func:`load_catalogue` checks every entry against
-them when it loads, so a bad catalogue fails at start-up with an error naming the entry,
-never in front of a customer. :func:`to_whatsapp` builds the Cloud API message body.
+them when it loads (and that every intent can be offered as an option: a distinct,
+non-blank title and an ``intent:<name>`` id of at most 200 characters), so a bad
+catalogue fails at start-up with an error naming the entry, never in front of a
+customer. :func:`to_whatsapp` builds the Cloud API message body.
 
 Placeholders ``{order}`` and ``{city}`` are filled from the customer's message by a
 small extractor (order references like ``#A-48213`` or ``pedido 1029384``; a list of
@@ -38,6 +40,10 @@ MAX_LIST_BUTTON = 20
 MAX_TEXT_BODY = 4096
 MAX_INTERACTIVE_BODY = 1024
 MAX_ID = 200
+# The longest value put into a placeholder: order references (a tracking number is at
+# most ~35 characters) and city names (the longest listed is 22). Anything longer that
+# looks like an order reference is not one, and would push a reply past the body limits.
+MAX_SLOT = 40
 
 PLACEHOLDERS: tuple[str, ...] = ("order", "city")
 SYSTEM_MESSAGES: tuple[str, ...] = (
@@ -169,9 +175,13 @@ def extract_order(text: str) -> str | None:
     text = clean(text)
     match = _ORDER_HASH.search(text)
     if match:
-        return "#" + match.group(1)
+        return _slot("#" + match.group(1))
     match = _ORDER_AFTER_WORD.search(text)
-    return match.group(1) if match else None
+    return _slot(match.group(1)) if match else None
+
+
+def _slot(value: str) -> str | None:
+    return value if len(value) <= MAX_SLOT else None
 
 
 def extract_city(text: str) -> str | None:
@@ -216,8 +226,7 @@ class Catalogue:
         return intent in self.intents
 
     def title(self, intent: str) -> str:
-        entry = self.intents.get(intent)
-        return entry.title if entry is not None and entry.title else intent.replace("_", " ")[:MAX_BUTTON_TITLE]
+        return _option_title(intent, self.intents.get(intent))
 
     def fill(self, template: str, message: str = "") -> str:
         slots = extract_slots(message) if message else {}
@@ -290,6 +299,7 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
         if len(entry.title) > MAX_BUTTON_TITLE:
             # Titles become clarification buttons.
             raise ConfigError(f"{source}: intents.{name}.title: {entry.title!r} is longer than {MAX_BUTTON_TITLE} characters")
+    _check_options(entries, source)
     missing_system = [m for m in SYSTEM_MESSAGES if m not in raw_system]
     if missing_system:
         raise ConfigError(f"{source}: system: missing message(s) {', '.join(missing_system)}")
@@ -315,14 +325,53 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
     # The disclosure is prepended to the first reply: the longest combination must fit.
     disclosure = len(system["disclosure"].text) + 2
     for name, entry in [*(("intents." + k, v) for k, v in entries.items()), *(("system." + k, v) for k, v in system.items())]:
-        limit = MAX_INTERACTIVE_BODY if (entry.buttons or entry.list) else MAX_TEXT_BODY
-        if len(entry.text) + disclosure > limit:
+        # The clarifying question has no buttons of its own but always goes out with the
+        # options as buttons or a list, so it is an interactive body too.
+        interactive = entry.buttons or entry.list or name == "system.clarify"
+        limit = MAX_INTERACTIVE_BODY if interactive else MAX_TEXT_BODY
+        if _longest_fill(entry.text, placeholders) + disclosure > limit:
             raise ConfigError(f"{source}: {name}.text: with the disclosure it exceeds WhatsApp's {limit} characters")
     if intents is not None:
         lacking = [i for i in intents if i not in entries]
         if lacking:
             raise ConfigError(f"{source}: intents: no answer for {', '.join(lacking)}")
     return Catalogue(entries, system, placeholders, list_button, source)
+
+
+def _longest_fill(template: str, placeholders: Mapping[str, Mapping[str, str]]) -> int:
+    """The length of ``template`` once filled, with every placeholder at its longest:
+    the "found" wording around a value of MAX_SLOT characters, or the "missing" one."""
+    widest = {name: max(w["found"].replace("{value}", "x" * MAX_SLOT), w["missing"], key=len) for name, w in placeholders.items()}
+    return len(template.format(**widest))
+
+
+def _option_title(intent: str, entry: Entry | None) -> str:
+    """The button or row title that offers ``intent`` in a clarifying question."""
+    return entry.title if entry is not None and entry.title else intent.replace("_", " ")[:MAX_BUTTON_TITLE]
+
+
+def _check_options(entries: Mapping[str, Entry], source: str) -> None:
+    """Every intent can be offered in a clarifying question: ``intent:<name>`` fits a row
+    id, and its title is a button title WhatsApp accepts next to any other intent's (not
+    blank, not repeated). Intent names come from the training data, so a long or
+    look-alike set (``consulta_estado_pedido_nacional`` / ``..._internacional``) is caught
+    here, not by the Cloud API refusing the question in front of a customer."""
+    offered_by: dict[str, str] = {}
+    for name, entry in entries.items():
+        if len(INTENT_PREFIX + name) > MAX_ID:
+            raise ConfigError(
+                f"{source}: intents.{name[:40]}...: intent names of more than {MAX_ID - len(INTENT_PREFIX)} characters "
+                "do not fit a WhatsApp button or row id; shorten the label"
+            )
+        title = _option_title(name, entry)
+        if not title.strip():
+            raise ConfigError(f"{source}: intents.{name}.title: needed, the intent name gives a blank option title")
+        if title in offered_by:
+            raise ConfigError(
+                f"{source}: intents.{name}.title: {title!r} is also the option title of intents.{offered_by[title]}; "
+                "WhatsApp refuses buttons with the same title, so give one of them its own title"
+            )
+        offered_by[title] = name
 
 
 def _placeholders(raw: Any, source: str) -> dict[str, dict[str, str]]:
@@ -448,9 +497,19 @@ def _check_placeholders(text: str, where: str) -> None:
 # -- WhatsApp Cloud API -------------------------------------------------------------------------
 
 
+# A business-scoped user id: a two-letter country code, a period, up to 128 letters and
+# digits ("US.13491208655302741918"; a parent BSUID has "ENT." after the country code).
+_BSUID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
+
+
 def to_whatsapp(reply: Reply, to: str) -> dict[str, Any]:
-    """The Cloud API ``POST /{phone-number-id}/messages`` body for ``reply`` to ``to``."""
-    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+    """The Cloud API ``POST /{phone-number-id}/messages`` body for ``reply`` to ``to``.
+
+    ``to`` is a phone-number WhatsApp id or, for a customer whose number Meta withholds, a
+    BSUID; the Cloud API takes a BSUID in ``recipient``, not ``to`` (which it reads as a
+    phone number)."""
+    address = "recipient" if _BSUID.fullmatch(to) else "to"
+    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", address: to}
     if reply.buttons:
         return {
             **base,

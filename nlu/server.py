@@ -64,7 +64,16 @@ from .queue import (
 )
 from .responses import to_whatsapp
 from .service import InboundMessage, Outcome, Service
-from .whatsapp import SIGNATURE_HEADER, LogSender, PayloadError, Sender, Signature, check_signature, parse_webhook
+from .whatsapp import (
+    SIGNATURE_HEADER,
+    LogSender,
+    Notification,
+    PayloadError,
+    Sender,
+    Signature,
+    check_signature,
+    parse_webhook,
+)
 
 log = logging.getLogger("nlu.server")
 
@@ -839,7 +848,7 @@ def create_app(
         )
         async def webhook_receive(request: Request) -> JSONResponse:
             """Customer messages from WhatsApp: the signature is checked on the raw body before anything is parsed;
-            text, button and list replies are handled, status updates acknowledged and ignored. Each reply body is
+            text, button and list replies and media captions are handled, status updates acknowledged and ignored. Each reply body is
             handed to the sender once (never again for a retried delivery) and returned here."""
             body = await _read_capped(request, settings.max_webhook_bytes)
             verdict = check_signature(app_secret, body, request.headers.get(SIGNATURE_HEADER))
@@ -932,11 +941,16 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _handle_notification(service: Service, sender: Sender, metrics: Metrics, notification: Any) -> dict[str, Any]:
+def _handle_notification(service: Service, sender: Sender, metrics: Metrics, notification: Notification) -> dict[str, Any]:
     """Run each message through the service; send each fresh reply once (in a worker thread)."""
     results: list[dict[str, Any]] = []
     ignored = [item.to_dict() for item in notification.ignored]
-    metrics.inc("nlu_whatsapp_statuses_total", value=notification.statuses)
+    for status in notification.statuses:
+        metrics.inc("nlu_whatsapp_statuses_total", {"status": status.status})
+        if status.status == "failed":
+            # The Graph API took the reply, but WhatsApp could not deliver it (outside the
+            # 24-hour window, not a WhatsApp number, ...): the customer never saw it.
+            log.warning("WhatsApp could not deliver message %s: %s", status.message_id, "; ".join(status.errors) or "no reason given")
     for item in notification.ignored:
         metrics.inc("nlu_whatsapp_ignored_total", {"reason": item.reason})
     for wa in notification.messages:
@@ -977,7 +991,7 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
                 "ticket": None if outcome.ticket is None else outcome.ticket.id,
             }
         )
-    return {"messages": results, "statuses": notification.statuses, "ignored": ignored}
+    return {"messages": results, "statuses": len(notification.statuses), "ignored": ignored}
 
 
 # -- running -------------------------------------------------------------------------------

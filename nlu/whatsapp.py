@@ -9,7 +9,8 @@ Everything here is framework-free so it can be tested (and reused) without HTTP:
   ``entry[]`` -> ``changes[]`` -> ``value`` -> ``messages[]`` / ``statuses[]``) into the
   customer messages the service should handle. It is strict about the fields it reads
   (types are checked and a mistake names the JSON path) and lenient about everything
-  else, because Meta adds fields to these payloads without notice.
+  else, because Meta adds fields to these payloads without notice. A mistake in the
+  envelope refuses the notification; a mistake in one message ignores that message only.
 * :class:`Sender` is where a reply body goes; :class:`LogSender`, the default, writes
   one JSON line per reply to a logger so a deployment can swap in the real Graph API call.
 """
@@ -75,7 +76,10 @@ class WhatsAppMessage:
     """One customer message from a notification, ready for ``Service.handle``.
 
     ``conversation_id`` is the customer's WhatsApp id (``contacts[].wa_id``, the same as
-    the message's ``from``); ``message_id`` is Meta's ``wamid...``, the idempotency key.
+    the message's ``from``) or, when Meta withholds the phone number of a customer with a
+    username, their business-scoped user id (``from_user_id``, ``contacts[].user_id``,
+    e.g. ``"US.13491208655302741918"``); ``message_id`` is Meta's ``wamid...``, the
+    idempotency key.
     A reply button or list row picked by the customer gives its ``button_id`` and, as
     ``text``, its title (what the customer saw and tapped).
     """
@@ -96,21 +100,40 @@ class Ignored:
     message_id: str | None
     type: str
     reason: str
+    message: str | None = None  # what was wrong, for a message that could not be read
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "type": self.type, "reason": self.reason}
+        out: dict[str, Any] = {"message_id": self.message_id, "type": self.type, "reason": self.reason}
+        if self.message is not None:
+            out["message"] = self.message
+        return out
+
+
+@dataclass(frozen=True)
+class Status:
+    """A delivery report (``statuses[]``) for a message the business sent."""
+
+    message_id: str | None
+    status: str  # sent, delivered, read, failed; anything else is "other"
+    errors: tuple[str, ...] = ()  # "131047 Re-engagement message", for a failed one
 
 
 @dataclass(frozen=True)
 class Notification:
     messages: tuple[WhatsAppMessage, ...]
-    statuses: int
+    statuses: tuple[Status, ...]
     ignored: tuple[Ignored, ...]
 
 
-# Message types a customer can send that carry no text the model can read. They are
-# acknowledged (so Meta does not retry) and reported back as ignored.
-_SUPPORTED = ("text", "interactive", "button")
+_STATUSES = ("sent", "delivered", "read", "failed")
+
+
+# Media a customer can send with a caption: the caption is what they wrote ("me llegó
+# roto" under a photo of the parcel), so it is handled as their text. Media without a
+# caption and every other type (audio, sticker, location, contacts, reaction, order,
+# system, unsupported...) carry no text the model can read: they are acknowledged (so
+# Meta does not retry) and reported back as ignored.
+_CAPTIONED = ("image", "video", "document")
 
 
 def parse_webhook(payload: Any) -> Notification:
@@ -121,7 +144,7 @@ def parse_webhook(payload: Any) -> Notification:
         raise PayloadError(f"body.object: expected \"whatsapp_business_account\", got {obj!r}")
     messages: list[WhatsAppMessage] = []
     ignored: list[Ignored] = []
-    statuses = 0
+    statuses: list[Status] = []
     for i, entry in enumerate(_list(root.get("entry"), "body.entry")):
         where = f"entry[{i}]"
         for j, change in enumerate(_list(_object(entry, where).get("changes", []), f"{where}.changes")):
@@ -132,31 +155,92 @@ def parse_webhook(payload: Any) -> Notification:
                 continue
             value = _object(change.get("value"), f"{cwhere}.value")
             vwhere = f"{cwhere}.value"
-            statuses += len(_list(value.get("statuses", []), f"{vwhere}.statuses"))
+            statuses += [_status(raw) for raw in _list(value.get("statuses", []), f"{vwhere}.statuses")]
             metadata = value.get("metadata")
             phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
-            contacts = [_object(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
-            wa_ids = [_string(c.get("wa_id"), f"{vwhere}.contacts[{k}].wa_id") for k, c in enumerate(contacts)]
+            contacts = [_contact(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
             for k, raw in enumerate(_list(value.get("messages", []), f"{vwhere}.messages")):
-                message = _message(_object(raw, f"{vwhere}.messages[{k}]"), f"{vwhere}.messages[{k}]", wa_ids, phone_number_id)
+                message = _readable_message(raw, f"{vwhere}.messages[{k}]", contacts, phone_number_id)
                 if isinstance(message, Ignored):
                     ignored.append(message)
                 else:
                     messages.append(message)
-    return Notification(tuple(messages), statuses, tuple(ignored))
+    return Notification(tuple(messages), tuple(statuses), tuple(ignored))
 
 
-def _message(raw: Mapping[str, Any], where: str, wa_ids: list[str], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
-    message_id = _string(raw.get("id"), f"{where}.id")
+def _status(raw: Any) -> Status:
+    # Read leniently: a delivery report changes nothing here, it is counted and, when a
+    # reply failed, logged; a report we cannot read must not refuse the notification.
+    fields = raw if isinstance(raw, Mapping) else {}
+    message_id, status, errors = fields.get("id"), fields.get("status"), fields.get("errors")
+    reasons = [f"{e.get('code', '?')} {e.get('title', '')}".strip() for e in errors if isinstance(e, Mapping)] if isinstance(errors, list) else []
+    return Status(
+        message_id if isinstance(message_id, str) else None,
+        status if isinstance(status, str) and status in _STATUSES else "other",
+        tuple(reasons),
+    )
+
+
+@dataclass(frozen=True)
+class _Contact:
+    wa_id: str | None  # the phone-number id; withheld for some customers with a username
+    user_id: str | None  # the business-scoped user id (BSUID), sent since April 2026
+
+
+def _contact(raw: Any, where: str) -> _Contact:
+    contact = _object(raw, where)
+    return _Contact(_optional_str(contact.get("wa_id"), f"{where}.wa_id"), _optional_str(contact.get("user_id"), f"{where}.user_id"))
+
+
+def _conversation_id(raw: Mapping[str, Any], where: str, contacts: list[_Contact]) -> str:
+    """Who sent the message: the phone-number id when Meta shares it, else the BSUID.
+
+    The phone number stays the key whenever it is there, so conversations stored before
+    BSUIDs existed carry on; a customer whose number Meta withholds (a username, no recent
+    contact) has only ``from_user_id`` and ``contacts[].user_id``.
+    """
     sender = _optional_str(raw.get("from"), f"{where}.from")
+    wa_ids = [c.wa_id for c in contacts if c.wa_id is not None]
     # contacts[].wa_id is the customer's id; with one contact it is the sender, and with
     # several (rare; batched notifications) the one equal to "from" is.
     if sender is not None and (sender in wa_ids or not wa_ids):
-        conversation_id = sender
-    elif len(wa_ids) == 1:
-        conversation_id = wa_ids[0]
-    else:
+        return sender
+    if len(wa_ids) == 1:
+        return wa_ids[0]
+    if sender is not None:
         raise PayloadError(f"{where}.from: cannot tell which contact sent the message")
+    user_id = _optional_str(raw.get("from_user_id"), f"{where}.from_user_id")
+    user_ids = [c.user_id for c in contacts if c.user_id is not None]
+    if user_id is not None:
+        return user_id
+    if len(user_ids) == 1:
+        return user_ids[0]
+    raise PayloadError(f"{where}: no from or from_user_id, and no single contact to take it from")
+
+
+def _readable_message(raw: Any, where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
+    """One message, or an :class:`Ignored` ``invalid_message`` naming what is wrong with it.
+
+    A message we cannot read must not fail the whole notification: Meta batches several
+    messages (and several customers) in one delivery and redelivers all of it until it
+    sees a 200, so a 422 lost every other message in the batch, on every redelivery.
+    """
+    try:
+        return _message(_object(raw, where), where, contacts, phone_number_id)
+    except PayloadError as exc:
+        fields = raw if isinstance(raw, Mapping) else {}
+        message_id, kind = fields.get("id"), fields.get("type")
+        return Ignored(
+            message_id if isinstance(message_id, str) and message_id else None,
+            kind if isinstance(kind, str) else "unknown",
+            "invalid_message",
+            str(exc),
+        )
+
+
+def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
+    message_id = _string(raw.get("id"), f"{where}.id")
+    conversation_id = _conversation_id(raw, where, contacts)
     kind = _string(raw.get("type"), f"{where}.type")
     context = raw.get("context")
     context_id = _optional_str(context.get("id"), f"{where}.context.id") if isinstance(context, Mapping) else None
@@ -180,6 +264,11 @@ def _message(raw: Mapping[str, Any], where: str, wa_ids: list[str], phone_number
         payload = _optional_str(button.get("payload"), f"{where}.button.payload")
         text = _optional_str(button.get("text"), f"{where}.button.text") or ""
         return WhatsAppMessage(type="button", text=text, button_id=payload, **common)
+    if kind in _CAPTIONED:
+        media = _object(raw.get(kind), f"{where}.{kind}")
+        caption = _optional_str(media.get("caption"), f"{where}.{kind}.caption")
+        if caption is not None and caption.strip():
+            return WhatsAppMessage(type=kind, text=caption, **common)
     return Ignored(message_id, kind, "unsupported_type")
 
 
@@ -227,7 +316,7 @@ class Sender(Protocol):
 class LogSender:
     """The default sender: one JSON line per reply on the ``nlu.whatsapp.outbox`` logger.
 
-    The recipient's number is masked to its last four digits (it is personal data); the
+    The recipient's number (or BSUID) is masked to its last four characters (it is personal data); the
     body holds only the bot's own wording, and no secret ever reaches this logger.
     """
 
@@ -236,8 +325,9 @@ class LogSender:
 
     def send(self, body: dict[str, Any]) -> None:
         shown = dict(body)
-        if isinstance(shown.get("to"), str):
-            shown["to"] = mask_phone(shown["to"])
+        for address in ("to", "recipient"):  # a phone number, or a BSUID
+            if isinstance(shown.get(address), str):
+                shown[address] = mask_phone(shown[address])
         self.logger.info(json.dumps(shown, ensure_ascii=False, sort_keys=True))
 
 

@@ -74,6 +74,17 @@ def test_responses_extract_city(text: str, city: str | None) -> None:
     assert extract_city(text) == city
 
 
+def test_responses_long_customer_reference_keeps_the_reply_within_limits() -> None:
+    # A pasted "#" + 1,000 characters was taken as the order reference and put into the
+    # answer: an interactive body of 1,300+ characters, refused by the Cloud API.
+    catalogue = load_catalogue()
+    message = "dónde está mi pedido #" + "9" * 1000 + " ??"
+    reply = catalogue.answer("estado_pedido", message).prefixed(catalogue.system["disclosure"].text)
+    body = to_whatsapp(reply, "5215512345678")["interactive"]["body"]["text"]
+    assert len(body) <= 1024 and "tu pedido" in body
+    assert extract_order("pedido #1" + "A" * 40) is None and extract_order("pedido #A-48213-" + "7" * 20) == "#A-48213-" + "7" * 20
+
+
 def test_responses_placeholders_filled_or_fallback() -> None:
     catalogue = load_catalogue()
     assert "tu pedido #A-48213" in catalogue.answer("estado_pedido", "dónde está mi pedido #A-48213").text
@@ -141,12 +152,45 @@ ROW = {"id": "intent:factura", "title": "Factura"}
         ("intents.saludo.buttons", [ROW], r"intents\.saludo: .* buttons or a list, not both"),
         ("system.consent", _DELETE, r"system: missing message\(s\) consent"),
         ("system.clarify.list_button", "Ver todas las opciones posibles", r"system\.clarify\.list_button"),
+        # Always sent with the options as buttons or a list: the 1,024 limit of an
+        # interactive body, not the 4,096 of a text (Meta refused every clarification).
+        ("system.clarify.text", "¿Sobre cuál tema? " + "x" * 900, r"system\.clarify\.text: .* exceeds WhatsApp's 1024"),
+        # Fits as written, not once {order} holds a reference (this entry has buttons).
+        ("intents.estado_pedido.text", "{order} " + "x" * 880, r"intents\.estado_pedido\.text: .* exceeds WhatsApp's 1024"),
         ("placeholders.producto", {"found": "{value}"}, r"placeholders\.producto: unknown placeholder"),
     ],
 )
 def test_responses_catalogue_errors_name_the_entry(raw: dict[str, Any], path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         catalogue_from_mapping(_edit(raw, path, value), intents=BUNDLED_INTENTS)
+
+
+@pytest.mark.parametrize(
+    ("intents", "message"),
+    [
+        # A user's own labels with no titles: both fall back to "consulta estado pedi".
+        ({"consulta_estado_pedido_nacional": "A", "consulta_estado_pedido_internacional": "B"}, r"'consulta estado pedi' is also the option title"),
+        ({"pedido_a": {"text": "A", "title": "Pedidos"}, "pedido_b": {"text": "B", "title": "Pedidos"}}, r"intents\.pedido_b\.title: 'Pedidos' is also"),
+        ({"___": "A"}, r"intents\.___\.title: needed"),
+        ({"x" * 194: "A"}, r"do not fit a WhatsApp button or row id"),
+    ],
+)
+def test_responses_catalogue_refuses_options_whatsapp_would_refuse(raw: dict[str, Any], intents: dict[str, Any], message: str) -> None:
+    # These loaded, and the first clarifying question offering them was refused by the
+    # Cloud API (repeated or blank button titles, a row id over 200 characters).
+    with pytest.raises(ConfigError, match=message):
+        catalogue_from_mapping({**raw, "intents": {**raw["intents"], **intents}})
+
+
+def test_responses_clarify_options_are_valid_whatsapp_choices(raw: dict[str, Any]) -> None:
+    longest = "y" * 193  # "intent:" + 193 = 200, the row id limit
+    catalogue = catalogue_from_mapping({**raw, "intents": {**raw["intents"], longest: "Respuesta", "consulta_estado_pedido_internacional": "B"}})
+    for kind in ("buttons", "list"):
+        body = to_whatsapp(catalogue.clarify([longest, "consulta_estado_pedido_internacional", "factura"], kind), "5215512345678")
+        action = body["interactive"]["action"]
+        choices = [b["reply"] for b in action["buttons"]] if kind == "buttons" else action["sections"][0]["rows"]
+        assert len({c["title"] for c in choices}) == len(choices) and all(c["title"].strip() for c in choices)
+        assert all(len(c["id"]) <= (256 if kind == "buttons" else 200) for c in choices)
 
 
 def test_responses_load_errors(tmp_path: Path) -> None:

@@ -492,6 +492,30 @@ def test_server_webhook_button_reply_continues_conversation(client: TestClient, 
     assert [b["to"] for b in sender.sent] == [WA_ID] * 3
 
 
+def test_server_webhook_customer_without_a_shared_phone_number_is_answered(client: TestClient, sender: RecordingSender) -> None:
+    # Since 2026 a customer with a WhatsApp username may reach us without a phone number:
+    # no "from", no contacts[].wa_id, only the business-scoped user id. Such a delivery was
+    # a 422 ("expected a non-empty string" at contacts[0].wa_id): Meta redelivered it for
+    # days, and every message in it was lost.
+    bsuid = "MX.13491208655302741918"
+    payload = wa_payload([{"from_user_id": bsuid, "id": "wamid.U1", "timestamp": "1765000000", "type": "text", "text": {"body": "hola"}}])
+    payload["entry"][0]["changes"][0]["value"]["contacts"] = [{"profile": {"name": "Ana", "username": "@ana.lopez"}, "user_id": bsuid}]
+    r = post_webhook(client, payload)
+    assert r.status_code == 200, r.text
+    [handled] = r.json()["messages"]
+    # Addressed the way the Cloud API takes a BSUID: "recipient" ("to" is a phone number).
+    assert handled["message_id"] == "wamid.U1" and handled["reply"]["recipient"] == bsuid and "to" not in handled["reply"]
+    assert [b["recipient"] for b in sender.sent] == [bsuid]
+
+
+def test_whatsapp_parse_keeps_the_phone_number_as_the_key_when_meta_sends_both() -> None:
+    # During the rollout both ids arrive; the phone number stays the conversation key so
+    # conversations stored before BSUIDs existed carry on.
+    payload = wa_payload([{**wa_text("wamid.U2", "hola"), "from_user_id": "MX.1349"}])
+    payload["entry"][0]["changes"][0]["value"]["contacts"][0]["user_id"] = "MX.1349"
+    assert [m.conversation_id for m in parse_webhook(payload).messages] == [WA_ID]
+
+
 def test_server_webhook_status_updates_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
     statuses = [
         {"id": "wamid.OUT1", "status": "sent", "timestamp": "1732520002", "recipient_id": WA_ID},
@@ -503,12 +527,73 @@ def test_server_webhook_status_updates_are_acknowledged(client: TestClient, send
     assert sender.sent == []
 
 
+def test_server_webhook_failed_delivery_of_a_reply_is_counted_and_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    # A reply the Graph API accepted can still fail to reach the customer (here: outside
+    # the 24-hour window). It was counted with the reads and deliveries, so nobody knew.
+    statuses = [
+        {"id": "wamid.OUT1", "status": "delivered", "timestamp": "1765000001", "recipient_id": WA_ID},
+        {"id": "wamid.OUT2", "status": "failed", "timestamp": "1765000002", "recipient_id": WA_ID,
+         "errors": [{"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message",
+                     "error_data": {"details": "Message failed to send because more than 24 hours have passed"}}]},
+    ]
+    with caplog.at_level(logging.WARNING, logger="nlu.server"):
+        r = post_webhook(client, wa_payload(statuses=statuses))
+    assert r.status_code == 200 and r.json()["statuses"] == 2
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    assert metrics.value("nlu_whatsapp_statuses_total", {"status": "failed"}) == 1
+    assert metrics.value("nlu_whatsapp_statuses_total", {"status": "delivered"}) == 1
+    assert "wamid.OUT2" in caplog.text and "131047 Re-engagement message" in caplog.text and WA_ID not in caplog.text
+
+
 def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
     image = {"from": WA_ID, "id": "wamid.I1", "timestamp": "1", "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
     r = post_webhook(client, wa_payload([image]))
     assert r.status_code == 200
     assert r.json()["ignored"] == [{"message_id": "wamid.I1", "type": "image", "reason": "unsupported_type"}]
     assert sender.sent == []
+
+
+def _wa(message_id: str, kind: str, content: Any) -> dict[str, Any]:
+    return {"from": WA_ID, "id": message_id, "timestamp": "1765000000", "type": kind, kind: content}
+
+
+# What Meta delivers besides text and replies (webhook reference, messages/*).
+NON_TEXT = [
+    _wa("wamid.N1", "audio", {"id": "m1", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
+    _wa("wamid.N2", "sticker", {"id": "m2", "mime_type": "image/webp", "animated": False}),
+    _wa("wamid.N3", "location", {"latitude": 19.43, "longitude": -99.13, "name": "Zócalo"}),
+    _wa("wamid.N4", "contacts", [{"name": {"formatted_name": "Luis"}, "phones": [{"phone": "+52 55 1234 5678"}]}]),
+    _wa("wamid.N5", "reaction", {"message_id": "wamid.bot-answer", "emoji": "👍"}),
+    _wa("wamid.N6", "order", {"catalog_id": "c1", "product_items": [{"product_retailer_id": "sku-1", "quantity": 1, "item_price": 10, "currency": "MXN"}]}),
+    {"from": WA_ID, "id": "wamid.N7", "timestamp": "1", "type": "unsupported", "unsupported": {"type": "edit"},
+     "errors": [{"code": 131051, "title": "Message type unknown", "error_data": {"details": "Message type is currently not supported."}}]},
+    {"from": WA_ID, "id": "wamid.N8", "timestamp": "1", "type": "system",
+     "system": {"body": "User Ana changed from 5215512345678 to 5215587654321", "wa_id": "5215587654321", "type": "user_changed_number"}},
+    _wa("wamid.N9", "image", {"id": "m9", "mime_type": "image/jpeg", "sha256": "x"}),  # no caption
+    _wa("wamid.N10", "interactive", {"type": "nfm_reply", "nfm_reply": {"response_json": "{}", "body": "Sent", "name": "flow"}}),
+]
+
+
+def test_server_webhook_non_text_messages_are_acknowledged_not_scored(client: TestClient, sender: RecordingSender, service: Service) -> None:
+    r = post_webhook(client, wa_payload(NON_TEXT))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["messages"] == [] and [i["message_id"] for i in body["ignored"]] == [m["id"] for m in NON_TEXT]
+    assert {i["reason"] for i in body["ignored"]} == {"unsupported_type"}
+    assert sender.sent == [] and service.conversations.view(WA_ID).turns == ()
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "document"])
+def test_server_webhook_media_caption_is_handled_as_the_customers_text(client: TestClient, sender: RecordingSender, kind: str) -> None:
+    # A photo of a broken parcel captioned "quiero hablar con una persona" was ignored
+    # whole: the customer's words were lost and the bot said nothing.
+    consent(client, WA_ID)
+    media = {"id": "m1", "mime_type": "image/jpeg", "caption": "quiero hablar con una persona"}
+    r = post_webhook(client, wa_payload([_wa("wamid.C1", kind, media)]))
+    assert r.status_code == 200, r.text
+    [handled] = r.json()["messages"]
+    assert handled["action"] == "escalate" and handled["ticket"] is not None
+    assert sender.sent == [handled["reply"]]
 
 
 @pytest.mark.parametrize(
@@ -557,13 +642,54 @@ def test_server_webhook_message_id_of_another_conversation_is_acknowledged(clien
         {"object": "page", "entry": []},
         {"object": "whatsapp_business_account"},
         {"object": "whatsapp_business_account", "entry": {}},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"id": "w", "type": "text"}]}}]}]},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"from": "1", "id": "w", "type": "text", "text": {"body": 5}}]}}]}]},
+        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {"contacts": [{"wa_id": 5}]}}]}]},
         [],
     ],
 )
 def test_server_webhook_signed_but_malformed(client: TestClient, payload: Any) -> None:
     assert_error(post_webhook(client, payload), 422, "invalid_payload")
+
+
+def test_server_webhook_batched_delivery_answers_each_customer_once(client: TestClient, sender: RecordingSender) -> None:
+    # Under load Meta batches: several entries, changes and customers in one POST, with
+    # delivery reports mixed in. Each customer gets their own reply, once, also when the
+    # whole batch is redelivered.
+    ana, luis = "5215511110000", "573001112222"
+    batch = wa_payload([wa_text("wamid.A1", "hola", ana), wa_text("wamid.L1", "buenas", luis)])
+    batch["entry"][0]["changes"][0]["value"]["contacts"] = [{"profile": {"name": "Ana"}, "wa_id": ana}, {"profile": {"name": "Luis"}, "wa_id": luis}]
+    reports = wa_payload(statuses=[{"id": "wamid.OUT9", "status": "read", "timestamp": "1765000003", "recipient_id": ana}])
+    batch["entry"].append(reports["entry"][0])
+    batch["entry"][0]["changes"].append(wa_payload([wa_text("wamid.A2", "gracias", ana)], wa_id=ana)["entry"][0]["changes"][0])
+    first = post_webhook(client, batch).json()
+    assert [(m["message_id"], m["duplicate"]) for m in first["messages"]] == [("wamid.A1", False), ("wamid.L1", False), ("wamid.A2", False)]
+    assert first["statuses"] == 1 and first["ignored"] == []
+    again = post_webhook(client, batch).json()
+    assert [m["duplicate"] for m in again["messages"]] == [True, True, True]
+    assert sorted(b["to"] for b in sender.sent) == sorted([ana, luis, ana])
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"id": "wamid.bad", "type": "text"},  # no text
+        {"from": WA_ID, "id": "wamid.bad", "type": "text", "text": {"body": 5}},
+        {"from": WA_ID, "id": "wamid.bad", "type": "interactive", "interactive": {"type": "button_reply"}},
+        None,
+    ],
+)
+def test_server_webhook_unreadable_message_does_not_sink_its_batch(client: TestClient, sender: RecordingSender, unreadable: Any) -> None:
+    # Meta batches messages (and customers) in one delivery and redelivers all of it until
+    # it sees a 200. One message we cannot read used to make the whole delivery a 422:
+    # the good messages beside it were never handled, however often Meta retried.
+    payload = wa_payload([wa_text("wamid.G1", "hola"), unreadable, wa_text("wamid.G2", "gracias")])
+    r = post_webhook(client, payload)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.G1", "wamid.G2"]
+    [ignored] = body["ignored"]
+    assert ignored["reason"] == "invalid_message" and "messages[1]" in ignored["message"]
+    assert ignored["message_id"] == (None if unreadable is None else "wamid.bad")
+    assert len(sender.sent) == 2
 
 
 def test_server_webhook_sender_failure_still_answers(service: Service) -> None:
@@ -749,7 +875,11 @@ def test_whatsapp_parse_reads_every_supported_type() -> None:
 def test_whatsapp_parse_errors_name_the_path() -> None:
     payload = wa_payload([wa_text("wamid.1", "hola")])
     payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = ["no"]
-    with pytest.raises(PayloadError, match=r"entry\[0\]\.changes\[0\]\.value\.messages\[0\]\.text\.body"):
+    [ignored] = parse_webhook(payload).ignored
+    assert ignored.reason == "invalid_message" and ignored.message is not None
+    assert ignored.message.startswith("entry[0].changes[0].value.messages[0].text.body:")
+    payload["entry"][0]["changes"][0]["value"]["metadata"] = {"phone_number_id": 7}
+    with pytest.raises(PayloadError, match=r"entry\[0\]\.changes\[0\]\.value\.metadata\.phone_number_id"):
         parse_webhook(payload)
 
 
