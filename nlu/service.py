@@ -20,7 +20,8 @@
 4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
-   the id ``human`` asks for a person.
+   the id ``human`` asks for a person (without consent: the consent question, as typing
+   the request gets).
 5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
    buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
    prediction, the reasons, the recent turns and a priority (frustration first), reply
@@ -263,7 +264,7 @@ class Service:
         prediction = self.model.score(text)
         routed, chosen = self._chosen(prediction, message)
         if message.button_id == HUMAN_ID:
-            decision = Decision("escalate", ("human_requested",), intent=prediction.intent)
+            decision = self._person_button(prediction, view)
         elif chosen is not None and chosen in self.policy.opt_out_intents:
             decision = Decision("answer", ("opt_out",), intent=chosen)  # the customer pressed "Darme de baja"
         else:
@@ -361,6 +362,14 @@ class Service:
             outcome = Outcome("answer", reply, None, ("consent_granted",), None)
             return self._save(message, outcome, consent="granted", disclosed=True)
         return None  # decide() handles opt-in, opt-out and asking for consent
+
+    def _person_button(self, prediction: Prediction, view: ConversationView) -> Decision:
+        """The "Hablar con asesor" button, like typing "quiero hablar con una persona":
+        an escalation, or without consent the consent question carrying the request. A
+        stale button tapped after an opt-out must not store a ticket and turns."""
+        if self.policy.require_consent and view.consent != "granted":
+            return Decision("answer", ("no_consent", "human_requested"))
+        return Decision("escalate", ("human_requested",), intent=prediction.intent)
 
     def _chosen(self, prediction: Prediction, message: InboundMessage) -> tuple[Prediction, str | None]:
         """A button reply naming an intent is that intent, at full confidence."""

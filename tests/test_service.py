@@ -178,6 +178,22 @@ def test_service_human_button_escalates(service: Service) -> None:
     assert outcome.action == "escalate" and outcome.reasons == ("human_requested",)
 
 
+def test_service_a_stale_person_button_after_an_opt_out_asks_for_consent_first(service: Service) -> None:
+    # The old "Hablar con asesor" button of a clarifying question, tapped after "BAJA",
+    # escalated: a ticket and a turn stored about a customer who had opted out.
+    chat = Chat(service)
+    chat.consent()
+    chat.say("lo del pago")
+    chat.say("BAJA")
+    tapped = chat.say("Hablar con asesor", button_id="human")
+    assert tapped.action == "answer" and tapped.reasons == ("no_consent", "human_requested") and tapped.ticket is None
+    assert tapped.reply is not None and [b.id for b in tapped.reply.buttons] == ["consent:yes:human_requested", "consent:no"]
+    assert service.queue.depth() == 0
+    assert [t.text for t in service.conversations.view(chat.conversation_id).turns] == ["lo del pago"]
+    accepted = chat.say("Sí, acepto", button_id="consent:yes:human_requested")
+    assert accepted.action == "escalate" and accepted.reasons == ("human_requested",)
+
+
 def test_service_opt_out_then_silence(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
