@@ -12,11 +12,13 @@
 3. **Consent.** With ``require_consent``, nothing about the customer is stored before
    consent: the first message gets the virtual-assistant disclosure and the consent
    question (buttons "Sí, acepto" / "No"); accepting (button or typed "sí", "acepto")
-   grants it. An opt-out ("BAJA", "no me escriban más", the "Darme de baja" button) is
-   honoured at once, confirmed, and from then on the bot is silent (action ``"silent"``,
-   no reply, only the message id kept for retries) until the customer opts in again
-   ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the consent
-   question again. The opt-out intent alone gets a confirmation question first.
+   grants it; a typed "sí" right after the consent question is its "Sí, acepto" button,
+   with the request for a person that button may carry (``_PENDING_ON_CONSENT``), also
+   after an opt-out. An opt-out ("BAJA", "no me escriban más", the "Darme de baja"
+   button) is honoured at once, confirmed, and from then on the bot is silent (action
+   ``"silent"``, no reply, only the message id kept for retries) until the customer opts
+   in again ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the
+   consent question again. The opt-out intent alone gets a confirmation question first.
 4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
@@ -348,8 +350,13 @@ class Service:
             return self._save(message, outcome, consent="revoked", disclosed=True)
         if view.consent == "granted":
             return None
+        button = message.button_id
+        if button is None and _ACCEPT.match(folded):
+            # A typed "sí" answers the consent question the bot just asked as its "Sí, acepto"
+            # button does: with the request that button carries, and after an opt-out too.
+            button = self._consent_yes_asked(message.conversation_id)
         accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _ACCEPT.match(folded))
-        pending = _pending_on_consent(message.button_id)
+        pending = _pending_on_consent(button)
         if pending:
             # The note stands for the first message, which was not kept.
             note = _PENDING_NOTE.format(reasons=", ".join(pending))
@@ -357,11 +364,18 @@ class Service:
             prediction = self.model.score(note)
             decision = Decision("escalate", pending, intent=prediction.intent)
             return self._act(noted, view, prediction, prediction, decision, None, grant_consent=True)
-        if _is_consent_yes(message.button_id) or accepted:
+        if _is_consent_yes(button) or accepted:
             reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
             outcome = Outcome("answer", reply, None, ("consent_granted",), None)
             return self._save(message, outcome, consent="granted", disclosed=True)
         return None  # decide() handles opt-in, opt-out and asking for consent
+
+    def _consent_yes_asked(self, conversation_id: str) -> str | None:
+        """The id of the "Sí, acepto" button when the bot's latest message in the
+        conversation is the consent question, else None."""
+        last = self.conversations.last_outcome(conversation_id) or {}
+        buttons = (last.get("reply") or {}).get("buttons", ())
+        return next((b["id"] for b in buttons if _is_consent_yes(b["id"])), None)
 
     def _person_button(self, prediction: Prediction, view: ConversationView) -> Decision:
         """The "Hablar con asesor" button, like typing "quiero hablar con una persona":

@@ -211,9 +211,10 @@ def test_service_opt_out_then_silence(service: Service) -> None:
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "revoked" and [t.intent for t in view.turns] == ["saludo"]
     assert service.queue.depth() == 0
+    # Typed, the acceptance answers that question: the request it carries escalates.
     back = chat.say("ACEPTO")
-    assert back.reasons == ("consent_granted",)
-    assert chat.say("hola").action == "answer"
+    assert back.action == "escalate" and back.reasons == ("human_requested",)
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
 
 
 def test_service_a_request_for_a_person_before_consent_is_kept_in_the_button_not_the_database(service: Service) -> None:
@@ -229,6 +230,30 @@ def test_service_a_request_for_a_person_before_consent_is_kept_in_the_button_not
     assert accepted.ticket is not None and "antes del consentimiento" in accepted.ticket.text
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "granted" and view.human_active
+
+
+@pytest.mark.parametrize("opted_out", [False, True])
+def test_service_a_typed_yes_to_the_consent_question_keeps_the_request_for_a_person(service: Service, opted_out: bool) -> None:
+    # Typing "sí" instead of tapping "Sí, acepto" dropped the request the button carried
+    # ("¿en qué te puedo ayudar?"), and after an opt-out it got no answer at all.
+    chat = Chat(service)
+    if opted_out:
+        chat.consent()
+        chat.say("BAJA")
+    asked = chat.say("quiero hablar con un asesor")
+    assert asked.reasons == ("no_consent", "human_requested")
+    yes = chat.say("sí")
+    assert yes.action == "escalate" and yes.reasons == ("human_requested",) and yes.ticket is not None
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_after_an_opt_out_a_typed_yes_opts_in_only_as_an_answer_to_the_consent_question(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("BAJA")
+    assert chat.say("sí").action == "silent"  # the last bot message was the opt-out confirmation
+    assert service.conversations.view(chat.conversation_id).consent == "revoked"
+    assert chat.say("ACEPTO").reasons == ("consent_granted",)  # as the confirmation says
 
 
 @pytest.mark.parametrize("button_id", ["consent:yes:evil", "consent:yes:", "consent:yes:human_requested+opt_out"])
