@@ -23,7 +23,8 @@
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
    the id ``human`` asks for a person (without consent: the consent question, as typing
-   the request gets).
+   the request gets). A typed answer to the clarifying question just asked that names
+   an option by place or title ("2", "la segunda", "Reembolso") is that option's button.
 5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
    buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
    prediction, the reasons, the recent turns and a priority (frustration first), reply
@@ -84,6 +85,22 @@ _ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? ace
 # After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not.
 _REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
 _DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
+
+# A typed answer to a clarifying question that names an option by its place, as shown:
+# "2", "la segunda", "opción 3", "el primero porfa" (folded text).
+_ORDINALS: dict[str, int] = {
+    word: n
+    for n, words in enumerate(
+        (("primera", "primero", "primer", "uno", "una"), ("segunda", "segundo", "dos"), ("tercera", "tercero", "tercer", "tres"),
+         ("cuarta", "cuarto", "cuatro"), ("quinta", "quinto", "cinco"), ("sexta", "sexto", "seis"), ("septima", "septimo", "siete"),
+         ("octava", "octavo", "ocho"), ("novena", "noveno", "nueve"), ("decima", "decimo", "diez")),
+        start=1,
+    )
+    for word in words
+}
+_PLACE = re.compile(
+    r"^\W*(?:(?:la|el|opcion|numero|nro)\s*)*(?P<place>\d{1,2}|[a-z]+)(?:\s+(?:opcion|por favor|porfa|porfis))?\W*$"
+)
 
 # Priority bonus per reason: frustration first, legal threats above everything. The legal
 # bonus is more than all the others and a full frustration score together (3.75), so a calm
@@ -259,6 +276,8 @@ class Service:
             if consent is not None:
                 return consent
 
+        if message.button_id is None and view.pending_options:
+            message = self._typed_choice(message)
         text = message.text
         if not text.strip() and (message.button_id or "").startswith(INTENT_PREFIX):
             # A button reply without its title: score the title it showed instead.
@@ -370,6 +389,26 @@ class Service:
             return self._save(message, outcome, consent="granted", disclosed=True)
         return None  # decide() handles opt-in, opt-out and asking for consent
 
+    def _typed_choice(self, message: InboundMessage) -> InboundMessage:
+        """A typed answer to the clarifying question just asked that names one of its
+        options, by place ("2", "la segunda") or by title ("Reembolso"), is that button
+        tapped, its title as the text as a tap sends it: scored on its own, "2" read as a
+        subscription and "la segunda" as a frustrated customer. Anything else is a new
+        message, scored as usual."""
+        last = self.conversations.last_outcome(message.conversation_id) or {}
+        if last.get("action") != "clarify":
+            return message
+        reply = last.get("reply") or {}
+        shown = [(b["id"], b["title"]) for b in reply.get("buttons", ())]
+        shown += [(r["id"], r["title"]) for r in (reply.get("list") or {}).get("rows", ())]
+        folded = fold(message.text)
+        place = _place(folded)
+        picked = [(ident, title) for i, (ident, title) in enumerate(shown, start=1) if i == place or fold(title) == folded]
+        if not picked:
+            return message
+        ident, title = picked[0]
+        return dataclasses.replace(message, text=title, button_id=ident)
+
     def _consent_yes_asked(self, conversation_id: str) -> str | None:
         """The id of the "Sí, acepto" button when the bot's latest message in the
         conversation is the consent question, else None."""
@@ -463,6 +502,15 @@ class Service:
         return self._save(
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )
+
+
+def _place(folded: str) -> int:
+    """The place of the option a typed answer names ("2", "la segunda": 2), or 0."""
+    match = _PLACE.match(folded)
+    if match is None:
+        return 0
+    word = match["place"]
+    return int(word) if word.isdigit() else _ORDINALS.get(word, 0)
 
 
 def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:

@@ -170,6 +170,37 @@ def test_service_clarification_answered_by_a_button(service: Service) -> None:
     assert cancel.action == "escalate" and "sensitive_intent" in cancel.reasons
 
 
+@pytest.mark.parametrize(
+    ("typed", "intent"),
+    [("la segunda", "reembolso"), ("2", "reembolso"), ("opción 1", "factura"), ("el primero porfa", "factura"), ("Reembolso", "reembolso")],
+)
+def test_service_clarification_answered_by_typing_the_option(db: Path, typed: str, intent: str) -> None:
+    # A typed "la segunda" or "2" was scored on its own, as if no question had been asked:
+    # the bundled model read "2" as a subscription ("¡Listo! Te suscribimos...") and "la
+    # segunda" as a frustrated customer (an escalation).
+    readings = {"2": P("suscribirse", 0.63), "la segunda": P("fuera_de_alcance", 0.65, sentiment="negativo", frustration=0.6)}
+    with make_service(db, model=ScriptedModel({**SCRIPT, **readings})) as service:
+        chat = Chat(service)
+        chat.consent()
+        chat.say("lo del pago")
+        chosen = chat.say(typed)
+    assert chosen.action == "answer" and chosen.intent == intent and chosen.reasons == ("button_choice",)
+    assert chosen.reply is not None and chosen.reply.text == load_catalogue().answer(intent).text
+
+
+def test_service_a_typed_place_picks_only_from_the_clarifying_question_just_asked(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("lo del pago")
+    assert chat.say("3").reasons == ("human_requested",)  # the third button: "Hablar con asesor"
+    # Another question answered meanwhile: "2" is a new message again, not the old option.
+    other = Chat(service, "5215500000009", prefix="other")
+    other.consent()
+    other.say("lo del pago")
+    other.say("dónde está mi pedido #A-48213?")
+    assert other.say("2").intent == "fuera_de_alcance"
+
+
 def test_service_human_button_escalates(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
