@@ -307,6 +307,23 @@ def test_service_opt_out_intent_alone_asks_first_and_the_button_honours_it(servi
     assert service.conversations.view(chat.conversation_id).consent == "revoked"
 
 
+@pytest.mark.parametrize("leave", ["BAJA", "decline"])
+def test_service_a_bare_yes_after_leaving_does_not_subscribe_again(db: Path, leave: str) -> None:
+    # The bundled model reads "sí" as the opt-in intent (0.85): "BAJA" -> "Listo, te dimos
+    # de baja", then "sí" -> "¡Listo! Te suscribimos a nuestras novedades", consent granted.
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("suscribirse", 0.85)})) as service:
+        chat = Chat(service)
+        if leave == "BAJA":
+            chat.consent()
+            chat.say("BAJA")
+        else:
+            chat.say("hola")
+            chat.say("No", button_id="consent:no")
+        yes = chat.say("sí")
+        assert yes.action == "silent" and yes.reply is None
+        assert service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
 def test_service_opt_in_after_opt_out(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
