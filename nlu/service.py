@@ -368,7 +368,9 @@ class Service:
             outcome = Outcome("answer", reply, None, ("consent_declined",), None)
             return self._save(message, outcome, consent="revoked", disclosed=True)
         if view.consent == "granted":
-            return None
+            # A "Sí, acepto" tapped again (a second tap, an old consent question) is confirmed
+            # again: scored, "Sí, acepto" reads as a subscription ("Te suscribimos...").
+            return self._consent_granted(message, view) if _is_consent_yes(message.button_id) else None
         button = message.button_id
         if button is None and _ACCEPT.match(folded):
             # A typed "sí" answers the consent question the bot just asked as its "Sí, acepto"
@@ -384,10 +386,13 @@ class Service:
             decision = Decision("escalate", pending, intent=prediction.intent)
             return self._act(noted, view, prediction, prediction, decision, None, grant_consent=True)
         if _is_consent_yes(button) or accepted:
-            reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
-            outcome = Outcome("answer", reply, None, ("consent_granted",), None)
-            return self._save(message, outcome, consent="granted", disclosed=True)
+            return self._consent_granted(message, view)
         return None  # decide() handles opt-in, opt-out and asking for consent
+
+    def _consent_granted(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
+        outcome = Outcome("answer", reply, None, ("consent_granted",), None)
+        return self._save(message, outcome, consent="granted", disclosed=True)
 
     def _typed_choice(self, message: InboundMessage) -> InboundMessage:
         """A typed answer to the clarifying question just asked that names one of its

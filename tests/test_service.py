@@ -287,6 +287,20 @@ def test_service_after_an_opt_out_a_typed_yes_opts_in_only_as_an_answer_to_the_c
     assert chat.say("ACEPTO").reasons == ("consent_granted",)  # as the confirmation says
 
 
+@pytest.mark.parametrize("button_id", ["consent:yes", "consent:yes:human_requested"])
+def test_service_the_consent_button_tapped_again_is_confirmed_again(db: Path, button_id: str) -> None:
+    # A second tap (or an old consent question's button) was scored as text: the bundled
+    # model reads "Sí, acepto" as the opt-in intent at 1.0, so the customer was told
+    # "¡Listo! Te suscribimos a nuestras novedades y ofertas", and a third tap escalated
+    # as a repeated intent.
+    with make_service(db, model=ScriptedModel({**SCRIPT, "Sí, acepto": P("suscribirse", 1.0)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        again = chat.say("Sí, acepto", button_id=button_id)
+        assert again.action == "answer" and again.reasons == ("consent_granted",) and again.ticket is None
+        assert service.conversations.view(chat.conversation_id).turns == ()
+
+
 @pytest.mark.parametrize("button_id", ["consent:yes:evil", "consent:yes:", "consent:yes:human_requested+opt_out"])
 def test_service_an_unknown_pending_reason_is_a_plain_acceptance(service: Service, button_id: str) -> None:
     chat = Chat(service)
