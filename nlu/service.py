@@ -369,7 +369,7 @@ class Service:
             return self._save(message, outcome, consent="revoked", disclosed=True)
         if view.consent == "granted":
             # A "Sí, acepto" tapped again (a second tap, an old consent question) is confirmed
-            # again: scored, "Sí, acepto" reads as a subscription ("Te suscribimos...").
+            # again, not scored: the model reads "Sí, acepto" as a subscription request.
             return self._consent_granted(message, view) if _is_consent_yes(message.button_id) else None
         button = message.button_id
         if button is None and _ACCEPT.match(folded):
@@ -390,6 +390,7 @@ class Service:
         return None  # decide() handles opt-in, opt-out and asking for consent
 
     def _consent_granted(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """Consent given: confirm it and record it (no turn: nothing to route)."""
         reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
         outcome = Outcome("answer", reply, None, ("consent_granted",), None)
         return self._save(message, outcome, consent="granted", disclosed=True)
