@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
     outcome TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS conversation_messages_by_conversation ON conversation_messages (conversation_id, created_at);
 """
 
 _UNSET: Any = object()
@@ -83,6 +84,8 @@ class Conversations(Protocol):
     def history(self, conversation_id: str) -> tuple[Turn, ...]: ...
 
     def outcome(self, message_id: str, conversation_id: str | None = None) -> dict[str, Any] | None: ...
+
+    def last_outcome(self, conversation_id: str) -> dict[str, Any] | None: ...
 
     def record(
         self,
@@ -188,6 +191,17 @@ class _SqlConversations(_SqlStore):
         if conversation_id is not None:
             _check_same_conversation(message_id, row[1], self._storable(conversation_id))
         return dict(json.loads(row[0]))
+
+    def last_outcome(self, conversation_id: str) -> dict[str, Any] | None:
+        """The outcome stored for the conversation's latest message (what the bot last
+        said: a question the next message may answer), or None."""
+        _check_id(conversation_id, "conversation_id")
+        with self._reading("read the last outcome") as db:
+            row = db.execute(
+                "SELECT outcome FROM conversation_messages WHERE conversation_id = ? ORDER BY created_at DESC LIMIT 1",
+                (self._storable(conversation_id),),
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     # -- writing ------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ ticket, the logs and the evaluation report:
    message's wording asks for a person or threatens legal action (checks 2-3 then win:
    "no me escriban más, quiero hablar con una persona" is a request, not a goodbye). The opt-out
    intent alone is not enough: see ``confirm_opt_out``.
-   ``opt_in`` -> answer: consent is not granted and the customer asks to subscribe.
+   ``opt_in`` -> answer: consent is not granted and the customer asks to subscribe (a
+   bare "sí", "dale", "ok" never does, whatever the model reads: see ``BARE_YES``).
    ``no_consent`` -> answer (the consent question): consent is required and not granted;
    with ``human_requested`` or ``legal_threat`` added when the message asks for a person
    or threatens legal action, so a customer who declined consent is not ignored.
@@ -236,6 +237,11 @@ def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = 
     return any(word in lexicon for word in _WORD.findall(text)) or matches_any(text, patterns)
 
 
+# A bare yes answers whatever the bot said last; it is no request to subscribe. The
+# bundled model reads "sí", "dale", "sip", "de acuerdo" as the opt-in intent (0.85-0.97),
+# which after "BAJA" -> "Listo, te dimos de baja" undid the opt-out.
+BARE_YES = re.compile(r"^\W*(si|sip|claro|ok|okay|vale|dale|de acuerdo|bueno|listo)\W*$")
+
 _MARKS = re.compile(r"[!?¡¿]{3,}")
 
 
@@ -291,7 +297,7 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     if matches_any(folded, policy.opt_out_patterns) and not (asks_for_person or legal):
         return Decision("answer", ("opt_out",), intent=policy.opt_out_intents[0] if policy.opt_out_intents else intent)
     if policy.require_consent and conversation.consent != "granted":
-        if confident and intent in policy.opt_in_intents:
+        if confident and intent in policy.opt_in_intents and not BARE_YES.match(folded):
             return Decision("answer", ("opt_in",), intent=intent)
         asked = ("human_requested",) * wants_person + ("legal_threat",) * legal
         return Decision("answer", ("no_consent", *asked))

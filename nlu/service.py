@@ -12,15 +12,19 @@
 3. **Consent.** With ``require_consent``, nothing about the customer is stored before
    consent: the first message gets the virtual-assistant disclosure and the consent
    question (buttons "Sí, acepto" / "No"); accepting (button or typed "sí", "acepto")
-   grants it. An opt-out ("BAJA", "no me escriban más", the "Darme de baja" button) is
-   honoured at once, confirmed, and from then on the bot is silent (action ``"silent"``,
-   no reply, only the message id kept for retries) until the customer opts in again
-   ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the consent
-   question again. The opt-out intent alone gets a confirmation question first.
+   grants it; a typed "sí" right after the consent question is its "Sí, acepto" button,
+   with the request for a person that button may carry (``_PENDING_ON_CONSENT``), also
+   after an opt-out. An opt-out ("BAJA", "no me escriban más", the "Darme de baja"
+   button) is honoured at once, confirmed, and from then on the bot is silent (action
+   ``"silent"``, no reply, only the message id kept for retries) until the customer opts
+   in again ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the
+   consent question again. The opt-out intent alone gets a confirmation question first.
 4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
-   the id ``human`` asks for a person.
+   the id ``human`` asks for a person (without consent: the consent question, as typing
+   the request gets). A typed answer to the clarifying question just asked that names
+   an option by place or title ("2", "la segunda", "Reembolso") is that option's button.
 5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
    buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
    prediction, the reasons, the recent turns and a priority (frustration first), reply
@@ -81,6 +85,22 @@ _ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? ace
 # After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not.
 _REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
 _DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
+
+# A typed answer to a clarifying question that names an option by its place, as shown:
+# "2", "la segunda", "opción 3", "el primero porfa" (folded text).
+_ORDINALS: dict[str, int] = {
+    word: n
+    for n, words in enumerate(
+        (("primera", "primero", "primer", "uno", "una"), ("segunda", "segundo", "dos"), ("tercera", "tercero", "tercer", "tres"),
+         ("cuarta", "cuarto", "cuatro"), ("quinta", "quinto", "cinco"), ("sexta", "sexto", "seis"), ("septima", "septimo", "siete"),
+         ("octava", "octavo", "ocho"), ("novena", "noveno", "nueve"), ("decima", "decimo", "diez")),
+        start=1,
+    )
+    for word in words
+}
+_PLACE = re.compile(
+    r"^\W*(?:(?:la|el|opcion|numero|nro)\s*)*(?P<place>\d{1,2}|[a-z]+)(?:\s+(?:opcion|por favor|porfa|porfis))?\W*$"
+)
 
 # Priority bonus per reason: frustration first, legal threats above everything. The legal
 # bonus is more than all the others and a full frustration score together (3.75), so a calm
@@ -256,6 +276,8 @@ class Service:
             if consent is not None:
                 return consent
 
+        if message.button_id is None and view.pending_options:
+            message = self._typed_choice(message)
         text = message.text
         if not text.strip() and (message.button_id or "").startswith(INTENT_PREFIX):
             # A button reply without its title: score the title it showed instead.
@@ -263,7 +285,7 @@ class Service:
         prediction = self.model.score(text)
         routed, chosen = self._chosen(prediction, message)
         if message.button_id == HUMAN_ID:
-            decision = Decision("escalate", ("human_requested",), intent=prediction.intent)
+            decision = self._person_button(prediction, view)
         elif chosen is not None and chosen in self.policy.opt_out_intents:
             decision = Decision("answer", ("opt_out",), intent=chosen)  # the customer pressed "Darme de baja"
         else:
@@ -346,9 +368,16 @@ class Service:
             outcome = Outcome("answer", reply, None, ("consent_declined",), None)
             return self._save(message, outcome, consent="revoked", disclosed=True)
         if view.consent == "granted":
-            return None
+            # A "Sí, acepto" tapped again (a second tap, an old consent question) is confirmed
+            # again, not scored: the model reads "Sí, acepto" as a subscription request.
+            return self._consent_granted(message, view) if _is_consent_yes(message.button_id) else None
+        button = message.button_id
+        if button is None and _ACCEPT.match(folded):
+            # A typed "sí" answers the consent question the bot just asked as its "Sí, acepto"
+            # button does: with the request that button carries, and after an opt-out too.
+            button = self._consent_yes_asked(message.conversation_id)
         accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _ACCEPT.match(folded))
-        pending = _pending_on_consent(message.button_id)
+        pending = _pending_on_consent(button)
         if pending:
             # The note stands for the first message, which was not kept.
             note = _PENDING_NOTE.format(reasons=", ".join(pending))
@@ -356,11 +385,50 @@ class Service:
             prediction = self.model.score(note)
             decision = Decision("escalate", pending, intent=prediction.intent)
             return self._act(noted, view, prediction, prediction, decision, None, grant_consent=True)
-        if _is_consent_yes(message.button_id) or accepted:
-            reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
-            outcome = Outcome("answer", reply, None, ("consent_granted",), None)
-            return self._save(message, outcome, consent="granted", disclosed=True)
+        if _is_consent_yes(button) or accepted:
+            return self._consent_granted(message, view)
         return None  # decide() handles opt-in, opt-out and asking for consent
+
+    def _consent_granted(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """Consent given: confirm it and record it (no turn: nothing to route)."""
+        reply = self._with_disclosure(self.catalogue.system_reply("consent_granted"), view)
+        outcome = Outcome("answer", reply, None, ("consent_granted",), None)
+        return self._save(message, outcome, consent="granted", disclosed=True)
+
+    def _typed_choice(self, message: InboundMessage) -> InboundMessage:
+        """A typed answer to the clarifying question just asked that names one of its
+        options, by place ("2", "la segunda") or by title ("Reembolso"), is that button
+        tapped, its title as the text as a tap sends it: scored on its own, "2" read as a
+        subscription and "la segunda" as a frustrated customer. Anything else is a new
+        message, scored as usual."""
+        last = self.conversations.last_outcome(message.conversation_id) or {}
+        if last.get("action") != "clarify":
+            return message
+        reply = last.get("reply") or {}
+        shown = [(b["id"], b["title"]) for b in reply.get("buttons", ())]
+        shown += [(r["id"], r["title"]) for r in (reply.get("list") or {}).get("rows", ())]
+        folded = fold(message.text)
+        place = _place(folded)
+        picked = [(ident, title) for i, (ident, title) in enumerate(shown, start=1) if i == place or fold(title) == folded]
+        if not picked:
+            return message
+        ident, title = picked[0]
+        return dataclasses.replace(message, text=title, button_id=ident)
+
+    def _consent_yes_asked(self, conversation_id: str) -> str | None:
+        """The id of the "Sí, acepto" button when the bot's latest message in the
+        conversation is the consent question, else None."""
+        last = self.conversations.last_outcome(conversation_id) or {}
+        buttons = (last.get("reply") or {}).get("buttons", ())
+        return next((b["id"] for b in buttons if _is_consent_yes(b["id"])), None)
+
+    def _person_button(self, prediction: Prediction, view: ConversationView) -> Decision:
+        """The "Hablar con asesor" button, like typing "quiero hablar con una persona":
+        an escalation, or without consent the consent question carrying the request. A
+        stale button tapped after an opt-out must not store a ticket and turns."""
+        if self.policy.require_consent and view.consent != "granted":
+            return Decision("answer", ("no_consent", "human_requested"))
+        return Decision("escalate", ("human_requested",), intent=prediction.intent)
 
     def _chosen(self, prediction: Prediction, message: InboundMessage) -> tuple[Prediction, str | None]:
         """A button reply naming an intent is that intent, at full confidence."""
@@ -440,6 +508,15 @@ class Service:
         return self._save(
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )
+
+
+def _place(folded: str) -> int:
+    """The place of the option a typed answer names ("2", "la segunda": 2), or 0."""
+    match = _PLACE.match(folded)
+    if match is None:
+        return 0
+    word = match["place"]
+    return int(word) if word.isdigit() else _ORDINALS.get(word, 0)
 
 
 def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:

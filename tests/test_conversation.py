@@ -50,6 +50,17 @@ def test_conversation_message_id_recorded_once(db_url: str) -> None:
     assert len(view.turns) == 1 and view.consent == "unknown"  # the retry changed nothing
 
 
+def test_conversation_last_outcome_is_the_latest_message_of_that_conversation(db_url: str) -> None:
+    with open_conversations(db_url) as store:
+        assert store.last_outcome("c1") is None
+        store.record("c1", "m1", {"action": "clarify"})
+        store.record("c2", "m2", {"action": "escalate"})
+        store.record("c1", "m3", {"action": "answer"}, turn=turn("m3"))
+        store.record("c1", "m3", {"action": "silent"})  # a retry changes nothing
+        assert store.last_outcome("c1") == {"action": "answer"}
+        assert store.last_outcome("c2") == {"action": "escalate"}
+
+
 def test_conversation_keeps_recent_turns_only(db_url: str) -> None:
     with open_conversations(db_url, history_turns=3) as store:
         for i in range(6):

@@ -170,12 +170,59 @@ def test_service_clarification_answered_by_a_button(service: Service) -> None:
     assert cancel.action == "escalate" and "sensitive_intent" in cancel.reasons
 
 
+@pytest.mark.parametrize(
+    ("typed", "intent"),
+    [("la segunda", "reembolso"), ("2", "reembolso"), ("opción 1", "factura"), ("el primero porfa", "factura"), ("Reembolso", "reembolso")],
+)
+def test_service_clarification_answered_by_typing_the_option(db: Path, typed: str, intent: str) -> None:
+    # A typed "la segunda" or "2" was scored on its own, as if no question had been asked:
+    # the bundled model read "2" as a subscription ("¡Listo! Te suscribimos...") and "la
+    # segunda" as a frustrated customer (an escalation).
+    readings = {"2": P("suscribirse", 0.63), "la segunda": P("fuera_de_alcance", 0.65, sentiment="negativo", frustration=0.6)}
+    with make_service(db, model=ScriptedModel({**SCRIPT, **readings})) as service:
+        chat = Chat(service)
+        chat.consent()
+        chat.say("lo del pago")
+        chosen = chat.say(typed)
+    assert chosen.action == "answer" and chosen.intent == intent and chosen.reasons == ("button_choice",)
+    assert chosen.reply is not None and chosen.reply.text == load_catalogue().answer(intent).text
+
+
+def test_service_a_typed_place_picks_only_from_the_clarifying_question_just_asked(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("lo del pago")
+    assert chat.say("3").reasons == ("human_requested",)  # the third button: "Hablar con asesor"
+    # Another question answered meanwhile: "2" is a new message again, not the old option.
+    other = Chat(service, "5215500000009", prefix="other")
+    other.consent()
+    other.say("lo del pago")
+    other.say("dónde está mi pedido #A-48213?")
+    assert other.say("2").intent == "fuera_de_alcance"
+
+
 def test_service_human_button_escalates(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
     chat.say("lo del pago")
     outcome = chat.say("Hablar con asesor", button_id="human")
     assert outcome.action == "escalate" and outcome.reasons == ("human_requested",)
+
+
+def test_service_a_stale_person_button_after_an_opt_out_asks_for_consent_first(service: Service) -> None:
+    # The old "Hablar con asesor" button of a clarifying question, tapped after "BAJA",
+    # escalated: a ticket and a turn stored about a customer who had opted out.
+    chat = Chat(service)
+    chat.consent()
+    chat.say("lo del pago")
+    chat.say("BAJA")
+    tapped = chat.say("Hablar con asesor", button_id="human")
+    assert tapped.action == "answer" and tapped.reasons == ("no_consent", "human_requested") and tapped.ticket is None
+    assert tapped.reply is not None and [b.id for b in tapped.reply.buttons] == ["consent:yes:human_requested", "consent:no"]
+    assert service.queue.depth() == 0
+    assert [t.text for t in service.conversations.view(chat.conversation_id).turns] == ["lo del pago"]
+    accepted = chat.say("Sí, acepto", button_id="consent:yes:human_requested")
+    assert accepted.action == "escalate" and accepted.reasons == ("human_requested",)
 
 
 def test_service_opt_out_then_silence(service: Service) -> None:
@@ -195,9 +242,10 @@ def test_service_opt_out_then_silence(service: Service) -> None:
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "revoked" and [t.intent for t in view.turns] == ["saludo"]
     assert service.queue.depth() == 0
+    # Typed, the acceptance answers that question: the request it carries escalates.
     back = chat.say("ACEPTO")
-    assert back.reasons == ("consent_granted",)
-    assert chat.say("hola").action == "answer"
+    assert back.action == "escalate" and back.reasons == ("human_requested",)
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
 
 
 def test_service_a_request_for_a_person_before_consent_is_kept_in_the_button_not_the_database(service: Service) -> None:
@@ -213,6 +261,44 @@ def test_service_a_request_for_a_person_before_consent_is_kept_in_the_button_not
     assert accepted.ticket is not None and "antes del consentimiento" in accepted.ticket.text
     view = service.conversations.view(chat.conversation_id)
     assert view.consent == "granted" and view.human_active
+
+
+@pytest.mark.parametrize("opted_out", [False, True])
+def test_service_a_typed_yes_to_the_consent_question_keeps_the_request_for_a_person(service: Service, opted_out: bool) -> None:
+    # Typing "sí" instead of tapping "Sí, acepto" dropped the request the button carried
+    # ("¿en qué te puedo ayudar?"), and after an opt-out it got no answer at all.
+    chat = Chat(service)
+    if opted_out:
+        chat.consent()
+        chat.say("BAJA")
+    asked = chat.say("quiero hablar con un asesor")
+    assert asked.reasons == ("no_consent", "human_requested")
+    yes = chat.say("sí")
+    assert yes.action == "escalate" and yes.reasons == ("human_requested",) and yes.ticket is not None
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_after_an_opt_out_a_typed_yes_opts_in_only_as_an_answer_to_the_consent_question(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    chat.say("BAJA")
+    assert chat.say("sí").action == "silent"  # the last bot message was the opt-out confirmation
+    assert service.conversations.view(chat.conversation_id).consent == "revoked"
+    assert chat.say("ACEPTO").reasons == ("consent_granted",)  # as the confirmation says
+
+
+@pytest.mark.parametrize("button_id", ["consent:yes", "consent:yes:human_requested"])
+def test_service_the_consent_button_tapped_again_is_confirmed_again(db: Path, button_id: str) -> None:
+    # A second tap (or an old consent question's button) was scored as text: the bundled
+    # model reads "Sí, acepto" as the opt-in intent at 1.0, so the customer was told
+    # "¡Listo! Te suscribimos a nuestras novedades y ofertas", and a third tap escalated
+    # as a repeated intent.
+    with make_service(db, model=ScriptedModel({**SCRIPT, "Sí, acepto": P("suscribirse", 1.0)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        again = chat.say("Sí, acepto", button_id=button_id)
+        assert again.action == "answer" and again.reasons == ("consent_granted",) and again.ticket is None
+        assert service.conversations.view(chat.conversation_id).turns == ()
 
 
 @pytest.mark.parametrize("button_id", ["consent:yes:evil", "consent:yes:", "consent:yes:human_requested+opt_out"])
@@ -233,6 +319,23 @@ def test_service_opt_out_intent_alone_asks_first_and_the_button_honours_it(servi
     bye = chat.say("Darme de baja", button_id="intent:darse_de_baja")
     assert bye.action == "answer" and bye.reasons == ("opt_out", "button_choice")
     assert service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
+@pytest.mark.parametrize("leave", ["BAJA", "decline"])
+def test_service_a_bare_yes_after_leaving_does_not_subscribe_again(db: Path, leave: str) -> None:
+    # The bundled model reads "sí" as the opt-in intent (0.85): "BAJA" -> "Listo, te dimos
+    # de baja", then "sí" -> "¡Listo! Te suscribimos a nuestras novedades", consent granted.
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("suscribirse", 0.85)})) as service:
+        chat = Chat(service)
+        if leave == "BAJA":
+            chat.consent()
+            chat.say("BAJA")
+        else:
+            chat.say("hola")
+            chat.say("No", button_id="consent:no")
+        yes = chat.say("sí")
+        assert yes.action == "silent" and yes.reply is None
+        assert service.conversations.view(chat.conversation_id).consent == "revoked"
 
 
 def test_service_opt_in_after_opt_out(service: Service) -> None:
