@@ -240,7 +240,12 @@ def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = 
 # A bare yes answers whatever the bot said last; it is no request to subscribe. The
 # bundled model reads "sí", "dale", "sip", "de acuerdo" as the opt-in intent (0.85-0.97),
 # which after "BAJA" -> "Listo, te dimos de baja" undid the opt-out.
-BARE_YES = re.compile(r"^\W*(si|sip|claro|ok|okay|vale|dale|de acuerdo|bueno|listo)\W*$")
+# A message of agreement words and courtesy only ("sí, por favor", "ok gracias", "sale
+# pues"), with at least one agreement word; folded text. "acepto" is not one: it is the
+# explicit consent the service reads itself.
+_AGREE = r"(?:si+|sip|claro(?: que si)?|ok(?:ay|a|i)?|vale|dale|va|sale|de acuerdo|bueno|listo|perfecto|esta bien|por supuesto)"
+_COURTESY = r"(?:gracias|por favor|porfa|porfis|pues)"
+BARE_YES = re.compile(rf"^\W*(?=.*\b{_AGREE}\b)(?:{_AGREE}|{_COURTESY})(?:[\s,.!]+(?:{_AGREE}|{_COURTESY}))*\W*$")
 
 _MARKS = re.compile(r"[!?¡¿]{3,}")
 

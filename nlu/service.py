@@ -69,7 +69,7 @@ from .responses import (
     Reply,
     load_catalogue,
 )
-from .routing import ConversationView, Decision, Turn, decide, fold, policy_for
+from .routing import BARE_YES, ConversationView, Decision, Turn, decide, fold, policy_for
 
 MAX_TEXT = 4096  # WhatsApp's own limit for a text message
 
@@ -81,7 +81,8 @@ _PENDING_ON_CONSENT = ("human_requested", "legal_threat")
 _PENDING_NOTE = "(Primer mensaje, antes del consentimiento: {reasons}. Ese mensaje no se guardó.)"
 
 # Typed acceptance of the consent question ("sí", "si acepto", "ACEPTO", "dale").
-_ACCEPT = re.compile(r"^\W*(si|sip|claro|ok|okay|dale|de acuerdo|acepto|si,? acepto|si,? claro|acepto,? gracias)\W*$")
+# A typed yes to the consent question: agreement (routing's BARE_YES) or "acepto" itself.
+_EXPLICIT_ACCEPT = re.compile(r"^\W*(?:si[\s,]+)?acepto(?:[\s,]+(?:gracias|por favor|los terminos))?\W*$")
 # After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not.
 _REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
 _DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
@@ -372,11 +373,11 @@ class Service:
             # again, not scored: the model reads "Sí, acepto" as a subscription request.
             return self._consent_granted(message, view) if _is_consent_yes(message.button_id) else None
         button = message.button_id
-        if button is None and _ACCEPT.match(folded):
+        if button is None and _accepts(folded):
             # A typed "sí" answers the consent question the bot just asked as its "Sí, acepto"
             # button does: with the request that button carries, and after an opt-out too.
             button = self._consent_yes_asked(message.conversation_id)
-        accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _ACCEPT.match(folded))
+        accepted = _REACCEPT.match(folded) if view.consent == "revoked" else (view.disclosed and _accepts(folded))
         pending = _pending_on_consent(button)
         if pending:
             # The note stands for the first message, which was not kept.
@@ -517,6 +518,10 @@ def _place(folded: str) -> int:
         return 0
     word = match["place"]
     return int(word) if word.isdigit() else _ORDINALS.get(word, 0)
+
+
+def _accepts(folded: str) -> bool:
+    return BARE_YES.match(folded) is not None or _EXPLICIT_ACCEPT.match(folded) is not None
 
 
 def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:

@@ -278,6 +278,22 @@ def test_service_a_typed_yes_to_the_consent_question_keeps_the_request_for_a_per
     assert service.conversations.view(chat.conversation_id).consent == "granted"
 
 
+@pytest.mark.parametrize("typed", ["sí, por favor", "si dale", "ok gracias", "Claro que sí!", "sí acepto", "Acepto, gracias", "vale", "sale pues"])
+def test_service_typed_agreement_to_the_consent_question_grants_it(service: Service, typed: str) -> None:
+    # Only a few exact words counted: "sí, por favor" got the consent question once more.
+    chat = Chat(service)
+    chat.say("hola")
+    assert chat.say(typed).reasons == ("consent_granted",)
+
+
+@pytest.mark.parametrize("typed", ["sí pero primero dime el precio", "gracias", "no sé"])
+def test_service_typed_text_that_is_not_agreement_does_not_grant_consent(service: Service, typed: str) -> None:
+    chat = Chat(service)
+    chat.say("hola")
+    chat.say(typed)
+    assert service.conversations.view(chat.conversation_id).consent != "granted"
+
+
 def test_service_after_an_opt_out_a_typed_yes_opts_in_only_as_an_answer_to_the_consent_question(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
@@ -325,7 +341,8 @@ def test_service_opt_out_intent_alone_asks_first_and_the_button_honours_it(servi
 def test_service_a_bare_yes_after_leaving_does_not_subscribe_again(db: Path, leave: str) -> None:
     # The bundled model reads "sí" as the opt-in intent (0.85): "BAJA" -> "Listo, te dimos
     # de baja", then "sí" -> "¡Listo! Te suscribimos a nuestras novedades", consent granted.
-    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("suscribirse", 0.85)})) as service:
+    script = {**SCRIPT, "sí": P("suscribirse", 0.85), "sí, por favor": P("suscribirse", 0.9), "ok gracias": P("suscribirse", 0.8)}
+    with make_service(db, model=ScriptedModel(script)) as service:
         chat = Chat(service)
         if leave == "BAJA":
             chat.consent()
@@ -333,9 +350,10 @@ def test_service_a_bare_yes_after_leaving_does_not_subscribe_again(db: Path, lea
         else:
             chat.say("hola")
             chat.say("No", button_id="consent:no")
-        yes = chat.say("sí")
-        assert yes.action == "silent" and yes.reply is None
-        assert service.conversations.view(chat.conversation_id).consent == "revoked"
+        for yes_text in ("sí", "sí, por favor", "ok gracias"):
+            yes = chat.say(yes_text)
+            assert yes.action == "silent" and yes.reply is None
+            assert service.conversations.view(chat.conversation_id).consent == "revoked"
 
 
 def test_service_opt_in_after_opt_out(service: Service) -> None:
