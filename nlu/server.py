@@ -941,6 +941,13 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _kept(text: str) -> str:
+    """A customer's text as far as we handle it: WhatsApp lets them send up to 65,536
+    characters, we score and store the first 4,096 (the last one marks the cut). A long
+    complaint is answered from its start rather than not at all."""
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
+
+
 def _handle_notification(service: Service, sender: Sender, metrics: Metrics, notification: Notification) -> dict[str, Any]:
     """Run each message through the service; send each fresh reply once (in a worker thread)."""
     results: list[dict[str, Any]] = []
@@ -958,7 +965,7 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
         try:
             if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "")):
                 raise InputError("the message contains unpaired surrogate code points (invalid Unicode)")
-            message = InboundMessage(wa.conversation_id, wa.message_id, wa.text, wa.button_id)
+            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id)
         except InputError as exc:
             # Retrying cannot fix it, so it is acknowledged (Meta stops retrying) and reported.
             ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "invalid_message", "message": str(exc)})

@@ -692,7 +692,7 @@ def test_bad_input_http_webhook_signed_malformed_message_is_acknowledged_not_sto
 
 
 @pytest.mark.parametrize(
-    "body", ["", "   ", "a" * 4097, "\ud800 hola"], ids=["empty", "blank", "too-long", "lone-surrogate"]
+    "body", ["", "   ", "\ud800 hola"], ids=["empty", "blank", "lone-surrogate"]
 )
 def test_bad_input_http_webhook_unusable_message_is_acknowledged_not_stored(
     client: TestClient, db: Path, sender: RecordingSender, body: str

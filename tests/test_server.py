@@ -456,6 +456,20 @@ def test_server_webhook_signature_checked_before_parsing(client: TestClient) -> 
     assert_error(post_webhook(client, None, raw=b"\x00\xffnot json"), 400, "invalid_json")
 
 
+def test_server_webhook_message_longer_than_we_keep_is_handled_from_its_start(client: TestClient, service: Service) -> None:
+    # WhatsApp lets a customer send up to 65,536 characters; over 4,096 the message was
+    # acknowledged and ignored, so a long complaint got no answer and no ticket.
+    assert post_webhook(client, wa_payload([wa_choice("wamid.C1", "button_reply", "consent:yes", "Sí, acepto")])).status_code == 200
+    long = "quiero hablar con una persona. " + "Les cuento todo lo que pasó con mi pedido. " * 200
+    assert len(long) > 4096
+    r = post_webhook(client, wa_payload([wa_text("wamid.L1", long)]))
+    assert r.status_code == 200 and r.json()["ignored"] == []
+    [handled] = r.json()["messages"]
+    assert handled["action"] == "escalate" and handled["ticket"] is not None
+    ticket = service.queue.get(handled["ticket"])
+    assert len(ticket.text) == 4096 and ticket.text.endswith("…") and long.startswith(ticket.text[:-1])
+
+
 def test_server_webhook_retry_makes_one_ticket_and_one_send(client: TestClient, sender: RecordingSender, service: Service) -> None:
     assert post_webhook(client, wa_payload([wa_choice("wamid.C1", "button_reply", "consent:yes", "Sí, acepto")])).status_code == 200
     payload = wa_payload([wa_text("wamid.E1", "quiero hablar con una persona, ya!")])
