@@ -136,14 +136,17 @@ class ServerSettings:
 
     def check(self) -> None:
         """Refuse to start without the secrets of the enabled parts, naming the variable."""
-        missing = []
+        missing: list[str] = []
+        flags: list[str] = []  # the way out: disable the parts that lack a secret
         if self.webhook:
-            missing += [name for name, value in ((ENV_VERIFY_TOKEN, self.verify_token), (ENV_APP_SECRET, self.app_secret)) if not (value or "").strip()]
+            absent = [name for name, value in ((ENV_VERIFY_TOKEN, self.verify_token), (ENV_APP_SECRET, self.app_secret)) if not (value or "").strip()]
+            missing += absent
+            flags += ["--no-webhook"] if absent else []
         if self.agents and not (self.agent_token or "").strip():
             missing.append(ENV_AGENT_TOKEN)
+            flags.append("--no-agents")
         if missing:
-            parts = " and ".join(p for p, on in (("--no-webhook", self.webhook), ("--no-agents", self.agents)) if on)
-            raise ConfigError(f"{', '.join(missing)} not set: export it, or start with {parts} to disable what needs it")
+            raise ConfigError(f"{', '.join(missing)} not set: export it, or start with {' and '.join(flags)} to disable what needs it")
         if self.agents and len((self.agent_token or "").strip()) < MIN_AGENT_TOKEN_CHARS:
             raise ConfigError(f"{ENV_AGENT_TOKEN} is shorter than {MIN_AGENT_TOKEN_CHARS} characters; use a long random token")
         if not 1 <= self.port <= 65535:

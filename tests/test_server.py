@@ -833,6 +833,10 @@ def test_server_settings_name_the_missing_secret(env: dict[str, str], values: di
     message = str(info.value)
     assert all(name in message for name in missing)
     assert all(name not in message for name in {ENV_VERIFY_TOKEN, ENV_APP_SECRET, ENV_AGENT_TOKEN} - set(missing))
+    # The way out names only the parts that lack a secret: --no-agents does not help
+    # when only the webhook's secrets are missing.
+    assert ("--no-webhook" in message) == (ENV_APP_SECRET in missing or ENV_VERIFY_TOKEN in missing)
+    assert ("--no-agents" in message) == (ENV_AGENT_TOKEN in missing)
 
 
 def test_server_settings_short_agent_token_and_secrets_not_in_repr() -> None:
