@@ -49,6 +49,9 @@ PLACEHOLDERS: tuple[str, ...] = ("order", "city")
 SYSTEM_MESSAGES: tuple[str, ...] = (
     "disclosure", "consent", "consent_granted", "consent_declined", "opt_out", "clarify", "human_option", "escalate",
 )
+# Messages a catalogue may leave out: without "unreadable" (the answer to a voice note,
+# a sticker, a photo without a caption) the bot stays quiet, as before it existed.
+OPTIONAL_SYSTEM_MESSAGES: tuple[str, ...] = ("unreadable",)
 # Button/row ids the service understands.
 HUMAN_ID = "human"
 CONSENT_YES_ID = "consent:yes"
@@ -303,12 +306,12 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
     missing_system = [m for m in SYSTEM_MESSAGES if m not in raw_system]
     if missing_system:
         raise ConfigError(f"{source}: system: missing message(s) {', '.join(missing_system)}")
-    extra = sorted(set(map(str, raw_system)) - set(SYSTEM_MESSAGES))
+    extra = sorted(set(map(str, raw_system)) - set(SYSTEM_MESSAGES) - set(OPTIONAL_SYSTEM_MESSAGES))
     if extra:
         raise ConfigError(f"{source}: system: unknown message(s) {', '.join(extra)}")
     system: dict[str, Entry] = {}
     list_button = "Ver opciones"
-    for name in SYSTEM_MESSAGES:
+    for name in (*SYSTEM_MESSAGES, *(m for m in OPTIONAL_SYSTEM_MESSAGES if m in raw_system)):
         value = raw_system[name]
         where = f"{source}: system.{name}"
         if name == "clarify" and isinstance(value, Mapping):

@@ -968,7 +968,7 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
         try:
             if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "")):
                 raise InputError("the message contains unpaired surrogate code points (invalid Unicode)")
-            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id)
+            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id, media=wa.media)
         except InputError as exc:
             # Retrying cannot fix it, so it is acknowledged (Meta stops retrying) and reported.
             ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "invalid_message", "message": str(exc)})

@@ -120,12 +120,15 @@ _PRIORITY_BONUS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """One customer message. ``button_id`` is set when it is a button or list reply."""
+    """One customer message. ``button_id`` is set when it is a button or list reply;
+    ``media`` names what the bot cannot read ("audio", "sticker", "image" without a
+    caption...), and then ``text`` may be empty."""
 
     conversation_id: str
     message_id: str
     text: str
     button_id: str | None = None
+    media: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("conversation_id", "message_id"):
@@ -140,7 +143,9 @@ class InboundMessage:
             raise InputError(f"text is longer than {MAX_TEXT} characters")
         if self.button_id is not None and (not isinstance(self.button_id, str) or len(self.button_id) > 256):
             raise InputError("button_id must be a string of at most 256 characters")
-        if not self.text.strip() and not self.button_id:
+        if self.media is not None and (not isinstance(self.media, str) or not self.media.strip() or len(self.media) > 32):
+            raise InputError(f"media must name the kind of message in 1..32 characters, got {self.media!r}")
+        if not self.text.strip() and not self.button_id and self.media is None:
             raise InputError("text is empty")
 
     @classmethod
@@ -272,6 +277,8 @@ class Service:
             self.conversations.end_handover(message.conversation_id)
             view = self.conversations.view(message.conversation_id)
 
+        if message.media is not None:
+            return self._unreadable(message, view)
         if self.policy.require_consent:
             consent = self._consent_reply(message, view)
             if consent is not None:
@@ -335,6 +342,15 @@ class Service:
         """A person holds the conversation: the bot stays quiet, and the message joins the
         open ticket so the agent sees it; what would have escalated it (a legal threat, an
         insult) raises the ticket's priority."""
+        if message.media is not None:
+            # Nothing to score, but the agent should know the customer sent one.
+            shown = dataclasses.replace(message, text=f"[{message.media}]")
+            turn = self._turn(shown, None, "handover", ("human_active", "unreadable"))
+            ticket, _ = self.queue.enqueue(
+                conversation_id=message.conversation_id, message_id=message.message_id, text=shown.text,
+                prediction={}, reasons=(), priority=0.0, turns=[turn.to_dict()],
+            )
+            return self._save(message, Outcome("handover", None, None, ("human_active",), ticket), turn=turn)
         prediction = self.model.score(message.text)
         decision = decide(prediction, view, self.policy, message.text)
         signals = decision.reasons if decision.action == "escalate" else ()
@@ -357,6 +373,26 @@ class Service:
             turns=turns,
         )
         return ticket
+
+    def _unreadable(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """A voice note, a sticker, a photo without a caption: nothing to score or route on,
+        so no turn is kept. The bot asks for text (the catalogue's optional
+        ``system.unreadable``; without it, it stays quiet). Consent comes first, as for any
+        message, and after an opt-out the bot is silent."""
+        if self.policy.require_consent and view.consent != "granted":
+            if view.consent == "revoked":
+                return self._save(message, Outcome("silent", None, None, ("unreadable",), None))
+            return self._ask_consent(message, view, ("no_consent",))
+        if "unreadable" not in self.catalogue.system:
+            return self._save(message, Outcome("silent", None, None, ("unreadable",), None))
+        reply = self._with_disclosure(self.catalogue.system_reply("unreadable"), view)
+        return self._save(message, Outcome("answer", reply, None, ("unreadable",), None), disclosed=True)
+
+    def _ask_consent(self, message: InboundMessage, view: ConversationView, reasons: tuple[str, ...]) -> Outcome:
+        """The consent question, carrying a request for a person or a legal threat in its button."""
+        consent = _carrying(self.catalogue.system_reply("consent"), tuple(r for r in reasons if r in _PENDING_ON_CONSENT))
+        reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
+        return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)
 
     def _with_disclosure(self, reply: Reply, view: ConversationView) -> Reply:
         return reply if view.disclosed else reply.prefixed(self.catalogue.system["disclosure"].text)
@@ -467,9 +503,7 @@ class Service:
                 return self._save(message, Outcome("silent", None, None, reasons, None))
             # An opted-out customer who asks for a person (or threatens legal action) gets
             # the consent question again: a person can take over once they accept.
-            consent = _carrying(self.catalogue.system_reply("consent"), tuple(r for r in reasons if r in _PENDING_ON_CONSENT))
-            reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
-            return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)
+            return self._ask_consent(message, view, reasons)
 
         consent_change = {"consent": "granted"} if grant_consent or "opt_in" in decision.reasons else {}
         if decision.action == "answer":

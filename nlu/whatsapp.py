@@ -91,6 +91,7 @@ class WhatsAppMessage:
     button_id: str | None = None
     phone_number_id: str | None = None
     context_message_id: str | None = None  # the bot message a button reply answers
+    media: str | None = None  # a message without text to read: its type ("audio", "sticker"...)
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,15 @@ _STATUSES = ("sent", "delivered", "read", "failed")
 
 
 # Media a customer can send with a caption: the caption is what they wrote ("me llegó
-# roto" under a photo of the parcel), so it is handled as their text. Media without a
-# caption and every other type (audio, sticker, location, contacts, reaction, order,
-# system, unsupported...) carry no text the model can read: they are acknowledged (so
-# Meta does not retry) and reported back as ignored.
+# roto" under a photo of the parcel), so it is handled as their text. What a customer
+# sends that has no text the model can read (a voice note, a sticker, a photo without a
+# caption, a location, a contact card) is still a message to answer: it goes to the
+# service as ``media`` (the bot asks for text, or the agent holding the conversation
+# sees it). Everything else (reactions, orders, system notices, ``unsupported`` edits and
+# deletions, flow replies) is acknowledged, so Meta does not retry, and reported back as
+# ignored.
 _CAPTIONED = ("image", "video", "document")
+_UNREADABLE = (*_CAPTIONED, "audio", "sticker", "location", "contacts")
 
 
 def parse_webhook(payload: Any) -> Notification:
@@ -269,6 +274,8 @@ def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone
         caption = _optional_str(media.get("caption"), f"{where}.{kind}.caption")
         if caption is not None and caption.strip():
             return WhatsAppMessage(type=kind, text=caption, **common)
+    if kind in _UNREADABLE:
+        return WhatsAppMessage(type=kind, text="", media=kind, **common)
     return Ignored(message_id, kind, "unsupported_type")
 
 

@@ -559,11 +559,11 @@ def test_server_webhook_failed_delivery_of_a_reply_is_counted_and_logged(client:
     assert "wamid.OUT2" in caplog.text and "131047 Re-engagement message" in caplog.text and WA_ID not in caplog.text
 
 
-def test_server_webhook_unsupported_types_are_acknowledged(client: TestClient, sender: RecordingSender) -> None:
-    image = {"from": WA_ID, "id": "wamid.I1", "timestamp": "1", "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
-    r = post_webhook(client, wa_payload([image]))
+def test_server_webhook_reaction_is_acknowledged_not_answered(client: TestClient, sender: RecordingSender) -> None:
+    reaction = {"from": WA_ID, "id": "wamid.R1", "timestamp": "1", "type": "reaction", "reaction": {"message_id": "wamid.bot", "emoji": "👍"}}
+    r = post_webhook(client, wa_payload([reaction]))
     assert r.status_code == 200
-    assert r.json()["ignored"] == [{"message_id": "wamid.I1", "type": "image", "reason": "unsupported_type"}]
+    assert r.json()["ignored"] == [{"message_id": "wamid.R1", "type": "reaction", "reason": "unsupported_type"}]
     assert sender.sent == []
 
 
@@ -571,19 +571,41 @@ def _wa(message_id: str, kind: str, content: Any) -> dict[str, Any]:
     return {"from": WA_ID, "id": message_id, "timestamp": "1765000000", "type": kind, kind: content}
 
 
-# What Meta delivers besides text and replies (webhook reference, messages/*).
+# What a customer sends that the bot cannot read, but that still asks for an answer.
+UNREADABLE = [
+    _wa("wamid.U1", "audio", {"id": "m1", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
+    _wa("wamid.U2", "sticker", {"id": "m2", "mime_type": "image/webp", "animated": False}),
+    _wa("wamid.U3", "location", {"latitude": 19.43, "longitude": -99.13, "name": "Zócalo"}),
+    _wa("wamid.U4", "contacts", [{"name": {"formatted_name": "Luis"}, "phones": [{"phone": "+52 55 1234 5678"}]}]),
+    _wa("wamid.U5", "image", {"id": "m9", "mime_type": "image/jpeg", "sha256": "x"}),  # no caption
+]
+
+
+def test_server_webhook_voice_note_and_other_unreadable_messages_get_a_request_for_text(
+    client: TestClient, sender: RecordingSender, service: Service
+) -> None:
+    # A voice note (the way many customers write on WhatsApp) was acknowledged and ignored:
+    # the customer heard nothing back.
+    consent(client, WA_ID)
+    r = post_webhook(client, wa_payload(UNREADABLE))
+    assert r.status_code == 200 and r.json()["ignored"] == []
+    handled = r.json()["messages"]
+    assert [m["message_id"] for m in handled] == [m["id"] for m in UNREADABLE]
+    assert all(m["action"] == "answer" and "solo puedo leer mensajes de texto" in m["reply"]["text"]["body"] for m in handled)
+    assert len(sender.sent) == len(UNREADABLE)
+    assert service.conversations.view(WA_ID).turns == ()  # nothing scored, nothing to route on
+    again = post_webhook(client, wa_payload(UNREADABLE)).json()["messages"]
+    assert all(m["duplicate"] for m in again) and len(sender.sent) == len(UNREADABLE)
+
+
+# What Meta delivers that is no message to answer (webhook reference, messages/*).
 NON_TEXT = [
-    _wa("wamid.N1", "audio", {"id": "m1", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
-    _wa("wamid.N2", "sticker", {"id": "m2", "mime_type": "image/webp", "animated": False}),
-    _wa("wamid.N3", "location", {"latitude": 19.43, "longitude": -99.13, "name": "Zócalo"}),
-    _wa("wamid.N4", "contacts", [{"name": {"formatted_name": "Luis"}, "phones": [{"phone": "+52 55 1234 5678"}]}]),
     _wa("wamid.N5", "reaction", {"message_id": "wamid.bot-answer", "emoji": "👍"}),
     _wa("wamid.N6", "order", {"catalog_id": "c1", "product_items": [{"product_retailer_id": "sku-1", "quantity": 1, "item_price": 10, "currency": "MXN"}]}),
     {"from": WA_ID, "id": "wamid.N7", "timestamp": "1", "type": "unsupported", "unsupported": {"type": "edit"},
      "errors": [{"code": 131051, "title": "Message type unknown", "error_data": {"details": "Message type is currently not supported."}}]},
     {"from": WA_ID, "id": "wamid.N8", "timestamp": "1", "type": "system",
      "system": {"body": "User Ana changed from 5215512345678 to 5215587654321", "wa_id": "5215587654321", "type": "user_changed_number"}},
-    _wa("wamid.N9", "image", {"id": "m9", "mime_type": "image/jpeg", "sha256": "x"}),  # no caption
     _wa("wamid.N10", "interactive", {"type": "nfm_reply", "nfm_reply": {"response_json": "{}", "body": "Sent", "name": "flow"}}),
 ]
 

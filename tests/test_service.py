@@ -643,3 +643,65 @@ def test_policy_for_refuses_a_bad_routing_of_a_model_built_in_code(tiny_model: M
     model.meta = {**tiny_model.meta, "routing": [1]}
     with pytest.raises(ConfigError, match=r"model '.*' meta routing: expected a table, got list"):
         policy_for(model)
+
+
+# -- what the bot cannot read: voice notes, stickers, photos without a caption -----------
+
+
+def unreadable(chat: Chat, media: str = "audio") -> Outcome:
+    chat.n += 1
+    return chat.service.handle(InboundMessage(chat.conversation_id, f"{chat.prefix}.{chat.n}", "", media=media))
+
+
+def test_service_a_voice_note_gets_a_request_for_text(service: Service) -> None:
+    # It was acknowledged and ignored: the customer who sent a voice note heard nothing.
+    chat = Chat(service)
+    chat.consent()
+    outcome = unreadable(chat)
+    assert outcome.action == "answer" and outcome.reasons == ("unreadable",) and outcome.prediction is None
+    assert outcome.reply is not None and "texto" in outcome.reply.text
+    assert service.conversations.view(chat.conversation_id).turns == ()  # nothing to route on
+    again = service.handle(InboundMessage(chat.conversation_id, f"{chat.prefix}.{chat.n}", "", media="audio"))
+    assert again.duplicate and again.reply == outcome.reply  # a redelivery is not answered twice
+
+
+def test_service_unreadable_first_message_asks_for_consent_and_after_an_opt_out_is_silent(service: Service) -> None:
+    chat = Chat(service)
+    first = unreadable(chat, "sticker")
+    assert first.reasons == ("no_consent",) and first.reply is not None and [b.id for b in first.reply.buttons] == ["consent:yes", "consent:no"]
+    assert chat.say("Sí, acepto", button_id="consent:yes").reasons == ("consent_granted",)
+    chat.say("BAJA")
+    assert unreadable(chat).action == "silent"
+
+
+def test_service_unreadable_message_during_a_handover_joins_the_ticket(service: Service) -> None:
+    chat = Chat(service)
+    chat.consent()
+    ticket = chat.say("quiero hablar con una persona").ticket
+    assert ticket is not None
+    outcome = unreadable(chat, "image")
+    assert outcome.action == "handover" and outcome.reply is None
+    turns = service.queue.get(ticket.id).turns
+    assert turns[-1]["text"] == "[image]" and turns[-1]["action"] == "handover"  # the agent knows one came
+
+
+def test_service_without_the_unreadable_message_the_bot_stays_quiet(db: Path, tmp_path: Path) -> None:
+    # A catalogue written before the message existed still loads, and keeps the old behaviour.
+    source = Path(__file__).resolve().parent.parent / "data" / "responses_es.yaml"
+    text = source.read_text(encoding="utf-8")
+    start = text.index("  unreadable:")
+    end = text.index("\n  ", start + 3)
+    old = tmp_path / "responses.yaml"
+    old.write_text(text[:start] + text[end + 1 :], encoding="utf-8")
+    service = Service(ScriptedModel(SCRIPT), open_queue(str(db)), open_conversations(db), load_catalogue(old), POLICY)
+    with service:
+        chat = Chat(service)
+        chat.consent()
+        outcome = unreadable(chat)
+        assert outcome.action == "silent" and outcome.reasons == ("unreadable",)
+
+
+@pytest.mark.parametrize("media", ["", " ", "x" * 33, 7])
+def test_service_inbound_message_media_is_a_short_name(media: Any) -> None:
+    with pytest.raises(InputError, match="media"):
+        InboundMessage("c", "m", "", media=media)
