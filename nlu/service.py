@@ -400,6 +400,11 @@ class Service:
     def _consent_reply(self, message: InboundMessage, view: ConversationView) -> Outcome | None:
         """Consent buttons and typed answers to the consent question; None to go on."""
         folded = fold(message.text)
+        if message.button_id == CONSENT_NO_ID and view.consent == "granted":
+            # An old consent question's "No" after consenting: what was said since is stored,
+            # so "we keep nothing" would be untrue. It is an opt-out, and says so.
+            reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
+            return self._save(message, Outcome("answer", reply, None, ("opt_out",), None), consent="revoked", disclosed=True, pending_options=())
         if message.button_id == CONSENT_NO_ID or (view.consent == "unknown" and view.disclosed and _DECLINE.match(folded)):
             reply = self._with_disclosure(self.catalogue.system_reply("consent_declined"), view)
             outcome = Outcome("answer", reply, None, ("consent_declined",), None)

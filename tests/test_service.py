@@ -705,3 +705,18 @@ def test_service_without_the_unreadable_message_the_bot_stays_quiet(db: Path, tm
 def test_service_inbound_message_media_is_a_short_name(media: Any) -> None:
     with pytest.raises(InputError, match="media"):
         InboundMessage("c", "m", "", media=media)
+
+
+def test_service_no_after_consent_was_given_is_an_opt_out_not_a_promise_to_keep_nothing(service: Service) -> None:
+    # An old consent question's "No" tapped after consenting answered "no guardaremos nada
+    # de esta conversación", while the turns since consent stay stored until the purge.
+    chat = Chat(service)
+    chat.consent()
+    chat.say("dónde está mi pedido #A-48213?")
+    declined = chat.say("No", button_id="consent:no")
+    assert declined.reasons == ("opt_out",) and declined.reply is not None
+    assert "no guardaremos nada" not in declined.reply.text and "te dimos de baja" in declined.reply.text
+    assert service.conversations.view(chat.conversation_id).consent == "revoked"
+    first = Chat(service, conversation_id="5215500000000", prefix="other")
+    first.say("hola")
+    assert first.say("No", button_id="consent:no").reasons == ("consent_declined",)  # nothing was stored: true
