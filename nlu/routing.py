@@ -31,7 +31,7 @@ ticket, the logs and the evaluation report:
    words read as letters), ``shouting`` (all caps with "!!!" or "?!?", unless it is
    small talk read as positive: "MUCHAS GRACIAS!!!"), ``negative_streak`` (this and the previous turns negative),
    ``repeated_intent`` (the bot just answered this intent and the customer asks it again;
-   never the out-of-scope intent),
+   never the out-of-scope intent, nor after a topic picked by button, which asked nothing),
    ``repeated_low_confidence`` (this and the previous turns below the answer threshold).
 6. ``out_of_scope`` -> answer: the top intent is the out-of-scope one at answer
    confidence; the bot declines politely rather than offering unrelated options. Below
@@ -375,7 +375,10 @@ def _conversation_signals(
     repeatable = prediction.intent not in policy.repeat_exempt_intents and prediction.intent != policy.out_of_scope_intent
     if turns and _confident(prediction, policy) and repeatable:
         last = turns[-1]
-        if last.action == "answer" and last.intent == prediction.intent and not (set(last.reasons) & {"opt_in", "no_consent", "opt_out"}):
+        # A topic picked by button asked nothing yet: the customer's own words come next.
+        if last.action == "answer" and last.intent == prediction.intent and not (
+            set(last.reasons) & {"opt_in", "no_consent", "opt_out", "button_choice"}
+        ):
             found.append("repeated_intent")
     if _is_low(prediction.confidence, policy) and len(turns) >= policy.low_confidence_streak - 1:
         earlier = turns[len(turns) - (policy.low_confidence_streak - 1) :] if policy.low_confidence_streak > 1 else ()

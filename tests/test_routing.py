@@ -484,6 +484,17 @@ def test_routing_out_of_scope_twice_is_not_a_repeated_intent() -> None:
     assert (decision.action, decision.reasons) == ("answer", ("out_of_scope",))
 
 
+def test_routing_a_topic_picked_by_button_then_asked_in_words_is_not_a_repeat() -> None:
+    # Greeting menu -> "Devolución" (answered) -> "quiero devolver unas zapatillas" escalated
+    # as repeated_intent: the tap asked nothing, the customer's own words come next.
+    picked = Turn("m0", "Devolución", "devolucion", 1.0, "neutral", "neutral", 0.0, "answer", ("button_choice",))
+    conversation = ConversationView(consent="granted", turns=(picked,))
+    decision = decide(pred("devolucion", 0.95), conversation, POLICY, "quiero devolver unas zapatillas")
+    assert (decision.action, decision.reasons) == ("answer", ())
+    typed = dataclasses.replace(picked, reasons=())  # asked in words, answered, asked again: a repeat
+    assert "repeated_intent" in decide(pred("devolucion", 0.95), ConversationView(consent="granted", turns=(typed,)), POLICY, "otra vez").reasons
+
+
 def _ranked(*top: tuple[str, float]) -> Prediction:
     """A prediction with the bundled model's top intents for a message (rounded) and the
     rest of its 27 intents sharing what is left."""
