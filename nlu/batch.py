@@ -305,6 +305,11 @@ def open_input(path: str | Path, text_column: str = "text") -> _Input:
     return _Input(path, kind, tuple(files), schema, rows)
 
 
+def _is_part(relative: Path) -> bool:
+    """A file that a folder of Parquet parts may hold: a part, or Dask's and Spark's own files."""
+    return relative.suffix in PARQUET_SUFFIXES or _hidden(relative)
+
+
 def _hidden(relative: Path) -> bool:
     # Dask and Spark keep _metadata, _SUCCESS, .crc files next to the parts.
     return any(part.startswith((".", "_")) for part in relative.parts)
@@ -388,6 +393,15 @@ def _csv_chunks(source: _Input, chunk_size: int) -> Iterator[_Chunk]:
 def _check_output(output: Path, source: _Input, force: bool) -> None:
     if output.exists() and not force:
         raise DataError(f"{output}: already exists; pass --force to replace it")
+    if output.is_dir() and not output.is_symlink():
+        # --force replaces an earlier output (a file, or a folder of Parquet parts), never a
+        # folder of other files: `score-batch in.csv reports --force` deleted reports/.
+        other = next((p for p in sorted(output.rglob("*")) if not p.is_dir() and not _is_part(p.relative_to(output))), None)
+        if other is not None:
+            raise DataError(
+                f"{output}: a folder that is not Parquet output (it holds {other.relative_to(output)}); "
+                "--force replaces only a Parquet output, choose another output"
+            )
     check_can_create(output)
     resolved = output.resolve()
     for f in (source.path, *source.files):

@@ -81,8 +81,8 @@ def _main(
     """Spanish chat NLU for customer-service bots."""
 
 
-DataFiles = Annotated[list[Path], typer.Argument(help="Data files: .csv .tsv .jsonl .parquet or Rasa .yml", show_default=False)]
-ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `nlu train`.", show_default=False)]
+DataFiles = Annotated[list[Path], typer.Argument(metavar="DATA", help="Data files: .csv .tsv .jsonl .parquet or Rasa .yml", show_default=False)]
+ModelDir = Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Model directory written by `nlu train`.", show_default=False)]
 ColumnMap = Annotated[
     list[str] | None,
     typer.Option(
@@ -143,7 +143,7 @@ def train(
 @fails_cleanly
 def score(
     model_dir: ModelDir,
-    texts: Annotated[list[str], typer.Argument(help='Messages to score; "-" reads one message per line from stdin.', show_default=False)],
+    texts: Annotated[list[str], typer.Argument(metavar="TEXT", help='Messages to score; "-" reads one message per line from stdin.', show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Intents to list in the ranking.")] = 3,
     route: Annotated[
         bool, typer.Option("--route", help="Add the routing decision (answer, clarify or escalate, with reasons) for each message as the first of a conversation.")
@@ -193,8 +193,8 @@ def _stdin_lines() -> list[str]:
 @fails_cleanly
 def score_batch(
     model_dir: ModelDir,
-    input: Annotated[Path, typer.Argument(help="CSV/TSV file, Parquet file, or a folder of Parquet parts.", show_default=False)],
-    output: Annotated[Path, typer.Argument(help="Parquet to write: a file (local) or a folder of parts (dask).", show_default=False)],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV/TSV file, Parquet file, or a folder of Parquet parts.", show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Parquet to write: a file (local) or a folder of parts (dask).", show_default=False)],
     engine: Annotated[str, typer.Option("--engine", help="local (streams in chunks) or dask (a cluster).")] = "local",
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler (default: start a local cluster).", show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes of the local Dask cluster.")] = 2,
@@ -237,7 +237,7 @@ def score_batch(
 @app.command()
 @fails_cleanly
 def evaluate(
-    paths: Annotated[list[Path], typer.Argument(help="MODEL_DIR then DATA files; with --cv, DATA files only.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="MODEL_DIR DATA", help="MODEL_DIR then DATA files; with --cv, DATA files only.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder to write (metrics.json, report.html, PNG, CSV).")] = None,
     cv: Annotated[int | None, typer.Option("--cv", min=2, help="Cross-validate: train and test on K stratified folds of DATA (no model).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml: its [routing] replaces the model's policy; [train] is used by --cv.")] = None,
@@ -298,9 +298,9 @@ def evaluate(
 @app.command()
 @fails_cleanly
 def compare(
-    a: Annotated[Path, typer.Argument(help="Current model: its report folder (or metrics.json), or its model directory with DATA.", show_default=False)],
-    b: Annotated[Path, typer.Argument(help="Candidate: a report folder (or metrics.json), or a model directory with DATA.", show_default=False)],
-    data: Annotated[list[Path] | None, typer.Argument(help="Labelled data to evaluate both models on (then A and B are model directories).", show_default=False)] = None,
+    a: Annotated[Path, typer.Argument(metavar="A", help="Current model: its report folder (or metrics.json), or its model directory with DATA.", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="Candidate: a report folder (or metrics.json), or a model directory with DATA.", show_default=False)],
+    data: Annotated[list[Path] | None, typer.Argument(metavar="DATA", help="Labelled data to evaluate both models on (then A and B are model directories).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="nlu.toml whose [routing] replaces both models' policies.")] = None,
     column: ColumnMap = None,
 ) -> None:
@@ -453,7 +453,7 @@ QueueDb = Annotated[
     typer.Option("--db", help="Queue database: a path, sqlite:///path or postgresql://... [default: $NLU_DB or var/nlu.db].", show_default=False),
 ]
 AgentName = Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)]
-TicketId = Annotated[int, typer.Argument(min=1, max=MAX_TICKET_ID, help="Ticket id.", show_default=False)]
+TicketId = Annotated[int, typer.Argument(metavar="ID", min=1, max=MAX_TICKET_ID, help="Ticket id.", show_default=False)]
 
 
 def _ticket_json(ticket: Any) -> str:

@@ -269,9 +269,13 @@ def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        # exc.start counts from the start of the file (after a BOM); the message gives the
+        # byte within its line, counted from 1, as `nlu score -` does for stdin.
+        data = exc.object
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise DataError(
-            f"{path}: line {line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+            f"{path}: line {line}: not valid UTF-8 (byte {column}); save the file as UTF-8"
         ) from None
 
 

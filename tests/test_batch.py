@@ -177,6 +177,22 @@ def test_batch_refuses_existing_output_unless_forced(tiny_model: Any, messages_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "messages.csv", "out.parquet"]
 
 
+def test_batch_force_never_replaces_a_folder_of_other_files(tiny_model: Any, messages_csv: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "reports"
+    (folder / "es").mkdir(parents=True)
+    (folder / "es" / "report.html").write_text("keep me", encoding="utf-8")
+    (folder / "part.0.parquet").write_bytes(b"")
+    for engine in ("local", "dask"):
+        with pytest.raises(DataError, match=r"reports: a folder that is not Parquet output \(it holds es/report\.html\)"):
+            score_file(tiny_model, messages_csv, folder, engine=engine, force=True)
+    assert (folder / "es" / "report.html").read_text(encoding="utf-8") == "keep me"
+    # An earlier output of the dask engine is replaced, with Dask's and Spark's own files.
+    (folder / "es" / "report.html").unlink()
+    (folder / "_SUCCESS").write_bytes(b"")
+    score_file(tiny_model, messages_csv, folder, force=True)
+    assert folder.is_file()
+
+
 def test_batch_refuses_to_overwrite_its_input(tiny_model: Any, messages_csv: Path) -> None:
     with pytest.raises(DataError, match="would overwrite the input"):
         score_file(tiny_model, messages_csv, messages_csv, force=True)

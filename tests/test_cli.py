@@ -52,6 +52,19 @@ def test_cli_help_keeps_bracketed_words(path: list[str]) -> None:
         assert word in output, f"{' '.join(path)} --help lost {word}"
 
 
+@pytest.mark.parametrize("path", _all_command_paths(), ids=lambda p: " ".join(p) or "nlu")
+def test_cli_help_names_arguments_as_the_readme(path: list[str]) -> None:
+    # The README writes `nlu score MODEL_DIR TEXT...`; the usage line said {model_dir} {texts}.
+    command = get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    usage = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output.splitlines()[0]
+    for param in command.params:
+        if param.param_type_name == "argument":
+            assert param.metavar and param.metavar == param.metavar.upper(), (path, param.name)
+            assert param.metavar in usage, usage
+
+
 def test_cli_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0

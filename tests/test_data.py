@@ -76,6 +76,15 @@ def test_data_unreadable_encoding_names_the_line(tmp_path: Path) -> None:
         load_data([path])
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_data_unreadable_encoding_names_the_byte_within_its_line(tmp_path: Path, bom: bytes) -> None:
+    # "line 3 (byte 6)" is the 6th byte of line 3, as for stdin, not the offset in the file.
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(bom + "text,intent\nhola,saludo\ncanción,otro\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv: line 3: not valid UTF-8 \(byte 6\)"):
+        load_data([path])
+
+
 def test_data_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         load_data([tmp_path / "nope.csv"])
