@@ -1053,9 +1053,10 @@ def load_service(settings: ServerSettings) -> Service:
 
 
 def _sender(settings: ServerSettings) -> CloudApiSender | None:
-    """The Cloud API sender when the webhook is on and the environment has its credentials;
-    None means the default log sender."""
-    return sender_from_env(os.environ) if settings.webhook else None
+    """The Cloud API sender when the webhook or the agent routes are on (agents write to
+    customers through it too) and the environment has its credentials; None means the
+    default log sender."""
+    return sender_from_env(os.environ) if settings.webhook or settings.agents else None
 
 
 def app_from_env() -> FastAPI:

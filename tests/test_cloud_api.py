@@ -248,3 +248,23 @@ def test_cloud_api_cli_queue_send(graph: FakeGraph, tmp_path: Path, monkeypatch:
     again = runner.invoke(app, argv)
     assert again.stdout.strip() == f"ticket {ticket_id}: message m1 was sent before; not sent again"
     assert [r["body"]["text"]["body"] for r in graph.requests] == ["Hola, soy Ana"]
+
+
+def test_cloud_api_an_agents_only_instance_sends_agent_messages(
+    graph: FakeGraph, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --no-webhook still serves the agent routes, and their messages need the Cloud API:
+    # the sender was built only when the webhook was on, so every message was a 503.
+    from nlu.server import ENV_SETTINGS, app_from_env
+
+    db = tmp_path / "nlu.db"
+    ticket_id = held_ticket(db)
+    settings = ServerSettings(model_dir=str(tiny_model_dir), db=str(db), webhook=False)
+    for name, value in ((ENV_ACCESS_TOKEN, ACCESS_TOKEN), (ENV_PHONE_NUMBER_ID, NUMBER_ID), (ENV_API_URL, graph.url), ("NLU_AGENT_TOKEN", TOKEN)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(ENV_SETTINGS, json.dumps(settings.public()))
+    client = TestClient(app_from_env(), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_sender"] == "cloud_api"
+    r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 200, r.text
+    assert [req["body"]["text"]["body"] for req in graph.requests] == ["Hola"]
