@@ -7,9 +7,10 @@ bearer token, over one pooled HTTPS connection (a TLS handshake per reply would 
 than scoring the message).
 
 Retries. A POST is sent again only when Meta cannot have delivered it: the connection
-was never made, or Meta answered that it did not take the message (HTTP 429 or 5xx, or
-one of its transient error codes). A request that timed out after it was sent is *not*
-retried, because the customer may already have the reply and a second one would arrive
+was never made, or Meta answered that it did not take the message (HTTP 429 or 503, or
+one of its transient error codes). A request that timed out after it was sent, or got a
+500, 502 or 504 without such a code (a proxy's or load balancer's answer says nothing of
+the Graph API), is *not* retried, because the customer may already have the reply and a second one would arrive
 twice; it is reported instead. Everything else Meta refuses (an expired token, a closed
 24-hour customer-service window, a malformed body) raises :class:`SendError` at once with
 Meta's code and message, which the server logs and counts.
@@ -44,6 +45,10 @@ DEFAULT_API_URL = "https://graph.facebook.com/v21.0"
 # 2), call-rate limits (4, 80007, 130429), pair rate limit (131056), "something went wrong"
 # (131000), service unavailable (131016), server temporarily unavailable (133004).
 TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056, 133004})
+# Server errors after which the message may have been taken (500 internal error, 502 bad
+# gateway, 504 gateway timeout), unless Meta's error code says it was not. 429 and 503 mean
+# "not now" and are retried.
+_MAYBE_TAKEN = frozenset({500, 502, 504})
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +129,15 @@ class CloudApiSender:
                     log.debug("sent reply to %s: %s", to, _message_id(response))
                     return
                 status, code, detail = response.status_code, *_meta_error(response)
+                if status in _MAYBE_TAKEN and code not in TRANSIENT_CODES:
+                    # A gateway's error, or Meta's without its word that it did not take
+                    # the message: the request may have gone through, so it is not sent again.
+                    raise SendError(
+                        f"WhatsApp Cloud API answered HTTP {status}{detail} for the reply to {to}; not retried, it may have been delivered",
+                        status=status, code=code, maybe_delivered=True,
+                    )
                 failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}{_hint(code)}", status=status, code=code)
-                if not (status == 429 or status >= 500 or code in TRANSIENT_CODES):
+                if not (status in (429, 503) or code in TRANSIENT_CODES):
                     raise failure
                 wait = self._wait(attempt, response.headers.get("Retry-After"))
             if attempt == self.attempts:

@@ -145,6 +145,17 @@ def test_cloud_api_no_answer_is_not_sent_again(graph: FakeGraph, sleeps: Sleeps)
     assert len(graph.requests) == 1 and sleeps == []  # a second copy could reach the customer
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_cloud_api_a_gateway_failure_without_metas_word_is_not_sent_again(graph: FakeGraph, sleeps: Sleeps, status: int) -> None:
+    # A 504 (or 502, 500) from a proxy or load balancer with no Meta error body says
+    # nothing about whether the Graph API took the message: sending again could double it.
+    graph.script = [(status, {}, {}), SENT]
+    with pytest.raises(SendError, match="it may have been delivered") as raised:
+        sender(graph, sleeps).send(BODY)
+    assert raised.value.maybe_delivered and raised.value.status == status
+    assert len(graph.requests) == 1 and sleeps == []
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
