@@ -100,6 +100,7 @@ class CloudApiSender:
         self.backoff = backoff
         self.max_wait = max_wait
         self._sleep = sleep
+        self._token = token  # only to scrub it from what Meta (or a proxy) echoes back
         self._client = httpx.Client(
             headers={"Authorization": f"Bearer {token}"},
             # A connection that is not up in 2 s is not coming; retrying beats waiting.
@@ -110,7 +111,8 @@ class CloudApiSender:
         return f"CloudApiSender({self.url!r})"
 
     def send(self, body: dict[str, Any]) -> None:
-        to = mask_phone(str(body.get("to") or body.get("recipient") or ""))  # a phone number, or a BSUID
+        recipient = str(body.get("to") or body.get("recipient") or "")  # a phone number, or a BSUID
+        to = mask_phone(recipient)
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self._client.post(self.url, json=body)
@@ -126,9 +128,10 @@ class CloudApiSender:
                 ) from None
             else:
                 if response.is_success:
-                    log.debug("sent reply to %s: %s", to, _message_id(response))
+                    log.debug("sent reply to %s: %s", to, self._scrubbed(_message_id(response), recipient, to))
                     return
                 status, code, detail = response.status_code, *_meta_error(response)
+                detail = self._scrubbed(detail, recipient, to)
                 if status in _MAYBE_TAKEN and code not in TRANSIENT_CODES:
                     # A gateway's error, or Meta's without its word that it did not take
                     # the message: the request may have gone through, so it is not sent again.
@@ -147,6 +150,13 @@ class CloudApiSender:
 
     def close(self) -> None:
         self._client.close()
+
+    def _scrubbed(self, text: str, recipient: str, masked: str) -> str:
+        """``text`` from the other side without the full number or the token, which some
+        error messages quote back from the request."""
+        if recipient:
+            text = text.replace(recipient, masked)
+        return text.replace(self._token, "***")
 
     def _wait(self, attempt: int, retry_after: str | None) -> float:
         wait = self.backoff * 2 ** (attempt - 1)

@@ -131,6 +131,18 @@ def test_cloud_api_refusal_is_not_retried_and_names_no_secret(graph: FakeGraph, 
     assert len(graph.requests) == 1 and sleeps == []
 
 
+def test_cloud_api_error_that_echoes_the_number_or_token_names_neither(graph: FakeGraph, sleeps: Sleeps) -> None:
+    # Meta's message and details (or a proxy's) are copied into the error, and some quote
+    # the request back: the promise "no token, no full number" must not depend on them.
+    echo = f"(#100) Invalid parameter to=5215512345678 with token {ACCESS_TOKEN}"
+    graph.script = [(400, {}, {"error": {"message": echo, "code": 100, "error_data": {"details": "to: 5215512345678"}}})]
+    with pytest.raises(SendError) as raised:
+        sender(graph, sleeps).send(BODY)
+    message = str(raised.value)
+    assert "5215512345678" not in message and ACCESS_TOKEN not in message
+    assert "Invalid parameter to=*********5678" in message
+
+
 def test_cloud_api_unreachable_is_retried_then_reported(sleeps: Sleeps) -> None:
     closed = CloudApiSender(ACCESS_TOKEN, NUMBER_ID, api_url=f"http://127.0.0.1:{free_port()}/v21.0", sleep=sleeps)
     with pytest.raises(SendError, match=r"cannot reach the WhatsApp Cloud API to reply to \*+5678: ConnectError"):
