@@ -88,7 +88,7 @@ class CloudApiSender:
             raise ConfigError(f"{ENV_ACCESS_TOKEN} must be the access token Meta gives: printable ASCII without spaces")
         if not phone_number_id.strip().isdigit():
             raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
-        if not api_url.startswith(("https://", "http://")):
+        if not _is_http_url(api_url):
             raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
         for name, value, low in (("timeout", timeout, 0.1), ("backoff", backoff, 0.0), ("max_wait", max_wait, 0.0)):
             if not (math.isfinite(value) and value >= low):
@@ -174,6 +174,16 @@ def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
         missing = ENV_ACCESS_TOKEN if not token else ENV_PHONE_NUMBER_ID
         raise ConfigError(f"{missing} not set: replies are sent only with both {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
     return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
+
+
+def _is_http_url(url: str) -> bool:
+    """An http(s) URL naming a host: without one every send fails after the request is
+    built, which reads as "sent, no answer" and leaves an agent's message unknown."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return url.startswith(("https://", "http://")) and bool(parsed.host)
 
 
 def _seconds(retry_after: str | None) -> float | None:

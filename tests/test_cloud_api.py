@@ -186,6 +186,10 @@ def test_cloud_api_from_env() -> None:
     ("tóken", NUMBER_ID, "https://graph.facebook.com/v21.0", "printable ASCII without spaces"),
     (ACCESS_TOKEN, "+52 55 1234", "https://graph.facebook.com/v21.0", "numeric id"),
     (ACCESS_TOKEN, NUMBER_ID, "graph.facebook.com/v21.0", "http\\(s\\) URL"),
+    # No host: every send failed as "no answer, it may have been delivered", so an agent's
+    # message was left unknown and could not be sent again, though nothing left the machine.
+    (ACCESS_TOKEN, NUMBER_ID, "https://", "http\\(s\\) URL"),
+    (ACCESS_TOKEN, NUMBER_ID, "https:///v21.0", "http\\(s\\) URL"),
 ])
 def test_cloud_api_bad_settings_are_config_errors(token: str, number: str, url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
