@@ -471,7 +471,10 @@ class AgentMessageRequest(_AgentRequest):
 
 class AgentMessageResponse(BaseModel):
     ticket: dict[str, Any]
-    message: dict[str, Any] = Field(description='The ticket\'s turn for this message: "sent" true, or null when WhatsApp did not answer.')
+    message: dict[str, Any] = Field(description=(
+        'The ticket\'s turn for this message: "sent" true, null when WhatsApp did not answer, or (a duplicate only)'
+        " false while the first request is still sending it, or if it stopped before hearing back."
+    ))
     duplicate: bool = Field(description="True when this message_id was seen before: nothing was sent this time.")
 
 
