@@ -105,6 +105,17 @@ def test_handover_unanswered_send_is_kept_as_unknown_and_not_repeated(queue: Que
     assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1  # the customer may have it
 
 
+def test_handover_interrupted_send_is_kept_as_unknown(queue: Queue) -> None:
+    # Ctrl-C in `nlu queue send` (or a worker told to exit) can land after the request
+    # left: the turn was removed as "nothing sent", so the same --message-id sent it again.
+    ticket = held(queue)
+    sender = FlakySender(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1
+
+
 @pytest.mark.parametrize(("agent", "claimer", "message"), [
     ("ana", "", "it is queued, claim it first"),
     ("luis", "ana", "claimed by ana, not luis"),
