@@ -557,7 +557,7 @@ def queue_resolve(
 @fails_cleanly
 def queue_send(
     ticket_id: TicketId,
-    text: Annotated[str, typer.Argument(help="The message, as the customer will read it.", show_default=False)],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message, as the customer will read it.", show_default=False)],
     agent: AgentName,
     message_id: Annotated[
         str | None, typer.Option("--message-id", help="Your id for this message: running the command again with it sends nothing twice.")
@@ -592,7 +592,7 @@ def queue_send(
 @queue_app.command("export")
 @fails_cleanly
 def queue_export(
-    out: Annotated[Path, typer.Argument(help="CSV file to write (text, intent and where each row came from).", show_default=False)],
+    out: Annotated[Path, typer.Argument(metavar="FILE", help="CSV file to write (text, intent and where each row came from).", show_default=False)],
     db: QueueDb = None,
 ) -> None:
     """Write the tickets agents resolved with --intent as training rows for 'nlu train'."""
