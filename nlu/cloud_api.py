@@ -7,9 +7,10 @@ bearer token, over one pooled HTTPS connection (a TLS handshake per reply would 
 than scoring the message).
 
 Retries. A POST is sent again only when Meta cannot have delivered it: the connection
-was never made, or Meta answered that it did not take the message (HTTP 429 or 5xx, or
-one of its transient error codes). A request that timed out after it was sent is *not*
-retried, because the customer may already have the reply and a second one would arrive
+was never made, or Meta answered that it did not take the message (HTTP 429 or 503, or
+one of its transient error codes). A request that timed out after it was sent, or got a
+500, 502 or 504 without such a code (a proxy's or load balancer's answer says nothing of
+the Graph API), is *not* retried, because the customer may already have the reply and a second one would arrive
 twice; it is reported instead. Everything else Meta refuses (an expired token, a closed
 24-hour customer-service window, a malformed body) raises :class:`SendError` at once with
 Meta's code and message, which the server logs and counts.
@@ -44,6 +45,10 @@ DEFAULT_API_URL = "https://graph.facebook.com/v21.0"
 # 2), call-rate limits (4, 80007, 130429), pair rate limit (131056), "something went wrong"
 # (131000), service unavailable (131016), server temporarily unavailable (133004).
 TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056, 133004})
+# Server errors after which the message may have been taken (500 internal error, 502 bad
+# gateway, 504 gateway timeout), unless Meta's error code says it was not. 429 and 503 mean
+# "not now" and are retried.
+_MAYBE_TAKEN = frozenset({500, 502, 504})
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,7 @@ class CloudApiSender:
             raise ConfigError(f"{ENV_ACCESS_TOKEN} must be the access token Meta gives: printable ASCII without spaces")
         if not phone_number_id.strip().isdigit():
             raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
-        if not api_url.startswith(("https://", "http://")):
+        if not _is_http_url(api_url):
             raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
         for name, value, low in (("timeout", timeout, 0.1), ("backoff", backoff, 0.0), ("max_wait", max_wait, 0.0)):
             if not (math.isfinite(value) and value >= low):
@@ -95,6 +100,7 @@ class CloudApiSender:
         self.backoff = backoff
         self.max_wait = max_wait
         self._sleep = sleep
+        self._token = token  # only to scrub it from what Meta (or a proxy) echoes back
         self._client = httpx.Client(
             headers={"Authorization": f"Bearer {token}"},
             # A connection that is not up in 2 s is not coming; retrying beats waiting.
@@ -105,7 +111,8 @@ class CloudApiSender:
         return f"CloudApiSender({self.url!r})"
 
     def send(self, body: dict[str, Any]) -> None:
-        to = mask_phone(str(body.get("to") or body.get("recipient") or ""))  # a phone number, or a BSUID
+        recipient = str(body.get("to") or body.get("recipient") or "")  # a phone number, or a BSUID
+        to = mask_phone(recipient)
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self._client.post(self.url, json=body)
@@ -121,11 +128,19 @@ class CloudApiSender:
                 ) from None
             else:
                 if response.is_success:
-                    log.debug("sent reply to %s: %s", to, _message_id(response))
+                    log.debug("sent reply to %s: %s", to, self._scrubbed(_message_id(response), recipient, to))
                     return
                 status, code, detail = response.status_code, *_meta_error(response)
+                detail = self._scrubbed(detail, recipient, to)
+                if status in _MAYBE_TAKEN and code not in TRANSIENT_CODES:
+                    # A gateway's error, or Meta's without its word that it did not take
+                    # the message: the request may have gone through, so it is not sent again.
+                    raise SendError(
+                        f"WhatsApp Cloud API answered HTTP {status}{detail} for the reply to {to}; not retried, it may have been delivered",
+                        status=status, code=code, maybe_delivered=True,
+                    )
                 failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}{_hint(code)}", status=status, code=code)
-                if not (status == 429 or status >= 500 or code in TRANSIENT_CODES):
+                if not (status in (429, 503) or code in TRANSIENT_CODES):
                     raise failure
                 wait = self._wait(attempt, response.headers.get("Retry-After"))
             if attempt == self.attempts:
@@ -135,6 +150,13 @@ class CloudApiSender:
 
     def close(self) -> None:
         self._client.close()
+
+    def _scrubbed(self, text: str, recipient: str, masked: str) -> str:
+        """``text`` from the other side without the full number or the token, which some
+        error messages quote back from the request."""
+        if recipient:
+            text = text.replace(recipient, masked)
+        return text.replace(self._token, "***")
 
     def _wait(self, attempt: int, retry_after: str | None) -> float:
         wait = self.backoff * 2 ** (attempt - 1)
@@ -152,6 +174,16 @@ def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
         missing = ENV_ACCESS_TOKEN if not token else ENV_PHONE_NUMBER_ID
         raise ConfigError(f"{missing} not set: replies are sent only with both {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
     return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
+
+
+def _is_http_url(url: str) -> bool:
+    """An http(s) URL naming a host: without one every send fails after the request is
+    built, which reads as "sent, no answer" and leaves an agent's message unknown."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return url.startswith(("https://", "http://")) and bool(parsed.host)
 
 
 def _seconds(retry_after: str | None) -> float | None:

@@ -9,6 +9,11 @@ training data. :func:`export_labelled` writes them as a CSV that ``nlu data chec
 
 The text is the ticket's, PII-redacted; the featuriser reads the redaction tags as the
 placeholders of the raw text (:mod:`nlu.text`), so a redacted row trains the same features.
+The conversation id is left out: on WhatsApp it is the customer's phone number, and the
+ticket id already leads back to the conversation for whoever may read the queue. Tickets
+without the customer's own words (a tapped button with no text, the note standing for a
+message not kept before consent) are skipped: a blank text makes ``nlu train`` refuse the
+whole file, and the note would teach the model the bot's words.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any
 from .atomic import make_dirs, write_atomic
 from .errors import OutputError
 from .queue import Queue, Ticket
+from .service import is_pending_note
+from .text import clean
 
 __all__ = ["EXPORT_COLUMNS", "ExportSummary", "export_labelled"]
 
 EXPORT_COLUMNS = (
-    "text", "intent", "ticket_id", "conversation_id", "predicted_intent", "predicted_confidence", "agent", "resolved_at",
+    "text", "intent", "ticket_id", "predicted_intent", "predicted_confidence", "agent", "resolved_at",
 )
 
 
@@ -38,6 +45,7 @@ class ExportSummary:
     rows: int
     per_intent: dict[str, int]  # most common first
     corrected: int  # rows whose agent intent differs from the bot's top intent
+    skipped: int = 0  # labelled tickets without the customer's words (see the module docstring)
 
 
 def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
@@ -50,15 +58,18 @@ def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     counts: Counter[str] = Counter()
-    corrected = 0
+    corrected = skipped = 0
     for ticket in queue.labelled():
         assert ticket.agent_intent is not None  # labelled() returns labelled tickets only
+        if not clean(ticket.text) or is_pending_note(ticket.text):
+            skipped += 1
+            continue
         predicted = ticket.prediction.get("intent")
         writer.writerow(_row(ticket, predicted))
         counts[ticket.agent_intent] += 1
         corrected += predicted != ticket.agent_intent
     write_atomic(make_dirs(path.parent) / path.name, buffer.getvalue().encode("utf-8"))
-    return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected)
+    return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected, skipped)
 
 
 def _row(ticket: Ticket, predicted: Any) -> list[Any]:
@@ -67,7 +78,6 @@ def _row(ticket: Ticket, predicted: Any) -> list[Any]:
         ticket.text,
         ticket.agent_intent,
         ticket.id,
-        ticket.conversation_id,
         predicted if isinstance(predicted, str) else "",
         f"{confidence:.4f}" if isinstance(confidence, int | float) else "",
         ticket.agent or "",

@@ -41,7 +41,8 @@ def send_agent_message(
     """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer.
 
     The sender's exception propagates, after the turn is removed (nothing was sent) or,
-    for a :class:`SendError` that may have been delivered, kept with ``"sent": None``."""
+    for a :class:`SendError` that may have been delivered and for an interruption
+    (``KeyboardInterrupt``, ``SystemExit``), kept with ``"sent": None``."""
     message_id = message_id if message_id is not None else f"agent-{uuid.uuid4().hex}"
     ticket, turn, new = queue.add_agent_message(ticket_id, agent, message_id, text)
     if not new:
@@ -53,8 +54,12 @@ def send_agent_message(
         # Sent but unanswered: keep the turn (sent: null) so a retry cannot send it twice.
         queue.settle_agent_message(ticket.id, message_id, sent=None if exc.maybe_delivered else False)
         raise
-    except BaseException:
+    except Exception:
         queue.settle_agent_message(ticket.id, message_id, sent=False)
+        raise
+    except BaseException:
+        # Ctrl-C or an exit can strike after the request left: unknown, like no answer.
+        queue.settle_agent_message(ticket.id, message_id, sent=None)
         raise
     ticket = queue.settle_agent_message(ticket.id, message_id, sent=True)
     stored = next(t for t in ticket.turns if t.get("message_id") == message_id)

@@ -214,8 +214,9 @@ class Queue(Protocol):
     def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
         """Record, as a turn of the ticket marked ``"sent": False``, a message that the agent
         holding it is about to send the customer; return the ticket, the turn and whether
-        it is new. A turn with this ``message_id`` already there (a retried request) is
-        returned as it is, so the caller sends it once. The text is stored redacted."""
+        it is new. A turn with this ``message_id`` and text already there (a retried
+        request) is returned as it is, so the caller sends it once; with another text it is
+        refused. The text is stored redacted."""
         ...
 
     def settle_agent_message(self, ticket_id: int, message_id: str, sent: bool | None) -> Ticket:
@@ -484,6 +485,9 @@ class _SqlQueue(_SqlStore):
                 if turn.get("message_id") == message_id:
                     if turn.get("action") != "agent":
                         raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
+                    if turn.get("text") != redact(text):
+                        # Answering "duplicate" would tell the agent this text reached the customer.
+                        raise QueueError(f"message_id {message_id!r} is already another message on ticket {ticket.id}; use a new id")
                     return ticket, turn, False
             _check_holder(ticket, agent, "message the customer of")
             now = self._clock()

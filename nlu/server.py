@@ -52,6 +52,7 @@ from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, Se
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .handover import send_agent_message
 from .metrics_http import Metrics
+from .privacy import redact
 from .queue import (
     MAX_AGENT_CHARS,
     MAX_INTENT_CHARS,
@@ -473,7 +474,10 @@ class AgentMessageRequest(_AgentRequest):
 
 class AgentMessageResponse(BaseModel):
     ticket: dict[str, Any]
-    message: dict[str, Any] = Field(description='The ticket\'s turn for this message: "sent" true, or null when WhatsApp did not answer.')
+    message: dict[str, Any] = Field(description=(
+        'The ticket\'s turn for this message: "sent" true, null when WhatsApp did not answer, or (a duplicate only)'
+        " false while the first request is still sending it, or if it stopped before hearing back."
+    ))
     duplicate: bool = Field(description="True when this message_id was seen before: nothing was sent this time.")
 
 
@@ -947,7 +951,14 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 def _kept(text: str) -> str:
     """A customer's text as far as we handle it: WhatsApp lets them send up to 65,536
     characters, we score and store the first 4,096 (the last one marks the cut). A long
-    complaint is answered from its start rather than not at all."""
+    complaint is answered from its start rather than not at all.
+
+    A long text is redacted before it is cut: the start of a phone number or an e-mail
+    address across the cut ("55123…") no longer looks like one, and would be stored as it
+    came. (The featuriser reads the tags as the raw text's placeholders.)"""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    text = redact(text)
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
 
 
@@ -1056,9 +1067,10 @@ def load_service(settings: ServerSettings) -> Service:
 
 
 def _sender(settings: ServerSettings) -> CloudApiSender | None:
-    """The Cloud API sender when the webhook is on and the environment has its credentials;
-    None means the default log sender."""
-    return sender_from_env(os.environ) if settings.webhook else None
+    """The Cloud API sender when the webhook or the agent routes are on (agents write to
+    customers through it too) and the environment has its credentials; None means the
+    default log sender."""
+    return sender_from_env(os.environ) if settings.webhook or settings.agents else None
 
 
 def app_from_env() -> FastAPI:

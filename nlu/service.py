@@ -80,6 +80,13 @@ MAX_TEXT = 4096  # WhatsApp's own limit for a text message
 _PENDING_ON_CONSENT = ("human_requested", "legal_threat")
 _PENDING_NOTE = "(Primer mensaje, antes del consentimiento: {reasons}. Ese mensaje no se guardó.)"
 
+
+def is_pending_note(text: str) -> bool:
+    """Whether ``text`` is the note a ticket holds in place of a first message that was not
+    kept (no consent yet): the bot's words, not the customer's."""
+    head, _, tail = _PENDING_NOTE.partition("{reasons}")
+    return text.startswith(head) and text.endswith(tail)
+
 # Typed acceptance of the consent question ("sí", "si acepto", "ACEPTO", "dale").
 # A typed yes to the consent question: agreement (routing's BARE_YES) or "acepto" itself.
 _EXPLICIT_ACCEPT = re.compile(r"^\W*(?:si[\s,]+)?acepto(?:[\s,]+(?:gracias|por favor|los terminos))?\W*$")

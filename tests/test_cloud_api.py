@@ -131,6 +131,18 @@ def test_cloud_api_refusal_is_not_retried_and_names_no_secret(graph: FakeGraph, 
     assert len(graph.requests) == 1 and sleeps == []
 
 
+def test_cloud_api_error_that_echoes_the_number_or_token_names_neither(graph: FakeGraph, sleeps: Sleeps) -> None:
+    # Meta's message and details (or a proxy's) are copied into the error, and some quote
+    # the request back: the promise "no token, no full number" must not depend on them.
+    echo = f"(#100) Invalid parameter to=5215512345678 with token {ACCESS_TOKEN}"
+    graph.script = [(400, {}, {"error": {"message": echo, "code": 100, "error_data": {"details": "to: 5215512345678"}}})]
+    with pytest.raises(SendError) as raised:
+        sender(graph, sleeps).send(BODY)
+    message = str(raised.value)
+    assert "5215512345678" not in message and ACCESS_TOKEN not in message
+    assert "Invalid parameter to=*********5678" in message
+
+
 def test_cloud_api_unreachable_is_retried_then_reported(sleeps: Sleeps) -> None:
     closed = CloudApiSender(ACCESS_TOKEN, NUMBER_ID, api_url=f"http://127.0.0.1:{free_port()}/v21.0", sleep=sleeps)
     with pytest.raises(SendError, match=r"cannot reach the WhatsApp Cloud API to reply to \*+5678: ConnectError"):
@@ -143,6 +155,17 @@ def test_cloud_api_no_answer_is_not_sent_again(graph: FakeGraph, sleeps: Sleeps)
     with pytest.raises(SendError, match="not retried, it may have been delivered"):
         sender(graph, sleeps, timeout=0.2).send(BODY)
     assert len(graph.requests) == 1 and sleeps == []  # a second copy could reach the customer
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_cloud_api_a_gateway_failure_without_metas_word_is_not_sent_again(graph: FakeGraph, sleeps: Sleeps, status: int) -> None:
+    # A 504 (or 502, 500) from a proxy or load balancer with no Meta error body says
+    # nothing about whether the Graph API took the message: sending again could double it.
+    graph.script = [(status, {}, {}), SENT]
+    with pytest.raises(SendError, match="it may have been delivered") as raised:
+        sender(graph, sleeps).send(BODY)
+    assert raised.value.maybe_delivered and raised.value.status == status
+    assert len(graph.requests) == 1 and sleeps == []
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -163,6 +186,10 @@ def test_cloud_api_from_env() -> None:
     ("tóken", NUMBER_ID, "https://graph.facebook.com/v21.0", "printable ASCII without spaces"),
     (ACCESS_TOKEN, "+52 55 1234", "https://graph.facebook.com/v21.0", "numeric id"),
     (ACCESS_TOKEN, NUMBER_ID, "graph.facebook.com/v21.0", "http\\(s\\) URL"),
+    # No host: every send failed as "no answer, it may have been delivered", so an agent's
+    # message was left unknown and could not be sent again, though nothing left the machine.
+    (ACCESS_TOKEN, NUMBER_ID, "https://", "http\\(s\\) URL"),
+    (ACCESS_TOKEN, NUMBER_ID, "https:///v21.0", "http\\(s\\) URL"),
 ])
 def test_cloud_api_bad_settings_are_config_errors(token: str, number: str, url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -248,3 +275,23 @@ def test_cloud_api_cli_queue_send(graph: FakeGraph, tmp_path: Path, monkeypatch:
     again = runner.invoke(app, argv)
     assert again.stdout.strip() == f"ticket {ticket_id}: message m1 was sent before; not sent again"
     assert [r["body"]["text"]["body"] for r in graph.requests] == ["Hola, soy Ana"]
+
+
+def test_cloud_api_an_agents_only_instance_sends_agent_messages(
+    graph: FakeGraph, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --no-webhook still serves the agent routes, and their messages need the Cloud API:
+    # the sender was built only when the webhook was on, so every message was a 503.
+    from nlu.server import ENV_SETTINGS, app_from_env
+
+    db = tmp_path / "nlu.db"
+    ticket_id = held_ticket(db)
+    settings = ServerSettings(model_dir=str(tiny_model_dir), db=str(db), webhook=False)
+    for name, value in ((ENV_ACCESS_TOKEN, ACCESS_TOKEN), (ENV_PHONE_NUMBER_ID, NUMBER_ID), (ENV_API_URL, graph.url), ("NLU_AGENT_TOKEN", TOKEN)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(ENV_SETTINGS, json.dumps(settings.public()))
+    client = TestClient(app_from_env(), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_sender"] == "cloud_api"
+    r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 200, r.text
+    assert [req["body"]["text"]["body"] for req in graph.requests] == ["Hola"]

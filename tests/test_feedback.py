@@ -215,3 +215,34 @@ def test_feedback_http_resolve_with_intent(client: TestClient, service: Service)
     done = client.post(f"/v1/queue/{ticket.id}/resolve", headers=AUTH, json={"agent": "ana", "intent": "hablar_con_humano"})
     assert done.status_code == 200 and done.json()["ticket"]["agent_intent"] == "hablar_con_humano"
     assert [t.agent_intent for t in service.queue.labelled()] == ["hablar_con_humano"]
+
+
+def test_feedback_export_holds_no_phone_number_of_the_customer(queue: Queue, tmp_path: Path) -> None:
+    # A WhatsApp conversation id is the customer's number: the export is training data,
+    # kept next to data/chats_train.csv, and must be as redacted as the ticket text.
+    ticket, _ = queue.enqueue(
+        conversation_id="5215512345678", message_id="m1", text="¿y mi pedido?", prediction=PREDICTION, reasons=[], priority=0.5
+    )
+    queue.claim("ana")
+    queue.resolve(ticket.id, "ana", intent="estado_pedido")
+    out = tmp_path / "labels.csv"
+    export_labelled(queue, out)
+    assert "5215512345678" not in out.read_text(encoding="utf-8")
+    assert "conversation_id" not in EXPORT_COLUMNS
+
+
+def test_feedback_export_leaves_out_tickets_without_the_customers_words(queue: Queue, tmp_path: Path) -> None:
+    # A tapped "Hablar con asesor" with no text, and the note that stands for a first
+    # message not kept before consent: neither is what a customer wrote, and the blank
+    # one made `nlu train` refuse the whole file ("empty text").
+    from nlu.service import _PENDING_NOTE
+
+    resolved(queue, "blank", "hablar_con_humano", text="")
+    resolved(queue, "note", "cancelar_pedido", text=_PENDING_NOTE.format(reasons="human_requested"))
+    resolved(queue, "words", "estado_pedido", text="¿dónde está mi pedido?")
+    out = tmp_path / "labels.csv"
+    summary = export_labelled(queue, out)
+    assert (summary.rows, summary.skipped) == (1, 2)
+    assert list(load_data([out]).frame["text"]) == ["¿dónde está mi pedido?"]
+    bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
+    assert not check_data(load_data([bundled, out])).errors

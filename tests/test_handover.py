@@ -73,6 +73,19 @@ def test_handover_retried_message_is_sent_once(queue: Queue) -> None:
     assert len(queue.get(ticket.id).turns) == 2
 
 
+def test_handover_message_id_reused_for_another_text_is_refused(queue: Queue) -> None:
+    # Answering "duplicate" told the agent a message was delivered that nobody ever sent
+    # (an agent tool whose ids restart, two drafts given one id); resolve refuses another
+    # note the same way.
+    ticket = held(queue)
+    sender = RecordingSender()
+    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1")
+    assert send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1").duplicate  # a retry
+    with pytest.raises(QueueError, match="message_id 'm1' is already another message on ticket"):
+        send_agent_message(queue, sender, ticket.id, "ana", "Listo, ya salió tu pedido", "m1")
+    assert len(sender.sent) == 1 and len(queue.get(ticket.id).turns) == 2
+
+
 def test_handover_failed_send_leaves_no_turn_and_can_be_sent_again(queue: Queue) -> None:
     ticket = held(queue)
     sender = FlakySender(RuntimeError("graph api down"))
@@ -90,6 +103,17 @@ def test_handover_unanswered_send_is_kept_as_unknown_and_not_repeated(queue: Que
         send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
     again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
     assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1  # the customer may have it
+
+
+def test_handover_interrupted_send_is_kept_as_unknown(queue: Queue) -> None:
+    # Ctrl-C in `nlu queue send` (or a worker told to exit) can land after the request
+    # left: the turn was removed as "nothing sent", so the same --message-id sent it again.
+    ticket = held(queue)
+    sender = FlakySender(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1
 
 
 @pytest.mark.parametrize(("agent", "claimer", "message"), [

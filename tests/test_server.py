@@ -470,6 +470,20 @@ def test_server_webhook_message_longer_than_we_keep_is_handled_from_its_start(cl
     assert len(ticket.text) == 4096 and ticket.text.endswith("…") and long.startswith(ticket.text[:-1])
 
 
+@pytest.mark.parametrize("pii", ["ana.perez.gonzalez@gmail.com", "5512345678"])
+def test_server_webhook_cut_of_a_long_message_keeps_no_half_of_a_phone_or_email(client: TestClient, service: Service, pii: str) -> None:
+    # Cut first, redacted after: the start of a number or an address across the cut
+    # ("55123…", "ana.perez.gonzalez@gm…") no longer looked like one and was stored as it came.
+    assert post_webhook(client, wa_payload([wa_choice("wamid.C1", "button_reply", "consent:yes", "Sí, acepto")])).status_code == 200
+    head = "quiero hablar con una persona, " + "x" * 4100
+    long = head[: 4095 - len(pii) // 2 - len(" escríbanme al ")] + " escríbanme al " + pii + " gracias" * 100
+    assert long.index(pii) < 4095 < long.index(pii) + len(pii)  # the cut falls inside it
+    r = post_webhook(client, wa_payload([wa_text("wamid.L1", long)]))
+    text = service.queue.get(r.json()["messages"][0]["ticket"]).text
+    assert len(text) <= 4096 and text.endswith("…")
+    assert pii[: len(pii) // 2] not in text
+
+
 def test_server_webhook_retry_makes_one_ticket_and_one_send(client: TestClient, sender: RecordingSender, service: Service) -> None:
     assert post_webhook(client, wa_payload([wa_choice("wamid.C1", "button_reply", "consent:yes", "Sí, acepto")])).status_code == 200
     payload = wa_payload([wa_text("wamid.E1", "quiero hablar con una persona, ya!")])
