@@ -608,7 +608,7 @@ def queue_export(
     _show(
         f"wrote {summary.rows} labelled message(s) to {summary.path}"
         + (f" ({summary.corrected} where the bot's intent was another): {counts}" if summary.rows else "")
-        + (f"; left out {summary.skipped} without the customer's words (a tapped button, a consent note)" if summary.skipped else "")
+        + (f"; left out {summary.skipped} without the customer's words on the topic (a tapped button, a consent note, a request for a person)" if summary.skipped else "")
     )
 
 

@@ -13,7 +13,11 @@ The conversation id is left out: on WhatsApp it is the customer's phone number, 
 ticket id already leads back to the conversation for whoever may read the queue. Tickets
 without the customer's own words (a tapped button with no text, the note standing for a
 message not kept before consent) are skipped: a blank text makes ``nlu train`` refuse the
-whole file, and the note would teach the model the bot's words.
+whole file, and the note would teach the model the bot's words. So is a request for a
+person ("quiero hablar con una persona") that the agent labelled with the topic the
+customer then raised: the message says nothing of the topic, and taught as such it would
+teach that asking for a person means a refund (and clash with the training rows that say
+it means a person).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import make_dirs, write_atomic
+from .config import RoutingPolicy
 from .errors import OutputError
 from .queue import Queue, Ticket
+from .routing import fold, matches_any
 from .service import is_pending_note
 from .text import clean
 
@@ -45,12 +51,14 @@ class ExportSummary:
     rows: int
     per_intent: dict[str, int]  # most common first
     corrected: int  # rows whose agent intent differs from the bot's top intent
-    skipped: int = 0  # labelled tickets without the customer's words (see the module docstring)
+    skipped: int = 0  # labelled tickets without the customer's words on the topic (see the module docstring)
 
 
-def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
+def export_labelled(queue: Queue, path: str | Path, policy: RoutingPolicy | None = None) -> ExportSummary:
     """Write every resolved ticket that an agent gave an intent to ``path`` (CSV), oldest
-    first, all at once or not at all (the file is replaced atomically)."""
+    first, all at once or not at all (the file is replaced atomically). ``policy`` says
+    what a request for a person looks like (default: the default routing policy's)."""
+    policy = policy or RoutingPolicy()
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise OutputError(f"{path}: the export is CSV; name a .csv file")
@@ -61,7 +69,7 @@ def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
     corrected = skipped = 0
     for ticket in queue.labelled():
         assert ticket.agent_intent is not None  # labelled() returns labelled tickets only
-        if not clean(ticket.text) or is_pending_note(ticket.text):
+        if not clean(ticket.text) or is_pending_note(ticket.text) or _person_not_topic(ticket, policy):
             skipped += 1
             continue
         predicted = ticket.prediction.get("intent")
@@ -70,6 +78,11 @@ def export_labelled(queue: Queue, path: str | Path) -> ExportSummary:
         corrected += predicted != ticket.agent_intent
     write_atomic(make_dirs(path.parent) / path.name, buffer.getvalue().encode("utf-8"))
     return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected, skipped)
+
+
+def _person_not_topic(ticket: Ticket, policy: RoutingPolicy) -> bool:
+    """A request for a person labelled with another intent: the words name no topic."""
+    return ticket.agent_intent not in policy.human_intents and matches_any(fold(ticket.text), policy.human_patterns)
 
 
 def _row(ticket: Ticket, predicted: Any) -> list[Any]:

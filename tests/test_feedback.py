@@ -246,3 +246,18 @@ def test_feedback_export_leaves_out_tickets_without_the_customers_words(queue: Q
     assert list(load_data([out]).frame["text"]) == ["¿dónde está mi pedido?"]
     bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
     assert not check_data(load_data([bundled, out])).errors
+
+
+def test_feedback_export_leaves_out_a_request_for_a_person_labelled_with_the_topic(queue: Queue, tmp_path: Path) -> None:
+    # The most common escalation, "quiero hablar con una persona", labelled with what the
+    # customer then wanted (reembolso), taught the model that asking for a person means a
+    # refund, and clashed with the bundled row: `nlu train` refused the file.
+    resolved(queue, "person", "reembolso", text="quiero hablar con una persona")
+    resolved(queue, "person-right", "hablar_con_humano", text="pásame con un asesor por favor")
+    resolved(queue, "topic", "reembolso", text="me cobraron dos veces, quiero mi plata")
+    out = tmp_path / "labels.csv"
+    summary = export_labelled(queue, out)
+    assert (summary.rows, summary.skipped) == (2, 1)
+    assert list(load_data([out]).frame["intent"]) == ["hablar_con_humano", "reembolso"]
+    bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
+    assert not check_data(load_data([bundled, out])).errors
