@@ -90,6 +90,9 @@ class CloudApiSender:
             raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
         if not _is_http_url(api_url):
             raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
+        if api_url.startswith("http://") and httpx.URL(api_url).host not in _LOOPBACK:
+            # The access token goes in every request's header.
+            raise ConfigError(f"{ENV_API_URL} must use https (http only to this machine, e.g. a local proxy), got {api_url!r}")
         for name, value, low in (("timeout", timeout, 0.1), ("backoff", backoff, 0.0), ("max_wait", max_wait, 0.0)):
             if not (math.isfinite(value) and value >= low):
                 raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
@@ -174,6 +177,9 @@ def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
         missing = ENV_ACCESS_TOKEN if not token else ENV_PHONE_NUMBER_ID
         raise ConfigError(f"{missing} not set: replies are sent only with both {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
     return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _is_http_url(url: str) -> bool:

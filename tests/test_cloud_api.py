@@ -190,6 +190,9 @@ def test_cloud_api_from_env() -> None:
     # message was left unknown and could not be sent again, though nothing left the machine.
     (ACCESS_TOKEN, NUMBER_ID, "https://", "http\\(s\\) URL"),
     (ACCESS_TOKEN, NUMBER_ID, "https:///v21.0", "http\\(s\\) URL"),
+    # The token travels in every request: in clear text only to this machine (a local proxy).
+    (ACCESS_TOKEN, NUMBER_ID, "http://graph.facebook.com/v21.0", "https"),
+    (ACCESS_TOKEN, NUMBER_ID, "http://10.0.0.7:8080/v21.0", "https"),
 ])
 def test_cloud_api_bad_settings_are_config_errors(token: str, number: str, url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
