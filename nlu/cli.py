@@ -575,11 +575,13 @@ def queue_send(
     sender = sender_from_env(os.environ)
     if sender is None:
         raise ConfigError(f"{ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID} not set: they say where WhatsApp messages go")
-    queue = open_queue(db)
     try:
-        sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id)
+        queue = open_queue(db)
+        try:
+            sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id)
+        finally:
+            queue.close()
     finally:
-        queue.close()
         sender.close()
     if not sent.duplicate:
         state = "sent"
@@ -594,14 +596,19 @@ def queue_send(
 def queue_export(
     out: Annotated[Path, typer.Argument(metavar="FILE", help="CSV file to write (text, intent and where each row came from).", show_default=False)],
     db: QueueDb = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="nlu.toml whose [routing] says what a request for a person looks like.")
+    ] = None,
 ) -> None:
     """Write the tickets agents resolved with --intent as training rows for 'nlu train'."""
     from .feedback import export_labelled
     from .queue import open_queue
+    from .routing import policy_for
 
+    policy = policy_for(None, config)  # a bad config fails before the database is opened
     queue = open_queue(db)
     try:
-        summary = export_labelled(queue, out)
+        summary = export_labelled(queue, out, policy)
     finally:
         queue.close()
     counts = ", ".join(f"{intent} {n}" for intent, n in summary.per_intent.items())

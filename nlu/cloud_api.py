@@ -20,6 +20,7 @@ Neither the token nor the customer's full number ever appears in an error or a l
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -90,7 +91,7 @@ class CloudApiSender:
             raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
         if not _is_http_url(api_url):
             raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
-        if api_url.startswith("http://") and httpx.URL(api_url).host not in _LOOPBACK:
+        if httpx.URL(api_url).scheme == "http" and not _is_loopback(httpx.URL(api_url).host):
             # The access token goes in every request's header.
             raise ConfigError(f"{ENV_API_URL} must use https (http only to this machine, e.g. a local proxy), got {api_url!r}")
         for name, value, low in (("timeout", timeout, 0.1), ("backoff", backoff, 0.0), ("max_wait", max_wait, 0.0)):
@@ -179,9 +180,6 @@ def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
     return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
 
 
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
 def _is_http_url(url: str) -> bool:
     """An http(s) URL naming a host: without one every send fails after the request is
     built, which reads as "sent, no answer" and leaves an agent's message unknown."""
@@ -189,7 +187,16 @@ def _is_http_url(url: str) -> bool:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return False
-    return url.startswith(("https://", "http://")) and bool(parsed.host)
+    return parsed.scheme in ("https", "http") and bool(parsed.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _seconds(retry_after: str | None) -> float | None:

@@ -13,17 +13,19 @@ The conversation id is left out: on WhatsApp it is the customer's phone number, 
 ticket id already leads back to the conversation for whoever may read the queue. Tickets
 without the customer's own words (a tapped button with no text, the note standing for a
 message not kept before consent) are skipped: a blank text makes ``nlu train`` refuse the
-whole file, and the note would teach the model the bot's words. So is a request for a
+whole file, and the note would teach the model the bot's words. So is a message chosen
+by tapping a button (its text is the bot's own option title), and a bare request for a
 person ("quiero hablar con una persona") that the agent labelled with the topic the
-customer then raised: the message says nothing of the topic, and taught as such it would
-teach that asking for a person means a refund (and clash with the training rows that say
-it means a person).
+customer raised next: taught as such it would teach that asking for a person means a
+refund (and clash with the training rows that say it means a person). A request that
+names its topic too ("me cobraron dos veces, quiero hablar con una persona") is kept.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from .atomic import make_dirs, write_atomic
 from .config import RoutingPolicy
 from .errors import OutputError
 from .queue import Queue, Ticket
-from .routing import fold, matches_any
+from .routing import fold, matches_any, without_matches
 from .service import is_pending_note
 from .text import clean
 
@@ -69,20 +71,40 @@ def export_labelled(queue: Queue, path: str | Path, policy: RoutingPolicy | None
     corrected = skipped = 0
     for ticket in queue.labelled():
         assert ticket.agent_intent is not None  # labelled() returns labelled tickets only
-        if not clean(ticket.text) or is_pending_note(ticket.text) or _person_not_topic(ticket, policy):
+        if not clean(ticket.text) or is_pending_note(ticket.text) or _tapped(ticket) or _person_not_topic(ticket, policy):
             skipped += 1
             continue
         predicted = ticket.prediction.get("intent")
         writer.writerow(_row(ticket, predicted))
         counts[ticket.agent_intent] += 1
-        corrected += predicted != ticket.agent_intent
+        corrected += isinstance(predicted, str) and predicted != ticket.agent_intent
     write_atomic(make_dirs(path.parent) / path.name, buffer.getvalue().encode("utf-8"))
     return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected, skipped)
 
 
+# Words a bare request for a person is made of besides the request itself.
+_FILLER = frozenset({
+    "quiero", "necesito", "favor", "porfa", "porfavor", "please", "ahora", "ahorita", "urgente",
+    "gracias", "hola", "buenas", "buenos", "tardes", "dias", "noches", "alguien", "real", "humano",
+    "humana", "persona", "asesor", "asesora", "agente", "ustedes", "mismo", "rapido", "pronto",
+    "inmediato", "inmediatamente", "directamente",
+})
+_CONTENT = re.compile(r"[a-zñ]{4,}")
+
+
+def _tapped(ticket: Ticket) -> bool:
+    """The escalating message was a button or list choice: its text is the option's title."""
+    return any(t.get("message_id") == ticket.message_id and "button_choice" in (t.get("reasons") or ()) for t in ticket.turns)
+
+
 def _person_not_topic(ticket: Ticket, policy: RoutingPolicy) -> bool:
-    """A request for a person labelled with another intent: the words name no topic."""
-    return ticket.agent_intent not in policy.human_intents and matches_any(fold(ticket.text), policy.human_patterns)
+    """A request for a person, labelled with another intent, that names no topic besides."""
+    if ticket.agent_intent in policy.human_intents:
+        return False
+    folded = fold(ticket.text)
+    if not matches_any(folded, policy.human_patterns):
+        return False
+    return not [w for w in _CONTENT.findall(without_matches(folded, policy.human_patterns)) if w not in _FILLER]
 
 
 def _row(ticket: Ticket, predicted: Any) -> list[Any]:

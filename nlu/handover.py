@@ -16,16 +16,20 @@ a retry sends nothing: the agent reads the ticket and decides.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from .cloud_api import SendError
+from .errors import NLUError
 from .queue import Queue, Ticket
 from .responses import Reply, to_whatsapp
 from .whatsapp import Sender
 
 __all__ = ["AgentMessage", "send_agent_message"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ def send_agent_message(
         # Ctrl-C or an exit can strike after the request left: unknown, like no answer.
         queue.settle_agent_message(ticket.id, message_id, sent=None)
         raise
-    ticket = queue.settle_agent_message(ticket.id, message_id, sent=True)
+    try:
+        ticket = queue.settle_agent_message(ticket.id, message_id, sent=True)
+    except NLUError as exc:
+        # The customer has the message; only its mark is missing ("sent": false stays, and a
+        # retry sends nothing). Reporting a failure would invite sending it again.
+        log.warning("message %s on ticket %s was sent, but marking it sent failed: %s", message_id, ticket.id, exc)
+        return AgentMessage(ticket, {**turn, "sent": True}, duplicate=False)
     stored = next(t for t in ticket.turns if t.get("message_id") == message_id)
     return AgentMessage(ticket, stored, duplicate=False)

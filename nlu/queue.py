@@ -485,8 +485,8 @@ class _SqlQueue(_SqlStore):
                 if turn.get("message_id") == message_id:
                     if turn.get("action") != "agent":
                         raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
-                    if turn.get("text") != redact(text):
-                        # Answering "duplicate" would tell the agent this text reached the customer.
+                    if turn.get("text") != redact(text) or not _same_agent(turn.get("agent"), agent):
+                        # Answering "duplicate" would tell this agent their text reached the customer.
                         raise QueueError(f"message_id {message_id!r} is already another message on ticket {ticket.id}; use a new id")
                     return ticket, turn, False
             _check_holder(ticket, agent, "message the customer of")
@@ -507,7 +507,9 @@ class _SqlQueue(_SqlStore):
                         continue  # it never reached the customer: the agent's view must not say it did
                     turn = {**turn, "sent": sent}
                 turns.append(turn)
-            return self._ticket(self._set_turns(conn, ticket.id, turns, self._clock()))
+            # A send that ends after the agent resolved must not move the resolution time.
+            now = ticket.updated_at if ticket.status == "resolved" else self._clock()
+            return self._ticket(self._set_turns(conn, ticket.id, turns, now))
 
     def _set_turns(self, conn: _Executor, ticket_id: int, turns: Sequence[Mapping[str, Any]], now: float) -> Any:
         return conn.execute(

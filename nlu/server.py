@@ -808,10 +808,12 @@ def create_app(
             with _known_ticket(ticket_id):
                 try:
                     sent = send_agent_message(service.queue, sender, ticket_id, request.agent, request.text, request.message_id)
-                except SendError as exc:  # WhatsApp refused it, or could not be reached
+                except SendError as exc:  # WhatsApp refused it, could not be reached, or did not answer
                     metrics.inc("nlu_whatsapp_send_failures_total")
                     log.warning("agent message on ticket %s not sent: %s", ticket_id, exc)
-                    raise ApiError(502, "send_failed", str(exc)) from None
+                    # Sent with no answer: the customer may have it, so a retry must not be
+                    # told "send it again" (the turn stays, "sent": null).
+                    raise ApiError(502, "send_unknown" if exc.maybe_delivered else "send_failed", str(exc)) from None
                 except NLUError:
                     raise  # the queue's refusals: 409, 503
                 except Exception:  # a plugged-in sender may fail in any way
@@ -855,7 +857,7 @@ def create_app(
         )
         async def webhook_receive(request: Request) -> JSONResponse:
             """Customer messages from WhatsApp: the signature is checked on the raw body before anything is parsed;
-            text, button and list replies and media captions are handled, status updates acknowledged and ignored. Each reply body is
+            text, button and list replies and media captions are handled, voice notes, stickers and other unreadable messages get a request for text, status updates are counted. Each reply body is
             handed to the sender once (never again for a retried delivery) and returned here."""
             body = await _read_capped(request, settings.max_webhook_bytes)
             verdict = check_signature(app_secret, body, request.headers.get(SIGNATURE_HEADER))
@@ -1000,6 +1002,9 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
             try:
                 sender.send(reply)
                 metrics.inc("nlu_whatsapp_sent_total")
+            except SendError as exc:  # Meta's refusal says why: no traceback needed
+                metrics.inc("nlu_whatsapp_send_failures_total")
+                log.warning("reply to message %s not sent: %s", wa.message_id, exc)
             except Exception:  # a plugged-in sender may fail in any way; never lose the response
                 metrics.inc("nlu_whatsapp_send_failures_total")
                 log.exception("sender failed for message %s", wa.message_id)
@@ -1093,7 +1098,12 @@ def serve(settings: ServerSettings) -> None:
     if settings.log_level.lower() not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise ConfigError(f"--log-level must be critical, error, warning, info or debug, got {settings.log_level!r}")
     sender = _sender(settings)  # refuses half-set credentials before anything loads
-    service = load_service(settings)  # verifies the model even when workers load their own
+    try:
+        service = load_service(settings)  # verifies the model even when workers load their own
+    except BaseException:
+        if sender is not None:
+            sender.close()
+        raise
     _configure_logging(settings.log_level)
     common: dict[str, Any] = {
         "host": settings.host,

@@ -87,10 +87,11 @@ def is_pending_note(text: str) -> bool:
     head, _, tail = _PENDING_NOTE.partition("{reasons}")
     return text.startswith(head) and text.endswith(tail)
 
-# Typed acceptance of the consent question ("sí", "si acepto", "ACEPTO", "dale").
-# A typed yes to the consent question: agreement (routing's BARE_YES) or "acepto" itself.
+# A typed yes to the consent question: agreement (routing's BARE_YES: "sí", "dale", "sí,
+# por favor") or "acepto" itself.
 _EXPLICIT_ACCEPT = re.compile(r"^\W*(?:si[\s,]+)?acepto(?:[\s,]+(?:gracias|por favor|los terminos))?\W*$")
-# After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not.
+# After an opt-out only an explicit "acepto" (or the button) opts back in: "ok" does not,
+# unless it answers a consent question the bot asked again (see _consent_yes_asked).
 _REACCEPT = re.compile(r"^\W*(acepto|si,? acepto|quiero volver)\W*$")
 _DECLINE = re.compile(r"^\W*(no|no acepto|no gracias|no,? gracias)\W*$")
 
@@ -398,8 +399,7 @@ class Service:
     def _ask_consent(self, message: InboundMessage, view: ConversationView, reasons: tuple[str, ...]) -> Outcome:
         """The consent question, carrying a request for a person or a legal threat in its button."""
         consent = _carrying(self.catalogue.system_reply("consent"), tuple(r for r in reasons if r in _PENDING_ON_CONSENT))
-        reply = consent if view.disclosed else consent.prefixed(self.catalogue.system["disclosure"].text)
-        return self._save(message, Outcome("answer", reply, None, reasons, None), disclosed=True)
+        return self._save(message, Outcome("answer", self._with_disclosure(consent, view), None, reasons, None), disclosed=True)
 
     def _with_disclosure(self, reply: Reply, view: ConversationView) -> Reply:
         return reply if view.disclosed else reply.prefixed(self.catalogue.system["disclosure"].text)

@@ -12,7 +12,8 @@ Everything here is framework-free so it can be tested (and reused) without HTTP:
   else, because Meta adds fields to these payloads without notice. A mistake in the
   envelope refuses the notification; a mistake in one message ignores that message only.
 * :class:`Sender` is where a reply body goes; :class:`LogSender`, the default, writes
-  one JSON line per reply to a logger so a deployment can swap in the real Graph API call.
+  one JSON line per reply to a logger; :class:`nlu.cloud_api.CloudApiSender` makes the
+  Graph API call.
 """
 
 from __future__ import annotations

@@ -261,3 +261,48 @@ def test_feedback_export_leaves_out_a_request_for_a_person_labelled_with_the_top
     assert list(load_data([out]).frame["intent"]) == ["hablar_con_humano", "reembolso"]
     bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
     assert not check_data(load_data([bundled, out])).errors
+
+
+def test_feedback_export_keeps_a_request_for_a_person_that_names_its_topic(queue: Queue, tmp_path: Path) -> None:
+    # The first rule skipped every message with a request for a person in it, the most
+    # useful rows among them.
+    resolved(queue, "topic-1", "reembolso", text="me cobraron dos veces, quiero hablar con una persona para el reembolso")
+    resolved(queue, "topic-2", "modificar_pedido", text="necesito un asesor para cambiar mi pedido")
+    resolved(queue, "bare", "reembolso", text="QUIERO HABLAR CON UNA PERSONA YA!!!")
+    resolved(queue, "bare-2", "queja", text="hola, quiero hablar con alguien real ahora mismo")
+    summary = export_labelled(queue, tmp_path / "labels.csv")
+    assert (summary.rows, summary.skipped) == (2, 2)
+
+
+def test_feedback_export_leaves_out_a_message_chosen_by_button(queue: Queue, tmp_path: Path) -> None:
+    # A tapped "Cancelar pedido" escalates (sensitive intent); its text is the bot's own
+    # option title, not the customer's words.
+    ticket, _ = queue.enqueue(
+        conversation_id="c", message_id="tap", text="Cancelar pedido", prediction=PREDICTION, reasons=["sensitive_intent"], priority=0.5,
+        turns=[{"message_id": "tap", "text": "Cancelar pedido", "reasons": ["sensitive_intent", "button_choice"]}],
+    )
+    queue.claim("ana")
+    queue.resolve(ticket.id, "ana", intent="cancelar_pedido")
+    assert export_labelled(queue, tmp_path / "labels.csv").skipped == 1
+
+
+def test_feedback_export_reads_what_a_request_for_a_person_is_from_the_config(queue: Queue, tmp_path: Path) -> None:
+    resolved(queue, "person", "asesor", text="quiero hablar con una persona")
+    config = tmp_path / "nlu.toml"
+    config.write_text('[routing]\nhuman_intents = ["asesor"]\n', encoding="utf-8")
+    assert export_labelled(queue, tmp_path / "a.csv").rows == 0  # by default "asesor" is a topic
+    from nlu.routing import policy_for
+
+    assert export_labelled(queue, tmp_path / "b.csv", policy_for(None, config)).rows == 1
+
+
+def test_feedback_cli_export_takes_the_config(tmp_path: Path) -> None:
+    db = tmp_path / "nlu.db"
+    with SQLiteQueue(db) as q:
+        resolved(q, "person", "asesor", text="quiero hablar con una persona")
+    config = tmp_path / "nlu.toml"
+    config.write_text('[routing]\nhuman_intents = ["asesor"]\n', encoding="utf-8")
+    result = runner.invoke(app, ["queue", "export", str(tmp_path / "out.csv"), "--db", str(db), "--config", str(config)])
+    assert result.exit_code == 0 and "wrote 1 labelled message(s)" in result.stdout, result.output
+    result = runner.invoke(app, ["queue", "export", str(tmp_path / "out.csv"), "--db", str(db)])
+    assert "wrote 0 labelled message(s)" in result.stdout and "left out 1" in result.stdout

@@ -194,3 +194,50 @@ def test_handover_http_refuses_when_replies_only_go_to_the_log(service: Service)
     r = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "sender_not_configured"
     assert len(service.queue.get(ticket.id).turns) == 1
+
+
+def test_handover_http_unanswered_send_is_502_send_unknown(service: Service) -> None:
+    # A 502 "send_failed" told the agent tool to send again (the docs said nothing was
+    # left), though the customer may have the message.
+    client = in_process_client(service, FlakySender(SendError("no answer", maybe_delivered=True)))
+    ticket = held(service.queue)
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola", "message_id": "m1"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "send_unknown"
+    again = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola", "message_id": "m1"})
+    assert again.status_code == 200 and again.json()["duplicate"] is True and again.json()["message"]["sent"] is None
+
+
+def test_handover_sent_but_not_marked_is_reported_sent(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The customer had the message, and a failure to mark it was reported as a 503
+    # "nothing was written": an invitation to send it again.
+    from nlu.errors import QueueUnavailable
+
+    ticket = held(queue)
+    sender = RecordingSender()
+
+    def locked(*args: Any, **kwargs: Any) -> Ticket:
+        raise QueueUnavailable("database is locked")
+
+    monkeypatch.setattr(queue, "settle_agent_message", locked)
+    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert sent.turn["sent"] is True and len(sender.sent) == 1
+    monkeypatch.undo()
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    assert again.duplicate and len(sender.sent) == 1
+
+
+def test_handover_another_agents_message_id_is_not_their_duplicate(queue: Queue) -> None:
+    ticket = held(queue)
+    send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "m1")
+    queue.release(ticket.id, "ana")
+    queue.claim("luis")
+    with pytest.raises(QueueError, match="already another message"):
+        send_agent_message(queue, RecordingSender(), ticket.id, "luis", "Hola", "m1")
+
+
+def test_handover_a_send_that_ends_after_the_resolve_keeps_the_resolution_time(queue: Queue) -> None:
+    ticket = held(queue)
+    ticket, _, _ = queue.add_agent_message(ticket.id, "ana", "m1", "Hola")
+    resolved = queue.resolve(ticket.id, "ana", intent="queja")
+    settled = queue.settle_agent_message(ticket.id, "m1", sent=True)
+    assert settled.updated_at == resolved.updated_at and settled.turns[-1]["sent"] is True
