@@ -45,6 +45,7 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
+from .responses import MAX_TEXT_BODY
 
 __all__ = [
     "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
@@ -60,7 +61,7 @@ MAX_TICKET_ID = _MAX_SQL_INTEGER
 MAX_LIST_LIMIT = 500
 MAX_AGENT_CHARS = 128  # a name shown on every ticket, not a note
 MAX_INTENT_CHARS = 128  # an intent label an agent gives: a training label, not a note
-MAX_AGENT_MESSAGE_CHARS = 4096  # what an agent sends the customer: WhatsApp's limit for a text
+MAX_AGENT_MESSAGE_CHARS = MAX_TEXT_BODY  # what an agent sends the customer: WhatsApp's limit for a text
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 2  # 2: agent_intent

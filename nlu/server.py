@@ -63,7 +63,7 @@ from .queue import (
     agent_problem,
     note_problem,
 )
-from .responses import to_whatsapp
+from .responses import MAX_TEXT_BODY, to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import (
     SIGNATURE_HEADER,
@@ -80,7 +80,7 @@ log = logging.getLogger("nlu.server")
 
 # -- limits (documented in docs/http.md; the OpenAPI schema shows the field limits) ------
 
-MAX_TEXT_CHARS = 4096  # WhatsApp's own limit for a text message
+MAX_TEXT_CHARS = MAX_TEXT_BODY  # WhatsApp's own limit for a text message
 MAX_BATCH = 256  # texts per /v1/score call
 MAX_ID_CHARS = 512
 MAX_BUTTON_ID_CHARS = 256

@@ -64,6 +64,7 @@ from .responses import (
     CONSENT_YES_ID,
     HUMAN_ID,
     INTENT_PREFIX,
+    MAX_TEXT_BODY,
     Button,
     Catalogue,
     Reply,
@@ -71,7 +72,7 @@ from .responses import (
 )
 from .routing import BARE_YES, ConversationView, Decision, Turn, decide, fold, policy_for
 
-MAX_TEXT = 4096  # WhatsApp's own limit for a text message
+MAX_TEXT = MAX_TEXT_BODY  # WhatsApp's own limit for a text message
 
 # A message before consent that asks for a person (or threatens legal action) cannot be
 # kept, but the request can: it travels in the id of the consent question's "Sí, acepto"

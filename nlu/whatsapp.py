@@ -314,8 +314,11 @@ def _json_type(value: Any) -> str:
 class Sender(Protocol):
     """Delivers a Cloud API message body (``POST /{phone-number-id}/messages``).
 
-    A real implementation holds the access token and the phone number id and makes the
-    HTTP call; it should raise on failure (the server logs and counts it).
+    A real implementation (:class:`nlu.cloud_api.CloudApiSender`) holds the access token
+    and the phone number id and makes the HTTP call. It raises on failure (the server logs
+    and counts it): ``nlu.cloud_api.SendError(..., maybe_delivered=True)`` when the request
+    may have reached the customer (sent, no answer), so an agent's message is not sent
+    again; any other exception means nothing was sent.
     """
 
     def send(self, body: dict[str, Any]) -> None: ...
