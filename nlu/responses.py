@@ -49,9 +49,11 @@ PLACEHOLDERS: tuple[str, ...] = ("order", "city")
 SYSTEM_MESSAGES: tuple[str, ...] = (
     "disclosure", "consent", "consent_granted", "consent_declined", "opt_out", "clarify", "human_option", "escalate",
 )
-# Messages a catalogue may leave out: without "unreadable" (the answer to a voice note,
-# a sticker, a photo without a caption) the bot stays quiet, as before it existed.
-OPTIONAL_SYSTEM_MESSAGES: tuple[str, ...] = ("unreadable",)
+# Messages a catalogue may leave out, keeping the behaviour from before they existed:
+# without "unreadable" (the answer to a voice note, a sticker, a photo without a caption)
+# the bot stays quiet; without "acknowledged" (the answer to a bare "ok" / "sí" that
+# answers no question) such a message is scored like any other.
+OPTIONAL_SYSTEM_MESSAGES: tuple[str, ...] = ("unreadable", "acknowledged")
 # Button/row ids the service understands.
 HUMAN_ID = "human"
 CONSENT_YES_ID = "consent:yes"

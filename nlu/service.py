@@ -295,6 +295,9 @@ class Service:
 
         if message.button_id is None and view.pending_options:
             message = self._typed_choice(message)
+        if self._acknowledgement(message, view):
+            reply = self._with_disclosure(self.catalogue.system_reply("acknowledged"), view)
+            return self._save(message, Outcome("answer", reply, None, ("acknowledged",), None), disclosed=True)
         text = message.text
         if not text.strip() and (message.button_id or "").startswith(INTENT_PREFIX):
             # A button reply without its title: score the title it showed instead.
@@ -382,6 +385,22 @@ class Service:
             turns=turns,
         )
         return ticket
+
+    def _acknowledgement(self, message: InboundMessage, view: ConversationView) -> bool:
+        """A bare "ok" / "sí" / "dale, gracias" typed when the bot asked nothing: it agrees
+        with what was said. Scored, the bundled model read "sí" as a subscription ("¡Listo!
+        Te suscribimos", with nothing subscribed) and "ok" as too unsure to answer (a
+        person's time). Answered with the catalogue's optional ``system.acknowledged``;
+        after a clarifying question it is an answer to it and goes on as before. No turn is
+        kept: it asks nothing."""
+        return (
+            "acknowledged" in self.catalogue.system
+            # Before consent, or after an opt-out, the consent rules answer (or stay silent).
+            and (view.consent == "granted" or (not self.policy.require_consent and view.consent != "revoked"))
+            and message.button_id is None
+            and not view.pending_options
+            and BARE_YES.match(fold(message.text)) is not None
+        )
 
     def _unreadable(self, message: InboundMessage, view: ConversationView) -> Outcome:
         """A voice note, a sticker, a photo without a caption: nothing to score or route on,

@@ -720,3 +720,32 @@ def test_service_no_after_consent_was_given_is_an_opt_out_not_a_promise_to_keep_
     first = Chat(service, conversation_id="5215500000000", prefix="other")
     first.say("hola")
     assert first.say("No", button_id="consent:no").reasons == ("consent_declined",)  # nothing was stored: true
+
+
+# -- a bare "sí" / "ok" that answers no question the bot asked ---------------------------
+
+
+def test_service_a_bare_ok_is_acknowledged_not_scored(db: Path) -> None:
+    # With the bundled model "sí" after an answer got "¡Listo! Te suscribimos a nuestras
+    # novedades" (and nothing was subscribed), and "ok" escalated as low confidence: an
+    # agent's time for an acknowledgement.
+    script = {**SCRIPT, "sí": P("suscribirse", 0.85), "ok": P("despedida", 0.3), "dale, gracias": P("suscribirse", 0.6)}
+    with make_service(db, model=ScriptedModel(script)) as service:
+        chat = Chat(service)
+        chat.consent()
+        for text in ("sí", "ok", "dale, gracias"):
+            outcome = chat.say(text)
+            assert outcome.action == "answer" and outcome.reasons == ("acknowledged",), text
+            assert outcome.reply is not None and outcome.reply.text == load_catalogue().system["acknowledged"].text
+        view = service.conversations.view(chat.conversation_id)
+        assert view.turns == () and view.consent == "granted" and not view.human_active
+
+
+def test_service_a_bare_yes_to_a_clarifying_question_is_not_acknowledged(db: Path) -> None:
+    # After "¿Quieres darte de baja?" (confirm_opt_out) or any clarifying question, "sí" is
+    # an answer to it: it goes on as before rather than being waved through.
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("darse_de_baja", 0.6)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        assert chat.say("ya no quiero nada de ustedes").reasons == ("confirm_opt_out",)
+        assert chat.say("sí").reasons != ("acknowledged",)
