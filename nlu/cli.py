@@ -596,16 +596,19 @@ def queue_send(
 def queue_export(
     out: Annotated[Path, typer.Argument(metavar="FILE", help="CSV file to write (text, intent and where each row came from).", show_default=False)],
     db: QueueDb = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="nlu.toml whose [routing] says what a request for a person looks like.")
+    model: Annotated[
+        Path | None, typer.Option("--model", help="The served model: its routing policy says what a request for a person looks like.")
     ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml; its [routing] comes before the model's.")] = None,
 ) -> None:
     """Write the tickets agents resolved with --intent as training rows for 'nlu train'."""
     from .feedback import export_labelled
+    from .model import load_model
     from .queue import open_queue
     from .routing import policy_for
 
-    policy = policy_for(None, config)  # a bad config fails before the database is opened
+    # The policy the service applies (policy_for); a bad model or config fails before the database opens.
+    policy = policy_for(None if model is None else load_model(model), config)
     queue = open_queue(db)
     try:
         summary = export_labelled(queue, out, policy)

@@ -36,7 +36,7 @@ from .atomic import make_dirs, write_atomic
 from .config import RoutingPolicy
 from .errors import OutputError
 from .queue import Queue, Ticket
-from .routing import fold, matches_any, without_matches
+from .routing import fold, matches_any
 from .service import is_pending_note
 from .text import clean
 
@@ -82,12 +82,19 @@ def export_labelled(queue: Queue, path: str | Path, policy: RoutingPolicy | None
     return ExportSummary(path, sum(counts.values()), dict(counts.most_common()), corrected, skipped)
 
 
-# Words a bare request for a person is made of besides the request itself.
+# The words of a bare request for a person ("quiero hablar con una persona ya"): a message
+# that holds any other word of 4 letters or more names something besides.
 _FILLER = frozenset({
-    "quiero", "necesito", "favor", "porfa", "porfavor", "please", "ahora", "ahorita", "urgente",
-    "gracias", "hola", "buenas", "buenos", "tardes", "dias", "noches", "alguien", "real", "humano",
-    "humana", "persona", "asesor", "asesora", "agente", "ustedes", "mismo", "rapido", "pronto",
-    "inmediato", "inmediatamente", "directamente",
+    "quiero", "necesito", "quisiera", "deseo", "puedo", "puede", "pueden", "podria", "podrian",
+    "seria", "favor", "porfa", "porfavor", "please", "ahora", "ahorita", "urgente", "gracias",
+    "hola", "buenas", "buenos", "tardes", "dias", "noches", "alguien", "algun", "alguna", "alguno",
+    "real", "humano", "humana", "persona", "personal", "asesor", "asesora", "agente", "operador",
+    "operadora", "ejecutivo", "ejecutiva", "representante", "gente", "equipo", "ustedes", "usted",
+    "mismo", "rapido", "pronto", "inmediato", "inmediatamente", "directamente", "hablar", "hable",
+    "hablen", "comunicar", "comunicarme", "comuniquen", "contactar", "contactarme", "chatear",
+    "conversar", "pasame", "pasen", "pasar", "pasarme", "transferir", "transfieran", "transfiere",
+    "atienda", "atiendan", "atender", "atencion", "cliente", "clientes", "servicio", "llame",
+    "llamen", "llamar", "llamada", "para", "pero", "tengo",
 })
 _CONTENT = re.compile(r"[a-zñ]{4,}")
 
@@ -104,7 +111,9 @@ def _person_not_topic(ticket: Ticket, policy: RoutingPolicy) -> bool:
     folded = fold(ticket.text)
     if not matches_any(folded, policy.human_patterns):
         return False
-    return not [w for w in _CONTENT.findall(without_matches(folded, policy.human_patterns)) if w not in _FILLER]
+    # Whole words, not what the patterns matched: a pattern spans up to 25 characters
+    # between "hablar" and "persona", and "hablar del reembolso con alguien" is a topic.
+    return all(w in _FILLER for w in _CONTENT.findall(folded))
 
 
 def _row(ticket: Ticket, predicted: Any) -> list[Any]:

@@ -194,13 +194,6 @@ def matches_any(folded: str, patterns: tuple[str, ...]) -> bool:
     return any(p.search(folded) for p in _compiled(patterns))
 
 
-def without_matches(folded: str, patterns: tuple[str, ...]) -> str:
-    """``folded`` with what the patterns match blanked out: what a message says besides."""
-    for pattern in _compiled(patterns):
-        folded = pattern.sub(" ", folded)
-    return folded
-
-
 _WORD = re.compile(r"[^\W\d_]+")
 _LEET = str.maketrans("0134@$", "oieaas")
 _LEET_CHARS = frozenset("0134@$*")

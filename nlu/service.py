@@ -32,6 +32,12 @@
 6. **Record** the turn (redacted text, prediction summary, action) and the outcome in
    one transaction.
 
+Before scoring, two kinds of message are answered without the model: one the bot cannot
+read (a voice note, a sticker, a photo without a caption: ``InboundMessage.media``) gets
+the catalogue's ``system.unreadable``, and a bare "ok" / "sí" that answers no question
+gets ``system.acknowledged`` (reason codes ``unreadable`` / ``acknowledged``; both
+messages are optional, and without them the old behaviour stays).
+
 Outcome actions: ``answer``, ``clarify``, ``escalate`` (from routing), ``handover`` and
 ``silent`` (no bot reply). Consent questions and opt-out confirmations are ``answer``
 with the reason codes ``no_consent`` / ``opt_out``.
@@ -391,15 +397,17 @@ class Service:
         with what was said. Scored, the bundled model read "sí" as a subscription ("¡Listo!
         Te suscribimos", with nothing subscribed) and "ok" as too unsure to answer (a
         person's time). Answered with the catalogue's optional ``system.acknowledged``;
-        after a clarifying question it is an answer to it and goes on as before. No turn is
-        kept: it asks nothing."""
+        right after a clarifying question it answers that question instead (see
+        _typed_choice). No turn is kept: it asks nothing, so streaks go on around it."""
         return (
             "acknowledged" in self.catalogue.system
             # Before consent, or after an opt-out, the consent rules answer (or stay silent).
             and (view.consent == "granted" or (not self.policy.require_consent and view.consent != "revoked"))
             and message.button_id is None
-            and not view.pending_options
             and BARE_YES.match(fold(message.text)) is not None
+            # "¿listo?", "¿sí?", "¿bueno?" ask something ("is it done?", "anyone there?").
+            and not any(mark in message.text for mark in "?¿")
+            and (self.conversations.last_outcome(message.conversation_id) or {}).get("action") != "clarify"
         )
 
     def _unreadable(self, message: InboundMessage, view: ConversationView) -> Outcome:
@@ -479,6 +487,11 @@ class Service:
         folded = fold(message.text)
         place = _place(folded)
         picked = [(ident, title) for i, (ident, title) in enumerate(shown, start=1) if i == place or fold(title) == folded]
+        if not picked and "confirm_opt_out" in last.get("reasons", ()) and BARE_YES.match(folded):
+            # "sí" to "¿Darme de baja?" is its button; scored, the bundled model read it as a
+            # subscription ("¡Listo! Te suscribimos") for someone who wanted out.
+            opt_out = {INTENT_PREFIX + i for i in self.policy.opt_out_intents}
+            picked = [(ident, title) for ident, title in shown if ident in opt_out][:1]
         if not picked:
             return message
         ident, title = picked[0]

@@ -306,3 +306,31 @@ def test_feedback_cli_export_takes_the_config(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "wrote 1 labelled message(s)" in result.stdout, result.output
     result = runner.invoke(app, ["queue", "export", str(tmp_path / "out.csv"), "--db", str(db)])
     assert "wrote 0 labelled message(s)" in result.stdout and "left out 1" in result.stdout
+
+
+def test_feedback_cli_export_takes_the_models_policy(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # The service applies the model's recorded policy when there is no config; the export
+    # used the defaults, and dropped the rows a model with another person intent needs.
+    import json
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    meta = json.loads((model_dir / "meta.json").read_text(encoding="utf-8"))
+    meta["routing"]["human_intents"] = ["asesor"]
+    (model_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    db = tmp_path / "nlu.db"
+    with SQLiteQueue(db) as q:
+        resolved(q, "person", "asesor", text="quiero hablar con una persona")
+    result = runner.invoke(app, ["queue", "export", str(tmp_path / "out.csv"), "--db", str(db), "--model", str(model_dir)])
+    assert result.exit_code == 0 and "wrote 1 labelled message(s)" in result.stdout, result.output
+
+
+def test_feedback_export_keeps_requests_whose_topic_sits_inside_the_request(queue: Queue, tmp_path: Path) -> None:
+    # A pattern spans up to 25 characters between "hablar" and "persona": blanking what it
+    # matched blanked the topic too.
+    resolved(queue, "a", "reembolso", text="quiero hablar del reembolso con alguien")
+    resolved(queue, "b", "factura", text="necesito hablar de mi factura con un asesor")
+    resolved(queue, "c", "queja", text="me pueden pasar con un asesor por favor")
+    summary = export_labelled(queue, tmp_path / "labels.csv")
+    assert (summary.rows, summary.skipped) == (2, 1)

@@ -741,11 +741,41 @@ def test_service_a_bare_ok_is_acknowledged_not_scored(db: Path) -> None:
         assert view.turns == () and view.consent == "granted" and not view.human_active
 
 
-def test_service_a_bare_yes_to_a_clarifying_question_is_not_acknowledged(db: Path) -> None:
-    # After "¿Quieres darte de baja?" (confirm_opt_out) or any clarifying question, "sí" is
-    # an answer to it: it goes on as before rather than being waved through.
-    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("darse_de_baja", 0.6)})) as service:
+def test_service_a_typed_yes_to_the_opt_out_confirmation_is_its_button(db: Path) -> None:
+    # "ya no quiero nada de ustedes" -> "¿Darme de baja?" -> "sí" was scored: the bundled
+    # model reads "sí" as a subscription, so the answer was "¡Listo! Te suscribimos".
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("suscribirse", 0.85)})) as service:
         chat = Chat(service)
         chat.consent()
         assert chat.say("ya no quiero nada de ustedes").reasons == ("confirm_opt_out",)
+        bye = chat.say("sí")
+        assert bye.reasons == ("opt_out", "button_choice")
+        assert service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
+def test_service_a_bare_yes_right_after_a_clarifying_question_is_not_acknowledged(db: Path) -> None:
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("factura", 0.3)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        assert chat.say("lo del pago").action == "clarify"
         assert chat.say("sí").reasons != ("acknowledged",)
+
+
+def test_service_acknowledgement_follows_the_last_bot_message_not_old_options(db: Path) -> None:
+    # A clarify, then a sticker (answered), then "sí": the options of the old question
+    # were still pending, so "sí" was scored ("Te suscribimos").
+    with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("suscribirse", 0.85)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        assert chat.say("lo del pago").action == "clarify"
+        assert unreadable(chat, "sticker").reasons == ("unreadable",)
+        assert chat.say("sí").reasons == ("acknowledged",)
+
+
+@pytest.mark.parametrize("text", ["¿listo?", "¿sí?", "¿Bueno?", "ok?"])
+def test_service_a_one_word_question_is_not_acknowledged(db: Path, text: str) -> None:
+    # "¿listo?" asks whether it is done, "¿Bueno?" is a Mexican "hello?": "¡Perfecto!" answers neither.
+    with make_service(db, model=ScriptedModel({**SCRIPT, text: P("despedida", 0.3)})) as service:
+        chat = Chat(service)
+        chat.consent()
+        assert chat.say(text).reasons != ("acknowledged",)
