@@ -132,7 +132,8 @@ class CloudApiSender:
                 ) from None
             else:
                 if response.is_success:
-                    log.debug("sent reply to %s: %s", to, self._scrubbed(_message_id(response), recipient, to))
+                    if log.isEnabledFor(logging.DEBUG):  # parsing the answer only to log it
+                        log.debug("sent reply to %s: %s", to, self._scrubbed(_message_id(response), recipient, to))
                     return
                 status, code, detail = response.status_code, *_meta_error(response)
                 detail = self._scrubbed(detail, recipient, to)

@@ -479,20 +479,20 @@ class _SqlQueue(_SqlStore):
         ticket_id = _ticket_id(ticket_id)
         agent = self._storable(_agent(agent))
         message_id = self._storable(_nonempty("message_id", message_id))
-        text = _agent_text(text)
+        stored = redact(_agent_text(text))
         with self._write(f"record a message on ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             for turn in ticket.turns:
                 if turn.get("message_id") == message_id:
                     if turn.get("action") != "agent":
                         raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
-                    if turn.get("text") != redact(text) or not _same_agent(turn.get("agent"), agent):
+                    if turn.get("text") != stored or not _same_agent(turn.get("agent"), agent):
                         # Answering "duplicate" would tell this agent their text reached the customer.
                         raise QueueError(f"message_id {message_id!r} is already another message on ticket {ticket.id}; use a new id")
                     return ticket, turn, False
             _check_holder(ticket, agent, "message the customer of")
             now = self._clock()
-            turn = {"message_id": message_id, "action": "agent", "agent": agent, "text": redact(text), "created_at": now, "sent": False}
+            turn = {"message_id": message_id, "action": "agent", "agent": agent, "text": stored, "created_at": now, "sent": False}
             row = self._set_turns(conn, ticket.id, [*ticket.turns, turn], now)
             return self._ticket(row), turn, True
 

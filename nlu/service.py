@@ -364,10 +364,7 @@ class Service:
             # Nothing to score, but the agent should know the customer sent one.
             shown = dataclasses.replace(message, text=f"[{message.media}]")
             turn = self._turn(shown, None, "handover", ("human_active", "unreadable"))
-            ticket, _ = self.queue.enqueue(
-                conversation_id=message.conversation_id, message_id=message.message_id, text=shown.text,
-                prediction={}, reasons=(), priority=0.0, turns=[turn.to_dict()],
-            )
+            ticket = self._enqueue(shown, None, (), [turn.to_dict()])
             return self._save(message, Outcome("handover", None, None, ("human_active",), ticket), turn=turn)
         prediction = self.model.score(message.text)
         decision = decide(prediction, view, self.policy, message.text)
@@ -378,16 +375,17 @@ class Service:
         return self._save(message, outcome, turn=turn)
 
     def _enqueue(
-        self, message: InboundMessage, prediction: Prediction, reasons: tuple[str, ...], turns: list[dict[str, Any]]
+        self, message: InboundMessage, prediction: Prediction | None, reasons: tuple[str, ...], turns: list[dict[str, Any]]
     ) -> Ticket:
-        """A ticket for ``message``, or the conversation's open one it joins (see Queue.enqueue)."""
+        """A ticket for ``message``, or the conversation's open one it joins (see Queue.enqueue);
+        ``prediction`` None for a message with nothing to score (lowest priority)."""
         ticket, _ = self.queue.enqueue(
             conversation_id=message.conversation_id,
             message_id=message.message_id,
             text=redact(message.text),
-            prediction=prediction.to_dict(),
+            prediction={} if prediction is None else prediction.to_dict(),
             reasons=reasons,
-            priority=self._priority(prediction, reasons),
+            priority=0.0 if prediction is None else self._priority(prediction, reasons),
             turns=turns,
         )
         return ticket
@@ -487,11 +485,11 @@ class Service:
         folded = fold(message.text)
         place = _place(folded)
         picked = [(ident, title) for i, (ident, title) in enumerate(shown, start=1) if i == place or fold(title) == folded]
-        if not picked and "confirm_opt_out" in last.get("reasons", ()) and BARE_YES.match(folded):
-            # "sí" to "¿Darme de baja?" is its button; scored, the bundled model read it as a
-            # subscription ("¡Listo! Te suscribimos") for someone who wanted out.
-            opt_out = {INTENT_PREFIX + i for i in self.policy.opt_out_intents}
-            picked = [(ident, title) for ident, title in shown if ident in opt_out][:1]
+        offered = [(ident, title) for ident, title in shown if ident.startswith(INTENT_PREFIX)]
+        if not picked and len(offered) == 1 and BARE_YES.match(folded):
+            # "sí" to a question that offers one intent ("¿Darme de baja?") is its button;
+            # scored, the bundled model read it as a subscription for someone who wanted out.
+            picked = offered
         if not picked:
             return message
         ident, title = picked[0]
