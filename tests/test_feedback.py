@@ -23,6 +23,12 @@ from nlu.service import Service
 
 PREDICTION = {"intent": "estado_pedido", "confidence": 0.41, "sentiment": "negativo", "frustration": 0.8}
 runner = CliRunner()
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
+
+
+def assert_trains_with_the_bundled_data(export: Path) -> None:
+    """The export goes into `nlu data check` / `nlu train` next to the training data as it is."""
+    assert not check_data(load_data([BUNDLED, export])).errors
 
 
 @pytest.fixture
@@ -145,10 +151,8 @@ def test_feedback_export_writes_rows_that_training_reads(queue: Queue, tmp_path:
     assert (rows[0]["predicted_intent"], rows[0]["predicted_confidence"], rows[0]["agent"]) == ("estado_pedido", "0.4100", "ana")
     assert list(load_data([out]).frame["intent"]) == ["cambiar_direccion", "estado_pedido"]
     # Added to the training data as it is: no problem for `nlu data check` or `nlu train`.
-    bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
-    both = load_data([bundled, out])
-    assert len(both.frame) == len(load_data([bundled]).frame) + 2
-    assert not check_data(both).errors
+    assert len(load_data([BUNDLED, out]).frame) == len(load_data([BUNDLED]).frame) + 2
+    assert_trains_with_the_bundled_data(out)
 
 
 def test_feedback_export_of_no_labels_is_a_header_only_file(queue: Queue, tmp_path: Path) -> None:
@@ -244,8 +248,7 @@ def test_feedback_export_leaves_out_tickets_without_the_customers_words(queue: Q
     summary = export_labelled(queue, out)
     assert (summary.rows, summary.skipped) == (1, 2)
     assert list(load_data([out]).frame["text"]) == ["¿dónde está mi pedido?"]
-    bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
-    assert not check_data(load_data([bundled, out])).errors
+    assert_trains_with_the_bundled_data(out)
 
 
 def test_feedback_export_leaves_out_a_request_for_a_person_labelled_with_the_topic(queue: Queue, tmp_path: Path) -> None:
@@ -259,8 +262,7 @@ def test_feedback_export_leaves_out_a_request_for_a_person_labelled_with_the_top
     summary = export_labelled(queue, out)
     assert (summary.rows, summary.skipped) == (2, 1)
     assert list(load_data([out]).frame["intent"]) == ["hablar_con_humano", "reembolso"]
-    bundled = Path(__file__).resolve().parent.parent / "data" / "chats_train.csv"
-    assert not check_data(load_data([bundled, out])).errors
+    assert_trains_with_the_bundled_data(out)
 
 
 def test_feedback_export_keeps_a_request_for_a_person_that_names_its_topic(queue: Queue, tmp_path: Path) -> None:
