@@ -51,17 +51,28 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056, 133
 # "not now" and are retried.
 _MAYBE_TAKEN = frozenset({500, 502, 504})
 
+
+def _renewable(status: int, code: int | None) -> bool:
+    """A refusal of the credentials (HTTP 401, code 190: the token expired or was revoked):
+    nothing went out, and the same reply goes through once the token is renewed."""
+    return status == 401 or code == 190
+
 log = logging.getLogger(__name__)
 
 
 class SendError(NLUError):
     """Meta did not take a reply (or may not have): the message names why, without secrets."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None, maybe_delivered: bool = False) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: int | None = None, maybe_delivered: bool = False, retry: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.maybe_delivered = maybe_delivered  # sent, but no answer came: sending again could double it
+        # Not delivered, and the same body may go through later (Meta unreachable or busy, the
+        # token to be renewed): the server keeps a bot reply for resending (nlu.outbox).
+        self.retry = retry and not maybe_delivered
 
 
 class CloudApiSender:
@@ -122,7 +133,7 @@ class CloudApiSender:
                 response = self._client.post(self.url, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never left: sending it again cannot make a second message.
-                failure = SendError(f"cannot reach the WhatsApp Cloud API to reply to {to}: {type(exc).__name__}")
+                failure = SendError(f"cannot reach the WhatsApp Cloud API to reply to {to}: {type(exc).__name__}", retry=True)
                 wait = self._wait(attempt, None)
             except httpx.HTTPError as exc:
                 # Sent, but no answer: Meta may have delivered it, so it is not sent again.
@@ -144,8 +155,12 @@ class CloudApiSender:
                         f"WhatsApp Cloud API answered HTTP {status}{detail} for the reply to {to}; not retried, it may have been delivered",
                         status=status, code=code, maybe_delivered=True,
                     )
-                failure = SendError(f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}{_hint(code)}", status=status, code=code)
-                if not (status in (429, 503) or code in TRANSIENT_CODES):
+                transient = status in (429, 503) or code in TRANSIENT_CODES
+                failure = SendError(
+                    f"WhatsApp Cloud API refused the reply to {to}: HTTP {status}{detail}{_hint(code)}",
+                    status=status, code=code, retry=transient or _renewable(status, code),
+                )
+                if not transient:
                     raise failure
                 wait = self._wait(attempt, response.headers.get("Retry-After"))
             if attempt == self.attempts:

@@ -6,6 +6,8 @@ assistant disclosure was sent, whether a person has taken over (and the ticket),
 intents offered by the last clarifying question, and the recent turns (PII-redacted text,
 prediction summary, action, reasons). Every processed message id is kept with the outcome
 that was returned, so a retried message is answered once and the same outcome comes back.
+The outbox holds the replies the sender could not hand over yet (``nlu.outbox``), until
+they are sent or given up.
 
 Durability: WAL journal, one ``BEGIN IMMEDIATE`` transaction per operation, so a crash
 loses nothing that was acknowledged and a restart resumes every conversation. Safe to
@@ -24,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -69,9 +72,32 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversation_messages_by_conversation ON conversation_messages (conversation_id, created_at);
+CREATE TABLE IF NOT EXISTS conversation_outbox (
+    message_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    next_at REAL NOT NULL,
+    claimed_at REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_outbox_by_next ON conversation_outbox (next_at);
+CREATE INDEX IF NOT EXISTS conversation_outbox_by_conversation ON conversation_outbox (conversation_id);
 """
 
 _UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class PendingReply:
+    """A reply in the outbox, claimed for one more attempt (``attempts`` made so far)."""
+
+    message_id: str  # the customer's message it answers
+    conversation_id: str
+    body: dict[str, Any]  # the Cloud API message body
+    attempts: int
+    created_at: float  # when the first attempt failed
 
 
 class Conversations(Protocol):
@@ -104,6 +130,16 @@ class Conversations(Protocol):
 
     def end_handover(self, conversation_id: str) -> None: ...
 
+    def defer_reply(
+        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *, failed_at: float, retry_at: float
+    ) -> bool: ...
+
+    def claim_replies(self, now: float, lease: float, limit: int = 20) -> tuple[list[PendingReply], int]: ...
+
+    def settle_reply(self, message_id: str, *, retry_at: float | None = None, error: str = "") -> None: ...
+
+    def outbox_depth(self) -> int: ...
+
     def forget(self, conversation_id: str) -> int: ...
 
     def purge(self, older_than_days: float, still_held: Callable[[str], bool] | None = None) -> int: ...
@@ -125,6 +161,7 @@ class _SqlConversations(_SqlStore):
     """
 
     history_turns: int
+    _SKIP_LOCKED: str  # claims rows no other transaction holds (PostgreSQL); SQLite has one writer
 
     def _reading(self, what: str) -> AbstractContextManager[_Executor]:
         raise NotImplementedError
@@ -304,12 +341,83 @@ class _SqlConversations(_SqlStore):
                 (self._last_turn(db, conversation), now, conversation),
             )
 
+    # -- the outbox -----------------------------------------------------------------------
+    # Replies the sender could not hand over (Meta unreachable, rate-limited, the token
+    # expired) wait here for ``nlu.outbox.Resender``. A row is claimed before its send and
+    # settled after; a claim that outlives its lease (the process died during the send,
+    # which may have gone through) is dropped, never sent again.
+
+    def defer_reply(
+        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *, failed_at: float, retry_at: float
+    ) -> bool:
+        """Keep a reply whose send failed at ``failed_at`` for another attempt at
+        ``retry_at`` (unix times); False if that message's reply is in the outbox already."""
+        _check_id(message_id, "message_id")
+        _check_id(conversation_id, "conversation_id")
+        with self._write("keep a reply for resending") as db:
+            row = db.execute(
+                "INSERT INTO conversation_outbox (message_id, conversation_id, body, attempts, next_at, last_error, created_at)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                (
+                    self._storable(message_id), self._storable(conversation_id),
+                    self._storable(json.dumps(dict(body), ensure_ascii=False)), retry_at, self._storable(error[:500]), failed_at,
+                ),
+            ).fetchone()
+        return row is not None
+
+    def claim_replies(self, now: float, lease: float, limit: int = 20) -> tuple[list[PendingReply], int]:
+        """Claim up to ``limit`` replies due at ``now``, oldest first, for one attempt each;
+        also drop claims older than ``lease`` seconds. Returns (claimed, dropped)."""
+        # A read first: the resender polls every few seconds, and an empty outbox (the
+        # usual case) must not take SQLite's write lock each time.
+        with self._reading("read the outbox") as db:
+            work = db.execute(
+                "SELECT 1 FROM conversation_outbox WHERE (claimed_at IS NULL AND next_at <= ?) OR claimed_at < ? LIMIT 1",
+                (now, now - lease),
+            ).fetchone()
+        if work is None:
+            return [], 0
+        with self._write("claim replies to resend") as db:
+            dropped = db.execute("DELETE FROM conversation_outbox WHERE claimed_at < ?", (now - lease,)).rowcount
+            rows = db.execute(
+                "SELECT message_id, conversation_id, body, attempts, created_at FROM conversation_outbox"
+                f" WHERE claimed_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT ?{self._SKIP_LOCKED}",
+                (now, limit),
+            ).fetchall()
+            for row in rows:
+                db.execute("UPDATE conversation_outbox SET claimed_at = ? WHERE message_id = ?", (now, row[0]))
+        claimed = [PendingReply(r[0], r[1], dict(json.loads(r[2])), int(r[3]), float(r[4])) for r in rows]
+        return claimed, max(dropped, 0)
+
+    def settle_reply(self, message_id: str, *, retry_at: float | None = None, error: str = "") -> None:
+        """After a claimed attempt: remove the reply (sent, or given up), or keep it for
+        another attempt at ``retry_at``."""
+        message = self._storable(message_id)
+        with self._write("settle a resent reply") as db:
+            if retry_at is None:
+                db.execute("DELETE FROM conversation_outbox WHERE message_id = ?", (message,))
+            else:
+                db.execute(
+                    "UPDATE conversation_outbox SET attempts = attempts + 1, next_at = ?, claimed_at = NULL, last_error = ?"
+                    " WHERE message_id = ?",
+                    (retry_at, self._storable(error[:500]), message),
+                )
+
+    def outbox_depth(self) -> int:
+        """Replies waiting in the outbox (claimed ones included)."""
+        with self._reading("read the outbox") as db:
+            row = db.execute("SELECT COUNT(*) FROM conversation_outbox").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def forget(self, conversation_id: str) -> int:
         """Delete everything stored about a conversation (erasure request); rows deleted."""
         conversation = self._storable(conversation_id)
         with self._write("forget a conversation") as db:
             n = 0
-            for table, column in (("conversation_turns", "conversation_id"), ("conversation_messages", "conversation_id"), ("conversations", "id")):
+            for table, column in (
+                ("conversation_turns", "conversation_id"), ("conversation_messages", "conversation_id"),
+                ("conversation_outbox", "conversation_id"), ("conversations", "id"),
+            ):
                 n += db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation,)).rowcount
         return n
 
@@ -334,6 +442,7 @@ class _SqlConversations(_SqlStore):
         with self._write("purge conversation state") as db:
             n = db.execute("DELETE FROM conversation_turns WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversation_messages WHERE created_at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM conversation_outbox WHERE created_at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM conversations WHERE updated_at < ? AND NOT human_active", (cutoff,)).rowcount
             for conversation in released:  # still idle: a message meanwhile would have updated it
                 n += db.execute("DELETE FROM conversations WHERE id = ? AND updated_at < ?", (conversation, cutoff)).rowcount
@@ -346,6 +455,7 @@ class ConversationStore(_SqlConversations):
     # No row locks in SQLite (nor FOR UPDATE): BEGIN IMMEDIATE already holds the whole
     # database's write lock for the transaction.
     _FOR_UPDATE = ""
+    _SKIP_LOCKED = ""
 
     def __init__(self, path: str | Path, history_turns: int = 10, timeout: float = 30.0) -> None:
         path = _sqlite_path(path)

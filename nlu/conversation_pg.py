@@ -76,6 +76,23 @@ _STEPS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX conversation_messages_by_created ON conversation_messages (created_at)",
         "CREATE INDEX conversations_by_updated ON conversations (updated_at)",
     ),
+    (
+        # Replies the sender could not hand over yet (nlu.outbox).
+        """
+        CREATE TABLE conversation_outbox (
+            message_id      TEXT PRIMARY KEY,   -- the customer message the reply answers
+            conversation_id TEXT NOT NULL,
+            body            TEXT NOT NULL,      -- the Cloud API message body, JSON
+            attempts        INTEGER NOT NULL DEFAULT 1,
+            next_at         DOUBLE PRECISION NOT NULL,
+            claimed_at      DOUBLE PRECISION,
+            last_error      TEXT NOT NULL DEFAULT '',
+            created_at      DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX conversation_outbox_by_next ON conversation_outbox (next_at)",
+        "CREATE INDEX conversation_outbox_by_conversation ON conversation_outbox (conversation_id)",
+    ),
 )
 SCHEMA_VERSION = len(_STEPS)
 
@@ -84,6 +101,7 @@ class PostgresConversationStore(_SqlConversations):
     """Conversation state in a PostgreSQL database (usually the queue's)."""
 
     _FOR_UPDATE = " FOR UPDATE"  # end_handover locks the conversation row before reading its turns
+    _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"  # two instances' resenders claim different replies
 
     def __init__(self, url: str, history_turns: int = 10, timeout: float = 5.0, pool_size: int = 8) -> None:
         self.url = url

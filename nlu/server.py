@@ -30,8 +30,8 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
@@ -52,6 +52,7 @@ from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, Se
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .handover import send_agent_message
 from .metrics_http import Metrics
+from .outbox import Resender, keeps
 from .privacy import redact
 from .queue import (
     MAX_AGENT_CHARS,
@@ -72,6 +73,7 @@ from .whatsapp import (
     PayloadError,
     Sender,
     Signature,
+    WhatsAppMessage,
     check_signature,
     parse_webhook,
 )
@@ -710,6 +712,17 @@ def create_app(
     sender_kind = "cloud_api" if isinstance(sender, CloudApiSender) else "log" if isinstance(sender, LogSender) else "custom"
     metrics = metrics or Metrics()
     model = service.model
+    # Webhook replies that could not be sent wait in the outbox; this process resends them.
+    resender = Resender(service.conversations, sender, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook:
+            resender.start()
+        try:
+            yield
+        finally:
+            resender.stop()
 
     app = FastAPI(
         title="nlu",
@@ -717,11 +730,13 @@ def create_app(
         summary="Spanish chat NLU for customer-service bots: score, route, answer or hand over to a person.",
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.sender = sender
+    app.state.resender = resender
 
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
@@ -874,7 +889,7 @@ def create_app(
                 notification = parse_webhook(payload)
             except PayloadError as exc:
                 raise ApiError(422, "invalid_payload", str(exc)) from None
-            return JSONResponse(await run_in_threadpool(_handle_notification, service, sender, metrics, notification))
+            return JSONResponse(await run_in_threadpool(_handle_notification, service, sender, resender, metrics, notification))
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -912,10 +927,21 @@ def create_app(
         except NLUError:
             return None  # a scrape must not fail because the database is busy
 
+    def _outbox_depth() -> float | None:
+        try:
+            return float(service.conversations.outbox_depth())
+        except NLUError:
+            return None
+
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics_route() -> PlainTextResponse:
         """Prometheus text format: requests by route and status, latency histogram, actions, queue depth."""
-        text = metrics.render({"nlu_queue_depth": ("Tickets waiting for an agent.", _queue_depth)})
+        text = metrics.render(
+            {
+                "nlu_queue_depth": ("Tickets waiting for an agent.", _queue_depth),
+                "nlu_whatsapp_outbox_depth": ("Bot replies waiting to be sent again.", _outbox_depth),
+            }
+        )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(FrontDoor, settings=settings)  # type: ignore[arg-type]
@@ -964,7 +990,9 @@ def _kept(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
 
 
-def _handle_notification(service: Service, sender: Sender, metrics: Metrics, notification: Notification) -> dict[str, Any]:
+def _handle_notification(
+    service: Service, sender: Sender, resender: Resender, metrics: Metrics, notification: Notification
+) -> dict[str, Any]:
     """Run each message through the service; send each fresh reply once (in a worker thread)."""
     results: list[dict[str, Any]] = []
     ignored = [item.to_dict() for item in notification.ignored]
@@ -998,26 +1026,42 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
             continue
         _count_outcome(metrics, outcome)
         reply = None if outcome.reply is None else to_whatsapp(outcome.reply, to=wa.conversation_id)
-        if reply is not None and not outcome.duplicate:
-            try:
-                sender.send(reply)
-                metrics.inc("nlu_whatsapp_sent_total")
-            except SendError as exc:  # Meta's refusal says why: no traceback needed
-                metrics.inc("nlu_whatsapp_send_failures_total")
-                log.warning("reply to message %s not sent: %s", wa.message_id, exc)
-            except Exception:  # a plugged-in sender may fail in any way; never lose the response
-                metrics.inc("nlu_whatsapp_send_failures_total")
-                log.exception("sender failed for message %s", wa.message_id)
+        delivery = None if reply is None or outcome.duplicate else _deliver(sender, resender, metrics, wa, reply)
         results.append(
             {
                 "message_id": wa.message_id,
                 "action": outcome.action,
                 "duplicate": outcome.duplicate,
                 "reply": reply,
+                "delivery": delivery,
                 "ticket": None if outcome.ticket is None else outcome.ticket.id,
             }
         )
     return {"messages": results, "statuses": len(notification.statuses), "ignored": ignored}
+
+
+def _deliver(sender: Sender, resender: Resender, metrics: Metrics, wa: WhatsAppMessage, reply: dict[str, Any]) -> str:
+    """Hand a fresh reply to the sender once: "sent"; "deferred" when it failed but may go
+    through later (kept in the outbox for the resender); "unknown" when it may have been
+    delivered; "failed" when it was refused for good. The webhook's answer never depends on it."""
+    try:
+        sender.send(reply)
+    except Exception as exc:  # a plugged-in sender may fail in any way; never lose the response
+        metrics.inc("nlu_whatsapp_send_failures_total")
+        if isinstance(exc, SendError):  # Meta's refusal says why: no traceback needed
+            log.warning("reply to message %s not sent: %s", wa.message_id, exc)
+        else:
+            log.exception("sender failed for message %s", wa.message_id)
+        if not keeps(exc):
+            return "unknown" if isinstance(exc, SendError) and exc.maybe_delivered else "failed"
+        try:
+            resender.defer(wa.message_id, wa.conversation_id, reply, exc)
+        except NLUError as storage:
+            log.error("reply to message %s not kept for resending: %s", wa.message_id, storage)
+            return "failed"
+        return "deferred"
+    metrics.inc("nlu_whatsapp_sent_total")
+    return "sent"
 
 
 # -- running -------------------------------------------------------------------------------

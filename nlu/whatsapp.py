@@ -317,8 +317,9 @@ class Sender(Protocol):
     A real implementation (:class:`nlu.cloud_api.CloudApiSender`) holds the access token
     and the phone number id and makes the HTTP call. It raises on failure (the server logs
     and counts it): ``nlu.cloud_api.SendError(..., maybe_delivered=True)`` when the request
-    may have reached the customer (sent, no answer), so an agent's message is not sent
-    again; any other exception means nothing was sent.
+    may have reached the customer (sent, no answer), so it is never sent again; a
+    ``SendError`` without ``retry=True`` when it was refused for good; any other exception
+    means nothing was sent, and a bot reply is kept for resending (``nlu.outbox``).
     """
 
     def send(self, body: dict[str, Any]) -> None: ...

@@ -230,9 +230,70 @@ def test_cloud_api_webhook_reply_reaches_the_graph_api(service: Service, graph: 
     with caplog.at_level(logging.WARNING, logger="nlu.server"):
         r = client.post("/webhooks/whatsapp", content=raw2, headers={**headers, "X-Hub-Signature-256": sign(SECRET, raw2)})
     assert r.status_code == 200  # a failed send never costs Meta's delivery its answer
+    assert r.json()["messages"][0]["delivery"] == "deferred"  # sent again once the token is renewed
     assert "code 190: Error validating access token" in caplog.text and ACCESS_TOKEN not in caplog.text
     metrics = client.get("/metrics").text
     assert "nlu_whatsapp_send_failures_total 1" in metrics
+    assert "nlu_whatsapp_outbox_depth 1" in metrics
+
+
+def webhook_delivery(message_id: str, text: str = "hola") -> tuple[bytes, dict[str, str]]:
+    value = {
+        "messaging_product": "whatsapp", "metadata": {"phone_number_id": NUMBER_ID},
+        "contacts": [{"wa_id": "5215512345678"}],
+        "messages": [{"from": "5215512345678", "id": message_id, "type": "text", "text": {"body": text}}],
+    }
+    raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    return raw, {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+
+
+def test_cloud_api_reply_meta_did_not_take_is_sent_again_once_not_twice(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    # Meta's API down for a while: the reply used to be logged and lost, since the
+    # webhook had answered 200 and a redelivery is a duplicate, never answered again.
+    app = create_app(service, SETTINGS, sender=sender(graph, sleeps))
+    client = TestClient(app, raise_server_exceptions=False)
+    graph.script = [(503, {}, {})]
+    raw, headers = webhook_delivery("wamid.caido", "¿dónde está mi pedido?")
+    r = client.post("/webhooks/whatsapp", content=raw, headers=headers)
+    assert r.status_code == 200 and r.json()["messages"][0]["delivery"] == "deferred"
+    assert len(graph.requests) == 3  # the sender's own attempts
+    again = client.post("/webhooks/whatsapp", content=raw, headers=headers)  # Meta redelivers anyway
+    assert again.json()["messages"][0]["duplicate"] and again.json()["messages"][0]["delivery"] is None
+    assert len(graph.requests) == 3
+
+    graph.script = [SENT]
+    graph.requests.clear()
+    resender = app.state.resender
+    assert resender.run_once() == 0  # not due yet
+    resender.clock = lambda: time.time() + 60
+    assert resender.run_once() == 1
+    [request] = graph.requests
+    assert request["body"]["context"] == {"message_id": "wamid.caido"}
+    assert request["body"]["to"] == "5215512345678" and request["body"] == {**r.json()["messages"][0]["reply"], "context": {"message_id": "wamid.caido"}}
+    assert resender.run_once() == 0 and len(graph.requests) == 1
+    metrics = client.get("/metrics").text
+    assert "nlu_whatsapp_resent_total 1" in metrics and "nlu_whatsapp_outbox_depth 0" in metrics
+
+
+def test_cloud_api_reply_refused_for_good_is_not_kept(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    graph.script = [(400, {}, meta_error(131026, "Message undeliverable"))]
+    raw, headers = webhook_delivery("wamid.x")
+    assert client.post("/webhooks/whatsapp", content=raw, headers=headers).json()["messages"][0]["delivery"] == "failed"
+    graph.script = [(504, {}, {})]  # a gateway timeout: it may have been delivered
+    raw, headers = webhook_delivery("wamid.y")
+    assert client.post("/webhooks/whatsapp", content=raw, headers=headers).json()["messages"][0]["delivery"] == "unknown"
+    assert service.conversations.outbox_depth() == 0
+
+
+def test_cloud_api_the_server_runs_its_resender_while_it_serves(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    app = create_app(service, SETTINGS, sender=sender(graph, sleeps))
+    with TestClient(app):
+        assert app.state.resender.running
+    assert not app.state.resender.running
+    agents_only = create_app(service, ServerSettings(agent_token=TOKEN, webhook=False), sender=sender(graph, sleeps))
+    with TestClient(agents_only):
+        assert not agents_only.state.resender.running  # no webhook, no bot replies to resend
 
 
 def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service) -> None:

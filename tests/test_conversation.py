@@ -181,8 +181,38 @@ def test_conversation_postgres_shares_the_queue_database(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
         versions = conn.execute("SELECT value FROM conversation_meta WHERE key = 'schema_version'").fetchall()
-    assert tables == {"conversations", "conversation_turns", "conversation_messages", "conversation_meta", "tickets", "tickets_meta"}
-    assert versions == [("1",)]
+    assert tables == {
+        "conversations", "conversation_turns", "conversation_messages", "conversation_outbox", "conversation_meta", "tickets", "tickets_meta",
+    }
+    assert versions == [("2",)]
+
+
+def test_conversation_postgres_upgrades_a_version_1_database_in_place(pg_url: str) -> None:
+    import psycopg
+
+    from nlu.conversation_pg import _STEPS
+    from nlu.pg import migrate
+
+    with psycopg.connect(pg_url) as conn:  # what nlu made before the outbox
+        migrate(conn, meta_table="conversation_meta", steps=_STEPS[:1], what="conversation", where="test", error=RuntimeError)
+        conn.execute("INSERT INTO conversation_messages VALUES ('m1', 'c1', '{\"action\": \"answer\"}', 1.0)")
+    with open_conversations(pg_url) as store:
+        assert store.outcome("m1") == {"action": "answer"}
+        assert store.defer_reply("m1", "c1", {"to": "c1"}, "HTTP 503", failed_at=1.0, retry_at=2.0)
+        assert store.outbox_depth() == 1
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT value FROM conversation_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+
+
+def test_conversation_sqlite_file_from_before_the_outbox_gains_it(tmp_path: Path) -> None:
+    db = tmp_path / "nlu.db"
+    with sqlite3.connect(db) as conn:  # the conversation tables as an older nlu made them
+        conn.execute("CREATE TABLE conversation_messages (message_id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, outcome TEXT NOT NULL, created_at REAL NOT NULL)")
+        conn.execute("INSERT INTO conversation_messages VALUES ('m1', 'c1', '{}', 1.0)")
+    with open_conversations(db) as store:
+        assert store.outcome("m1") == {}
+        assert store.defer_reply("m1", "c1", {"to": "c1"}, "HTTP 503", failed_at=1.0, retry_at=2.0)
+        assert store.outbox_depth() == 1
 
 
 def test_conversation_purge_keeps_conversations_a_person_holds(db_url: str) -> None:

@@ -1,0 +1,156 @@
+"""Bot replies the WhatsApp sender could not hand over, sent again later.
+
+A webhook reply whose send fails in a way that cannot have delivered it, and may work
+later, is kept in the conversation store's outbox: ``SendError.retry`` (Meta unreachable,
+rate-limited or unavailable, the access token expired), or any other exception of a
+plugged-in sender (by the :class:`nlu.whatsapp.Sender` protocol, nothing was sent). The
+webhook still answers Meta 200: its delivery was handled, and a redelivery could not help,
+since the message is a duplicate by then and duplicates are never answered twice.
+
+:class:`Resender` (one per server process, a daemon thread) polls the outbox, claims the
+due replies (processes and instances sharing the database claim different ones) and sends
+each again, quoting the customer's message (WhatsApp's ``context``): it now arrives late,
+perhaps after the answers to later messages. Waits double from 10 s to 10 min. A reply is
+given up, logged and counted, when
+
+* it is older than 24 hours: WhatsApp's customer-service window has closed, Meta would
+  refuse it (``expired``);
+* the customer has opted out since, and it is not the opt-out's own confirmation (``opted_out``);
+* Meta refuses it for good: a malformed body, a number not on WhatsApp (``refused``);
+* a send gets no usable answer, so it may have been delivered (``unknown``), or a claim
+  outlives its lease because the process died during the send (``interrupted``): a reply
+  is never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .cloud_api import SendError
+from .conversation import Conversations, PendingReply
+from .metrics_http import Metrics
+from .whatsapp import Sender
+
+__all__ = ["Resender", "keeps"]
+
+log = logging.getLogger(__name__)
+
+FIRST_WAIT = 10.0  # seconds before the second attempt; then doubling
+MAX_WAIT = 600.0
+MAX_AGE = 24 * 3600.0  # WhatsApp's customer-service window: free-form replies only within 24 hours
+LEASE = 120.0  # far above a send's own budget (3 attempts of at most 5 s, waits of at most 2 s)
+POLL = 5.0
+
+
+def keeps(exc: BaseException) -> bool:
+    """Whether a failed send is worth another attempt: nothing went out, and it may go through later."""
+    return exc.retry if isinstance(exc, SendError) else isinstance(exc, Exception)
+
+
+class Resender:
+    """Sends the outbox's due replies again; :meth:`run_once` is one pass (tests call it),
+    :meth:`start` runs passes every ``poll`` seconds in a daemon thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        conversations: Conversations,
+        sender: Sender,
+        metrics: Metrics | None = None,
+        *,
+        poll: float = POLL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conversations = conversations
+        self.sender = sender
+        self.metrics = metrics or Metrics()
+        self.poll = poll
+        self.clock = clock  # tests move time on
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the first failure ---------------------------------------------------------------
+
+    def defer(self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: BaseException) -> None:
+        """Keep a reply whose first send failed with ``error`` (see :func:`keeps`) for resending."""
+        now = self.clock()
+        self.conversations.defer_reply(message_id, conversation_id, body, _reason(error), failed_at=now, retry_at=now + FIRST_WAIT)
+        self.metrics.inc("nlu_whatsapp_replies_deferred_total")
+
+    # -- resending -----------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim the due replies and make one attempt at each; the number of attempts."""
+        now = self.clock()
+        claimed, interrupted = self.conversations.claim_replies(now, LEASE)
+        if interrupted:
+            log.warning("%d replies given up: a process stopped while resending them, and they may have been delivered", interrupted)
+            self.metrics.inc("nlu_whatsapp_replies_given_up_total", {"reason": "interrupted"}, interrupted)
+        for reply in claimed:
+            self._attempt(reply, now)
+        return len(claimed)
+
+    def _attempt(self, reply: PendingReply, now: float) -> None:
+        if now - reply.created_at > MAX_AGE:
+            return self._give_up(reply, "expired", "not sent within 24 hours, WhatsApp's customer-service window")
+        if self._opted_out_since(reply):
+            return self._give_up(reply, "opted_out", "the customer has opted out since")
+        try:
+            # A late reply quotes the message it answers, so it reads right after later ones.
+            self.sender.send({**reply.body, "context": {"message_id": reply.message_id}})
+        except Exception as exc:  # a plugged-in sender may fail in any way
+            if not keeps(exc):
+                maybe = isinstance(exc, SendError) and exc.maybe_delivered
+                return self._give_up(reply, "unknown" if maybe else "refused", _reason(exc))
+            wait = min(FIRST_WAIT * 2**reply.attempts, MAX_WAIT)
+            log.warning("reply to message %s not sent again (attempt %d): %s; next in %.0f s", reply.message_id, reply.attempts + 1, _reason(exc), wait)
+            self.conversations.settle_reply(reply.message_id, retry_at=now + wait, error=_reason(exc))
+            return None
+        self.conversations.settle_reply(reply.message_id)
+        self.metrics.inc("nlu_whatsapp_sent_total")
+        self.metrics.inc("nlu_whatsapp_resent_total")
+        log.info("reply to message %s sent on attempt %d", reply.message_id, reply.attempts + 1)
+        return None
+
+    def _opted_out_since(self, reply: PendingReply) -> bool:
+        if self.conversations.view(reply.conversation_id).consent != "revoked":
+            return False
+        outcome = self.conversations.outcome(reply.message_id) or {}
+        return "opt_out" not in outcome.get("reasons", ())  # the confirmation of the opt-out itself still goes
+
+    def _give_up(self, reply: PendingReply, reason: str, why: str) -> None:
+        self.conversations.settle_reply(reply.message_id)
+        self.metrics.inc("nlu_whatsapp_replies_given_up_total", {"reason": reason})
+        log.warning("reply to message %s given up after %d attempts: %s", reply.message_id, reply.attempts, why)
+
+    # -- the thread ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="nlu-resender", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.run_once()
+            except Exception:  # a busy database now is no reason to stop resending later
+                log.exception("resending replies failed; trying again in %.0f s", self.poll)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
