@@ -83,17 +83,29 @@ class Resender:
     # -- resending -----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim the due replies and make one attempt at each; the number of attempts."""
-        now = self.clock()
-        claimed, interrupted = self.conversations.claim_replies(now, LEASE)
-        if interrupted:
-            log.warning("%d replies given up: a process stopped while resending them, and they may have been delivered", interrupted)
-            self.metrics.inc("nlu_whatsapp_replies_given_up_total", {"reason": "interrupted"}, interrupted)
-        for reply in claimed:
-            self._attempt(reply, now)
-        return len(claimed)
+        """Attempt each due reply once, oldest first; the number of attempts.
 
-    def _attempt(self, reply: PendingReply, now: float) -> None:
+        Replies are claimed one at a time, each just before its attempt: a claim taken for
+        a batch could outlive its lease while Meta is slow, and be dropped by another
+        process as interrupted. The pass ends at the first failure that keeps its reply:
+        Meta is down, and the other replies wait for the next pass rather than each
+        spending the sender's attempts on it."""
+        attempts = 0
+        while not self._stop.is_set():
+            now = self.clock()
+            claimed, interrupted = self.conversations.claim_replies(now, LEASE, limit=1)
+            if interrupted:
+                log.warning("%d replies given up: a process stopped while resending them, and they may have been delivered", interrupted)
+                self.metrics.inc("nlu_whatsapp_replies_given_up_total", {"reason": "interrupted"}, interrupted)
+            if not claimed:
+                return attempts
+            attempts += 1
+            if not self._attempt(claimed[0], now):
+                return attempts
+        return attempts
+
+    def _attempt(self, reply: PendingReply, now: float) -> bool:
+        """One attempt; False when the reply is kept for later (Meta is not taking replies)."""
         if now - reply.created_at > MAX_AGE:
             return self._give_up(reply, "expired", "not sent within 24 hours, WhatsApp's customer-service window")
         if self._opted_out_since(reply):
@@ -108,12 +120,12 @@ class Resender:
             wait = min(FIRST_WAIT * 2**reply.attempts, MAX_WAIT)
             log.warning("reply to message %s not sent again (attempt %d): %s; next in %.0f s", reply.message_id, reply.attempts + 1, _reason(exc), wait)
             self.conversations.settle_reply(reply.message_id, retry_at=now + wait, error=_reason(exc))
-            return None
+            return False
         self.conversations.settle_reply(reply.message_id)
         self.metrics.inc("nlu_whatsapp_sent_total")
         self.metrics.inc("nlu_whatsapp_resent_total")
         log.info("reply to message %s sent on attempt %d", reply.message_id, reply.attempts + 1)
-        return None
+        return True
 
     def _opted_out_since(self, reply: PendingReply) -> bool:
         if self.conversations.view(reply.conversation_id).consent != "revoked":
@@ -121,10 +133,11 @@ class Resender:
         outcome = self.conversations.outcome(reply.message_id) or {}
         return "opt_out" not in outcome.get("reasons", ())  # the confirmation of the opt-out itself still goes
 
-    def _give_up(self, reply: PendingReply, reason: str, why: str) -> None:
+    def _give_up(self, reply: PendingReply, reason: str, why: str) -> bool:
         self.conversations.settle_reply(reply.message_id)
         self.metrics.inc("nlu_whatsapp_replies_given_up_total", {"reason": reason})
         log.warning("reply to message %s given up after %d attempts: %s", reply.message_id, reply.attempts, why)
+        return True
 
     # -- the thread ----------------------------------------------------------------------
 

@@ -231,3 +231,19 @@ def test_resender_thread_sends_and_stops(tmp_path: Any) -> None:
         finally:
             resender.stop()
         assert len(sender.bodies) == 1 and store.outbox_depth() == 0
+
+
+def test_resender_probes_with_one_reply_while_meta_is_down_then_sends_them_all(tmp_path: Any) -> None:
+    # Twenty replies each spending the sender's attempts every pass would hammer an API
+    # that is down; and a batch claimed at once could outlive its lease while Meta is slow.
+    clock, sender = Clock(), ScriptedSender(unavailable())
+    with open_conversations(tmp_path / "nlu.db") as store:
+        resender = Resender(store, sender, clock=clock)
+        for i in range(3):
+            resender.defer(f"wamid.{i}", "5215512345678", BODY, unavailable())
+        clock.now += FIRST_WAIT
+        assert resender.run_once() == 1 and store.outbox_depth() == 3
+        assert resender.run_once() == 2 and store.outbox_depth() == 1  # Meta is back: the two due ones go
+        clock.now += 2 * FIRST_WAIT
+        assert resender.run_once() == 1 and store.outbox_depth() == 0
+    assert sorted(b["context"]["message_id"] for b in sender.bodies[1:]) == ["wamid.0", "wamid.1", "wamid.2"]
