@@ -681,7 +681,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model).")] = 1,
-    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml with [routing] settings.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml with [routing] and [handover] settings.")] = None,
     db: Annotated[
         str | None,
         typer.Option("--db", help="Queue and conversation database [default: $NLU_DB or var/nlu.db].", show_default=False),

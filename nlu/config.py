@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .hours import BusinessHours
 
 HEADS: tuple[str, ...] = ("intent", "sentiment", "emotion")
 
@@ -331,12 +332,29 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class HandoverConfig:
+    """When people work the queue (``nlu.hours``): outside these hours an escalation
+    still makes a ticket, and the customer is told when the team opens."""
+
+    timezone: str = "UTC"  # an IANA name: "America/Mexico_City", "Europe/Madrid"
+    hours: tuple[str, ...] = ()  # "mon-fri 09:00-18:00", "sat 10:00-14:00"; none = always open
+    closed_dates: tuple[str, ...] = ()  # holidays: "2026-12-25"
+
+    def __post_init__(self) -> None:
+        self.business_hours()  # refuses what it cannot read, naming the key
+
+    def business_hours(self) -> BusinessHours | None:
+        return BusinessHours.parse(self.timezone, self.hours, self.closed_dates)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole ``nlu.toml``: one attribute per section."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    handover: HandoverConfig = field(default_factory=HandoverConfig)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .hours import MAX_OPENS
 from .text import clean, fold_accents
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "responses_es.yaml"
@@ -52,8 +53,12 @@ SYSTEM_MESSAGES: tuple[str, ...] = (
 # Messages a catalogue may leave out, keeping the behaviour from before they existed:
 # without "unreadable" (the answer to a voice note, a sticker, a photo without a caption)
 # the bot stays quiet; without "acknowledged" (the answer to a bare "ok" / "sí" that
-# answers no question) such a message is scored like any other.
-OPTIONAL_SYSTEM_MESSAGES: tuple[str, ...] = ("unreadable", "acknowledged")
+# answers no question) such a message is scored like any other; "escalate_closed" (the
+# handover outside the team's hours, nlu.toml [handover]; {opens} says when it opens) is
+# needed only when hours are set.
+OPTIONAL_SYSTEM_MESSAGES: tuple[str, ...] = ("unreadable", "acknowledged", "escalate_closed")
+# Placeholders that only one system message may use, filled by the service, not from the message.
+SYSTEM_PLACEHOLDERS: dict[str, tuple[str, ...]] = {"escalate_closed": ("opens",)}
 # Button/row ids the service understands.
 HUMAN_ID = "human"
 CONSENT_YES_ID = "consent:yes"
@@ -233,9 +238,9 @@ class Catalogue:
     def title(self, intent: str) -> str:
         return _option_title(intent, self.intents.get(intent))
 
-    def fill(self, template: str, message: str = "") -> str:
+    def fill(self, template: str, message: str = "", **given: str) -> str:
         slots = extract_slots(message) if message else {}
-        values = {}
+        values = dict(given)
         for name in PLACEHOLDERS:
             wording = self.placeholders.get(name, {"found": "{value}", "missing": ""})
             value = slots.get(name)
@@ -249,9 +254,10 @@ class Catalogue:
             raise ConfigError(f"{self.source}: no answer for intent {intent!r}")
         return Reply(self.fill(entry.text, message), entry.buttons, entry.list)
 
-    def system_reply(self, name: str, message: str = "") -> Reply:
+    def system_reply(self, name: str, message: str = "", **given: str) -> Reply:
+        """A system message; ``given`` fills its own placeholders ({opens})."""
         entry = self.system[name]
-        return Reply(self.fill(entry.text, message), entry.buttons, entry.list)
+        return Reply(self.fill(entry.text, message, **given), entry.buttons, entry.list)
 
     def clarify(self, options: Sequence[str], kind: str) -> Reply:
         """A clarifying question: one button or row per intent ("intent:<name>"), plus
@@ -326,7 +332,7 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
             if not system[name].title or len(system[name].title) > MAX_BUTTON_TITLE:
                 raise ConfigError(f"{where}.title: must be 1..{MAX_BUTTON_TITLE} characters")
         else:
-            system[name] = _entry(value, where, known, needs_text=True)
+            system[name] = _entry(value, where, known, needs_text=True, own=SYSTEM_PLACEHOLDERS.get(name, ()))
     # The disclosure is prepended to the first reply: the longest combination must fit.
     disclosure = len(system["disclosure"].text) + 2
     for name, entry in [*(("intents." + k, v) for k, v in entries.items()), *(("system." + k, v) for k, v in system.items())]:
@@ -345,9 +351,10 @@ def catalogue_from_mapping(raw: Any, intents: Iterable[str] | None = None, sourc
 
 def _longest_fill(template: str, placeholders: Mapping[str, Mapping[str, str]]) -> int:
     """The length of ``template`` once filled, with every placeholder at its longest:
-    the "found" wording around a value of MAX_SLOT characters, or the "missing" one."""
+    the "found" wording around a value of MAX_SLOT characters, or the "missing" one;
+    {opens} at the longest date nlu.hours writes."""
     widest = {name: max(w["found"].replace("{value}", "x" * MAX_SLOT), w["missing"], key=len) for name, w in placeholders.items()}
-    return len(template.format(**widest))
+    return len(template.format(**widest, opens="x" * MAX_OPENS))
 
 
 def _option_title(intent: str, entry: Entry | None) -> str:
@@ -399,7 +406,7 @@ def _placeholders(raw: Any, source: str) -> dict[str, dict[str, str]]:
 _ENTRY_KEYS = {"text", "title", "description", "buttons", "list"}
 
 
-def _entry(raw: Any, where: str, intents: set[str], needs_text: bool) -> Entry:
+def _entry(raw: Any, where: str, intents: set[str], needs_text: bool, own: tuple[str, ...] = ()) -> Entry:
     if isinstance(raw, str):
         raw = {"text": raw}
     if not isinstance(raw, Mapping):
@@ -410,7 +417,7 @@ def _entry(raw: Any, where: str, intents: set[str], needs_text: bool) -> Entry:
     text = raw.get("text", "")
     if not isinstance(text, str) or (needs_text and not text.strip()):
         raise ConfigError(f"{where}.text: missing or empty")
-    _check_placeholders(text, f"{where}.text")
+    _check_placeholders(text, f"{where}.text", (*PLACEHOLDERS, *own))
     title = _string(raw.get("title", ""), f"{where}.title")
     description = _string(raw.get("description", ""), f"{where}.description")
     if len(description) > MAX_ROW_DESCRIPTION:
@@ -489,14 +496,14 @@ def _unique(values: Sequence[str], where: str, what: str) -> None:
         seen.add(value)
 
 
-def _check_placeholders(text: str, where: str) -> None:
+def _check_placeholders(text: str, where: str, known: tuple[str, ...] = PLACEHOLDERS) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
         raise ConfigError(f"{where}: bad braces ({exc}); write {{{{ and }}}} for literal braces") from None
     for name in fields:
-        if name not in PLACEHOLDERS:
-            raise ConfigError(f"{where}: unknown placeholder {{{name}}}; known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        if name not in known:
+            raise ConfigError(f"{where}: unknown placeholder {{{name}}}; known: {', '.join('{' + p + '}' for p in known)}")
 
 
 # -- WhatsApp Cloud API -------------------------------------------------------------------------

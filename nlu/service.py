@@ -52,16 +52,18 @@ that another conversation already used is refused (:class:`nlu.errors.MessageCon
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RoutingPolicy
+from .config import RoutingPolicy, load_config
 from .conversation import Conversations, open_conversations
 from .errors import ConfigError, InputError
+from .hours import BusinessHours
 from .model import Model, Prediction, load_model
 from .privacy import redact
 from .queue import DEFAULT_DB, Queue, Ticket, open_queue
@@ -227,12 +229,21 @@ class Service:
         conversations: Conversations,
         catalogue: Catalogue,
         policy: RoutingPolicy | None = None,
+        *,
+        hours: BusinessHours | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
+        """``hours``: when people work the queue (``nlu.toml [handover]``); outside them an
+        escalation answers ``system.escalate_closed``, saying when the team opens."""
         self.model = model
         self.queue = queue
         self.conversations = conversations
         self.catalogue = catalogue
         self.policy = policy or policy_for(model)
+        self.hours = hours
+        self.clock = clock
+        if hours is not None and "escalate_closed" not in catalogue.system:
+            raise ConfigError(f"{catalogue.source}: system: handover hours are set, so escalate_closed is needed (what a customer handed over after hours reads)")
         if "intent" in model.heads:
             lacking = [i for i in model.labels("intent") if i not in catalogue]
             if lacking:
@@ -253,6 +264,7 @@ class Service:
         db = db if db is not None and str(db).strip() else (os.environ.get("NLU_DB", "").strip() or DEFAULT_DB)
         model = load_model(model_dir)
         policy = policy_for(model, config)
+        hours = None if config is None else load_config(config).handover.business_hours()
         intents = model.labels("intent") if "intent" in model.heads else None
         answers = load_catalogue(catalogue, intents=intents)
         # Conversations first: the store creates the database's directory.
@@ -262,7 +274,7 @@ class Service:
         except BaseException:
             conversations.close()
             raise
-        return cls(model, queue, conversations, answers, policy)
+        return cls(model, queue, conversations, answers, policy, hours=hours)
 
     def close(self) -> None:
         self.conversations.close()
@@ -581,11 +593,21 @@ class Service:
             joined = self._turn(message, routed, "handover", ("human_active", *reasons))
             outcome = Outcome("handover", None, None, ("human_active",), ticket)
             return self._save(message, outcome, turn=joined, human_active=True, ticket_id=ticket.id)
-        reply = self._with_disclosure(self.catalogue.system_reply("escalate"), view)
+        reply = self._with_disclosure(self._escalation(), view)
         outcome = Outcome("escalate", reply, prediction, reasons, ticket, intent=decision.intent)
         return self._save(
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )
+
+
+    def _escalation(self) -> Reply:
+        """What the customer handed over reads: when the team opens, outside its hours."""
+        if self.hours is not None:
+            now = self.clock()
+            opens = None if self.hours.is_open(now) else self.hours.next_opening(now)
+            if opens is not None:
+                return self.catalogue.system_reply("escalate_closed", opens=self.hours.describe(opens, now))
+        return self.catalogue.system_reply("escalate")
 
 
 def _place(folded: str) -> int:
