@@ -444,7 +444,7 @@ def data_check(data: DataFiles, column: ColumnMap = None) -> None:
 # -- human-agent queue (nlu/queue.py) ---------------------------------------------------
 
 queue_app = typer.Typer(
-    help="Work the human-agent queue: list, claim, message the customer, resolve and release tickets; export agents' intent labels.", no_args_is_help=True, rich_markup_mode=None
+    help="Work the human-agent queue: list, claim, message the customer, resolve and release tickets; export agents' intent labels; stats.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(queue_app, name="queue")
 
@@ -620,6 +620,32 @@ def queue_export(
         + (f" ({summary.corrected} where the bot's intent was another): {counts}" if summary.rows else "")
         + (f"; left out {summary.skipped} without the customer's words on the topic (a tapped button, a consent note, a request for a person)" if summary.skipped else "")
     )
+
+
+@queue_app.command("stats")
+@fails_cleanly
+def queue_stats_command(
+    days: Annotated[float, typer.Option("--days", min=0.01, max=3660, help="Tickets created in this many days up to now.")] = 7,
+    config: Annotated[Path | None, typer.Option("--config", help="nlu.toml; with [handover] hours, counts the tickets that arrived outside them.")] = None,
+    db: QueueDb = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (durations in seconds).")] = False,
+) -> None:
+    """How many tickets, how fast agents answered and resolved them, why the bot escalated."""
+    from .config import load_config
+    from .queue import open_queue
+    from .queue_stats import queue_stats, render_stats
+
+    hours = load_config(config).handover.business_hours()  # a bad config fails before the database opens
+    queue = open_queue(db)
+    try:
+        stats = queue_stats(queue, days, hours=hours)
+    finally:
+        queue.close()
+    if as_json:
+        _show(json.dumps(stats.to_dict(), ensure_ascii=False))
+        return
+    for line in render_stats(stats, days):
+        _show(line)
 
 
 @queue_app.command("release")

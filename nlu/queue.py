@@ -66,7 +66,7 @@ MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent read
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
 SCHEMA_VERSION = 2  # 2: agent_intent
 _T = TypeVar("_T")
-_LABELLED_PAGE = 500  # tickets per read of Queue.labelled
+_PAGE = 500  # tickets per read of Queue.labelled and Queue.created_since
 
 _COLUMNS = (
     "id, conversation_id, message_id, text, prediction, reasons, priority, status, agent, "
@@ -210,6 +210,10 @@ class Queue(Protocol):
 
     def labelled(self) -> Iterator[Ticket]:
         """Resolved tickets that an agent gave an intent, oldest first, read in pages."""
+        ...
+
+    def created_since(self, since: float) -> Iterator[Ticket]:
+        """Tickets created at or after ``since`` (unix time), in id order, read in pages."""
         ...
 
     def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
@@ -458,21 +462,24 @@ class _SqlQueue(_SqlStore):
         return int(rows[0][0])
 
     def labelled(self) -> Iterator[Ticket]:
-        # Keyset pages: a long export neither holds every ticket in memory nor keeps one
-        # read transaction open (which would hold back SQLite's WAL checkpoints).
+        return self._pages("read labelled tickets", "status = 'resolved' AND agent_intent IS NOT NULL", ())
+
+    def created_since(self, since: float) -> Iterator[Ticket]:
+        if isinstance(since, bool) or not isinstance(since, int | float) or not math.isfinite(since):
+            raise QueueError(f"since must be a unix time, got {since!r}")
+        return self._pages("read recent tickets", "created_at >= ?", (float(since),))
+
+    def _pages(self, what: str, where: str, params: tuple[Any, ...]) -> Iterator[Ticket]:
+        # Keyset pages in id order: a long read neither holds every ticket in memory nor
+        # keeps one read transaction open (which would hold back SQLite's WAL checkpoints).
         after = 0
         while True:
-            rows = self._read(
-                "read labelled tickets",
-                f"SELECT {_COLUMNS} FROM tickets WHERE status = 'resolved' AND agent_intent IS NOT NULL"
-                " AND id > ? ORDER BY id LIMIT ?",
-                (after, _LABELLED_PAGE),
-            )
+            rows = self._read(what, f"SELECT {_COLUMNS} FROM tickets WHERE {where} AND id > ? ORDER BY id LIMIT ?", (*params, after, _PAGE))
             for row in rows:
                 ticket = self._ticket(row)
                 after = ticket.id
                 yield ticket
-            if len(rows) < _LABELLED_PAGE:
+            if len(rows) < _PAGE:
                 return
 
     def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:

@@ -64,6 +64,7 @@ from .queue import (
     agent_problem,
     note_problem,
 )
+from .queue_stats import queue_stats
 from .responses import MAX_TEXT_BODY, to_whatsapp
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import (
@@ -784,6 +785,14 @@ def create_app(
             """List tickets: waiting ones first, in the order agents take them (priority, then age), then resolved ones newest first."""
             tickets = service.queue.list(status=status, limit=limit)
             return JSONResponse({"tickets": [t.to_dict() for t in tickets], "depth": service.queue.depth()})
+
+        @app.get("/v1/queue/stats", tags=["agents"], response_model=None, responses=agent_errors)
+        def queue_stats_route(
+            _: Agent, days: Annotated[float, Query(gt=0, le=3660, description="Tickets created in this many days up to now.")] = 7
+        ) -> JSONResponse:
+            """Tickets in the window: status now, first agent message and resolution times (seconds: n, median, p90, max),
+            reasons, the bot's intents, agents, labels, and `after_hours` with `[handover]` hours (else null)."""
+            return JSONResponse(queue_stats(service.queue, days, hours=service.hours).to_dict())
 
         @app.post("/v1/queue/claim", tags=["agents"], response_model=None, responses={200: {"model": TicketResponse}, **agent_errors})
         def queue_claim(_: Agent, request: ClaimRequest) -> JSONResponse:

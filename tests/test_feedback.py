@@ -90,7 +90,7 @@ def test_feedback_intent_is_stored_in_nfc(queue: Queue) -> None:
 
 
 def test_feedback_labelled_reads_only_labelled_resolved_tickets_in_pages(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queue_module, "_LABELLED_PAGE", 2)  # several pages out of five rows
+    monkeypatch.setattr(queue_module, "_PAGE", 2)  # several pages out of five rows
     wanted = [resolved(queue, f"l{i}", f"intent_{i}") for i in range(5)]
     resolved(queue, "unlabelled", None)
     queue.enqueue(conversation_id="open", message_id="open", text="hola", prediction=PREDICTION, reasons=[], priority=0.5)

@@ -832,7 +832,8 @@ def test_server_openapi_lists_every_route(client: TestClient) -> None:
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
     assert documented == {
         ("POST", "/v1/score"), ("POST", "/v1/messages"),
-        ("GET", "/v1/queue"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/{ticket_id}/resolve"), ("POST", "/v1/queue/{ticket_id}/release"),
+        ("GET", "/v1/queue"), ("GET", "/v1/queue/stats"), ("POST", "/v1/queue/claim"), ("POST", "/v1/queue/{ticket_id}/resolve"),
+        ("POST", "/v1/queue/{ticket_id}/release"),
         ("POST", "/v1/queue/{ticket_id}/messages"),
         ("GET", "/webhooks/whatsapp"), ("POST", "/webhooks/whatsapp"), ("GET", "/healthz"), ("GET", "/metrics"),
     }
