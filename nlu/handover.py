@@ -5,7 +5,9 @@ cannot answer from a phone, so their messages go out through the same sender as 
 bot's replies (``POST /v1/queue/{id}/messages``, ``nlu queue send``).
 
 Each message is a turn of the ticket, so every agent who opens it sees the whole
-exchange (the customer's answers join the ticket as handover turns). The order makes a
+exchange (the customer's answers join the ticket as handover turns), and so does the
+agent of the conversation's next ticket (:meth:`nlu.queue.Queue.agent_messages` reads
+them back for its history). The order makes a
 retry safe: the turn is recorded first with ``"sent": false`` under the caller's
 ``message_id``, then sent, then marked sent, or removed when the send failed. A retried
 request with the same ``message_id`` finds the turn and sends nothing, so the customer

@@ -33,7 +33,8 @@
    an option by place or title ("2", "la segunda", "Reembolso") is that option's button.
 5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
    buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
-   prediction, the reasons, the recent turns and a priority (frustration first), reply
+   prediction, the reasons, the recent turns (with what agents wrote on earlier tickets)
+   and a priority (frustration first), reply
    "Te paso con una persona...", and mark the conversation as held by a person.
 6. **Record** the turn (redacted text, prediction summary, action) and the outcome in
    one transaction.
@@ -394,6 +395,18 @@ class Service:
         outcome = Outcome("handover", None, None, ("human_active",), ticket)
         return self._save(message, outcome, turn=turn)
 
+    def _history(self, conversation_id: str) -> list[dict[str, Any]]:
+        """What a new ticket shows of the conversation so far, oldest first: its last
+        ``history_turns`` turns (those before an earlier handover included) and what agents
+        wrote to the customer since the first of them (kept on the earlier tickets, as
+        ``"action": "agent"`` turns). Nothing older: a purge or an erasure that took the
+        customer's turns leaves the agents' answers to them out too."""
+        turns = [t.to_dict() for t in self.conversations.history(conversation_id)]
+        if not turns:
+            return []
+        said = self.queue.agent_messages(conversation_id, since=turns[0]["created_at"])
+        return sorted([*turns, *said], key=lambda t: t["created_at"])
+
     def _opted_out_while_held(self, message: InboundMessage, view: ConversationView) -> Outcome:
         """The customer opted out while a person held the conversation, whose ticket is still
         open: the opt-out rules answer (silence, the consent question to a request for a
@@ -610,10 +623,8 @@ class Service:
         if stored is not None:
             return self._replayed(stored)
         turn = self._turn(message, routed, "escalate", reasons)
-        # The agent sees the recent conversation, turns before an earlier handover included,
-        # ending with this message.
-        history = [t.to_dict() for t in self.conversations.history(message.conversation_id)]
-        ticket = self._enqueue(message, prediction, reasons, [*history, turn.to_dict()])
+        # The agent sees the recent conversation, ending with this message.
+        ticket = self._enqueue(message, prediction, reasons, [*self._history(message.conversation_id), turn.to_dict()])
         if ticket.message_id != message.message_id and not view.human_active:
             # Another message of this conversation escalated at the same moment and told the
             # customer; this one joined its ticket, so it is a handover, not a second reply.

@@ -177,6 +177,26 @@ def test_handover_no_message_reaches_a_customer_who_opted_out(queue: Queue, conv
     assert not send_agent_message(queue, sender, ticket.id, "ana", "¿Sigues ahí?", "m2", conversations=conversations).duplicate
 
 
+def test_handover_agent_messages_of_a_conversation_across_its_tickets(queue: Queue, conversations: Conversations) -> None:
+    # What the next ticket of the conversation shows of the earlier ones (Service._history).
+    first = held(queue)
+    send_agent_message(queue, RecordingSender(), first.id, "ana", "Hola, soy Ana, mi cel 3104567821", "m-ana", conversations=conversations)
+    queue.resolve(first.id, "ana")
+    other, _ = queue.enqueue(conversation_id="5491155556666", message_id="wamid.o", text="otra", prediction={}, reasons=[], priority=0.0)
+    queue.claim("luis")
+    send_agent_message(queue, RecordingSender(), other.id, "luis", "Hola, soy Luis", "m-luis", conversations=conversations)
+    second, _ = queue.enqueue(conversation_id=WA_ID, message_id="wamid.2", text="hola", prediction={}, reasons=[], priority=0.0)
+    queue.claim("eva")
+    send_agent_message(queue, RecordingSender(), second.id, "eva", "Soy Eva", "m-eva", conversations=conversations)
+
+    said = queue.agent_messages(WA_ID)
+    assert [(t["message_id"], t["agent"], t["text"], t["sent"]) for t in said] == [
+        ("m-ana", "ana", "Hola, soy Ana, mi cel [TELEFONO]", True), ("m-eva", "eva", "Soy Eva", True),
+    ]
+    assert [t["message_id"] for t in queue.agent_messages(WA_ID, since=said[1]["created_at"])] == ["m-eva"]
+    assert queue.agent_messages("5700000000000") == []
+
+
 # -- HTTP ---------------------------------------------------------------------------------
 
 

@@ -873,3 +873,51 @@ def test_service_the_agent_can_close_the_ticket_of_a_customer_who_opted_out(serv
     after = chat.say("hola?")  # the bot has the conversation back, and the customer is still out
     assert after.action == "silent" and not service.conversations.view(chat.conversation_id).human_active
 
+
+# -- what the agents said, on the next ticket ------------------------------------------------
+
+
+def test_service_the_next_ticket_shows_what_the_agent_said_on_the_last_one(service: Service) -> None:
+    # Its turns came from the conversation store alone, and the agents' messages are kept
+    # on their ticket: the second agent saw the customer answer someone they could not read.
+    from http_kit import RecordingSender
+
+    from nlu.handover import send_agent_message
+
+    chat, first = held_by_ana(service)
+    send_agent_message(service.queue, RecordingSender(), first, "ana", "Hola, soy Ana. Te llamo al 3104567821", "m-ana", conversations=service.conversations)
+    chat.say("gracias")
+    service.queue.resolve(first, "ana")
+    chat.say("hola")  # back to the bot
+    second = chat.say("quiero hablar con un asesor")
+    assert second.ticket is not None and second.ticket.id != first
+    turns = second.ticket.turns
+    assert [(t["action"], t["text"]) for t in turns][-5:] == [
+        ("escalate", "quiero hablar con un asesor"),
+        ("agent", "Hola, soy Ana. Te llamo al [TELEFONO]"),  # redacted, as on the first ticket
+        ("handover", "gracias"),
+        ("answer", "hola"),
+        ("escalate", "quiero hablar con un asesor"),
+    ]
+    said = next(t for t in turns if t["action"] == "agent")
+    assert said["agent"] == "ana" and said["message_id"] == "m-ana" and said["sent"] is True
+    # ...and routing still sees the customer's messages only, from after the handover.
+    assert [t.text for t in service.conversations.view(chat.conversation_id).turns] == ["hola", "quiero hablar con un asesor"]
+
+
+def test_service_the_next_ticket_shows_no_agent_message_older_than_the_turns_it_shows(db: Path) -> None:
+    # The history is the last history_turns turns: an agent's message from before them (or
+    # from before a purge or an erasure took the turns) stays out, as those turns do.
+    from http_kit import RecordingSender
+
+    from nlu.handover import send_agent_message
+
+    with make_service(db, dataclasses.replace(POLICY, history_turns=3)) as service:
+        chat, first = held_by_ana(service)
+        send_agent_message(service.queue, RecordingSender(), first, "ana", "Hola, soy Ana", conversations=service.conversations)
+        service.queue.resolve(first, "ana")
+        for text in ("hola", "gracias", "dónde está mi pedido #A-48213?"):
+            chat.say(text)
+        second = chat.say("quiero hablar con un asesor")
+        assert second.ticket is not None
+        assert [t["text"] for t in second.ticket.turns] == ["hola", "gracias", "dónde está mi pedido #A-48213?", "quiero hablar con un asesor"]
