@@ -568,6 +568,7 @@ def queue_send(
     import os
 
     from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, sender_from_env
+    from .conversation import open_conversations
     from .errors import ConfigError
     from .handover import send_agent_message
     from .queue import open_queue
@@ -578,7 +579,9 @@ def queue_send(
     try:
         queue = open_queue(db)
         try:
-            sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id)
+            # The conversation store, in the same database, says whether the customer opted out.
+            with open_conversations(db) as conversations:
+                sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id, conversations=conversations)
         finally:
             queue.close()
     finally:

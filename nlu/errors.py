@@ -56,3 +56,8 @@ class QueueUnavailable(QueueError, StorageUnavailable):
 
 class UnknownTicket(QueueError):
     """No ticket has the requested id."""
+
+
+class OptedOut(QueueError):
+    """The customer of a ticket opted out ("BAJA"): an agent's message to them is refused
+    until they opt in again. The ticket itself can still be resolved or released."""

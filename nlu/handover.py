@@ -5,13 +5,22 @@ cannot answer from a phone, so their messages go out through the same sender as 
 bot's replies (``POST /v1/queue/{id}/messages``, ``nlu queue send``).
 
 Each message is a turn of the ticket, so every agent who opens it sees the whole
-exchange (the customer's answers join the ticket as handover turns). The order makes a
+exchange (the customer's answers join the ticket as handover turns), and so does the
+agent of the conversation's next ticket (:meth:`nlu.queue.Queue.agent_messages` reads
+them back for its history). The order makes a
 retry safe: the turn is recorded first with ``"sent": false`` under the caller's
 ``message_id``, then sent, then marked sent, or removed when the send failed. A retried
 request with the same ``message_id`` finds the turn and sends nothing, so the customer
 never gets a message twice; a message whose send failed can be sent again. When the
 request went out but no answer came, the turn stays with ``"sent": null`` (unknown), and
 a retry sends nothing: the agent reads the ticket and decides.
+
+A customer who opted out ("BAJA", "no me escriban más", the "Darme de baja" button, also
+while a person holds the conversation) gets no agent message: the conversation's consent
+is read once the turn is recorded and just before the send, and a revoked one removes the
+turn and raises :class:`nlu.errors.OptedOut` (HTTP 409 ``opted_out``) until the customer
+opts in again. Opting out of messages does not close the case, so the agent can still
+resolve the ticket (or release it).
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cloud_api import SendError
-from .errors import NLUError
+from .conversation import Conversations
+from .errors import NLUError, OptedOut
 from .queue import Queue, Ticket
 from .responses import Reply, to_whatsapp
 from .whatsapp import Sender
@@ -40,9 +50,17 @@ class AgentMessage:
 
 
 def send_agent_message(
-    queue: Queue, sender: Sender, ticket_id: int, agent: str, text: str, message_id: str | None = None
+    queue: Queue,
+    sender: Sender,
+    ticket_id: int,
+    agent: str,
+    text: str,
+    message_id: str | None = None,
+    *,
+    conversations: Conversations,
 ) -> AgentMessage:
-    """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer.
+    """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer,
+    unless the customer opted out (``conversations`` keeps their consent; :class:`OptedOut`).
 
     The sender's exception propagates, after the turn is removed (nothing was sent) or,
     for a :class:`SendError` that may have been delivered and for an interruption
@@ -50,7 +68,18 @@ def send_agent_message(
     message_id = message_id if message_id is not None else f"agent-{uuid.uuid4().hex}"
     ticket, turn, new = queue.add_agent_message(ticket_id, agent, message_id, text)
     if not new:
-        return AgentMessage(ticket, turn, duplicate=True)
+        return AgentMessage(ticket, turn, duplicate=True)  # nothing is sent again
+    try:
+        # Read once the turn is recorded: an opt-out arriving meanwhile has the shortest
+        # window left before the send.
+        if conversations.view(ticket.conversation_id).consent == "revoked":
+            raise OptedOut(
+                f"ticket {ticket.id}: the customer opted out of messages; nothing was sent, and nothing can be "
+                "until they opt in again (resolve the ticket when the case is done)"
+            )
+    except BaseException:
+        queue.settle_agent_message(ticket.id, message_id, sent=False)  # nothing went out
+        raise
     try:
         # The conversation id of a WhatsApp conversation is the customer's wa_id.
         sender.send(to_whatsapp(Reply(text=text), to=ticket.conversation_id))

@@ -233,6 +233,13 @@ class Queue(Protocol):
         """The newest unresolved ticket of a conversation, if any."""
         ...
 
+    def agent_messages(self, conversation_id: str, since: float = 0.0) -> builtins.list[dict[str, Any]]:
+        """What agents wrote to the customer of a conversation, on any of its tickets, from
+        ``since`` (unix seconds) on, oldest first: the turns ``add_agent_message`` recorded,
+        as the tickets hold them (text redacted, ``agent``, ``sent``). A ticket shows the
+        recent conversation; the agents' part of it lives on the earlier tickets."""
+        ...
+
     def purge(self, older_than_days: float) -> int:
         """Delete resolved tickets last updated more than N days ago; return how many."""
         ...
@@ -534,6 +541,19 @@ class _SqlQueue(_SqlStore):
             (conversation_id,),
         )
         return self._ticket(rows[0]) if rows else None
+
+    def agent_messages(self, conversation_id: str, since: float = 0.0) -> builtins.list[dict[str, Any]]:
+        conversation_id = self._storable(_nonempty("conversation_id", conversation_id))
+        if isinstance(since, bool) or not isinstance(since, numbers.Real) or math.isnan(since):
+            raise QueueError(f"since must be a number of unix seconds, got {since!r}")
+        # A ticket's updated_at is at least the time of its last turn, so older tickets hold none.
+        rows = self._read(
+            "read the conversation's agent messages",
+            "SELECT turns FROM tickets WHERE conversation_id = ? AND updated_at >= ? ORDER BY id",
+            (conversation_id, float(since)),
+        )
+        said = [t for (turns,) in rows for t in json.loads(turns) if t.get("action") == "agent" and t.get("created_at", 0) >= since]
+        return sorted(said, key=lambda t: t["created_at"])
 
     def purge(self, older_than_days: float) -> int:
         cutoff = self._clock() - _days(older_than_days) * 86400.0

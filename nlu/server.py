@@ -49,7 +49,16 @@ from starlette.routing import Match
 
 from . import __version__
 from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
-from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
+from .errors import (
+    ConfigError,
+    InputError,
+    MessageConflict,
+    NLUError,
+    OptedOut,
+    QueueError,
+    StorageUnavailable,
+    UnknownTicket,
+)
 from .handover import send_agent_message
 from .metrics_http import Metrics
 from .outbox import Resender, keeps
@@ -302,6 +311,8 @@ async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
         # message names the database file, so it goes to the log, not to the caller.
         log.error("database error on %s %s: %s", request.method, request.url.path, message)
         return error_response(503, "storage_unavailable", "the database is unavailable; retry later")
+    if isinstance(exc, OptedOut):
+        return error_response(409, "opted_out", message)  # an agent's message to a customer who opted out
     if isinstance(exc, QueueError):
         # A refused operation: a ticket held by someone else, not claimed, already resolved.
         return error_response(409, "ticket_conflict", message)
@@ -831,7 +842,9 @@ def create_app(
                 raise ApiError(503, "sender_not_configured", f"replies are not sent: set {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
             with _known_ticket(ticket_id):
                 try:
-                    sent = send_agent_message(service.queue, sender, ticket_id, request.agent, request.text, request.message_id)
+                    sent = send_agent_message(
+                        service.queue, sender, ticket_id, request.agent, request.text, request.message_id, conversations=service.conversations
+                    )
                 except SendError as exc:  # WhatsApp refused it, could not be reached, or did not answer
                     metrics.inc("nlu_whatsapp_send_failures_total")
                     log.warning("agent message on ticket %s not sent: %s", ticket_id, exc)

@@ -8,7 +8,13 @@
    is not resolved), the bot stays quiet: action ``"handover"``, no reply; the message is
    recorded and joins the open ticket, so the agent sees it (a legal threat or an insult
    in it raises the ticket's priority). Once the ticket is resolved the bot takes the
-   conversation back and earlier turns stop counting towards streaks.
+   conversation back and earlier turns stop counting towards streaks. An opt-out is
+   honoured here too, as in step 3 (confirmed, consent revoked), and joins the ticket with
+   the reason ``opt_out``, so the agent sees it; the ticket stays open for the agent to
+   close (the case may still need them), but their messages are refused
+   (:func:`nlu.handover.send_agent_message`). Until the customer opts in again the opt-out
+   rules answer, not the handover; opting in again joins the ticket too, and hands the
+   conversation back to the agent.
 3. **Consent.** With ``require_consent``, nothing about the customer is stored before
    consent: the first message gets the virtual-assistant disclosure and the consent
    question (buttons "Sí, acepto" / "No"); accepting (button or typed "sí", "acepto")
@@ -27,7 +33,8 @@
    an option by place or title ("2", "la segunda", "Reembolso") is that option's button.
 5. **Act.** Answer from the catalogue (placeholders from the message), ask back with
    buttons or a list, or escalate: enqueue a ticket with the PII-redacted text, the
-   prediction, the reasons, the recent turns and a priority (frustration first), reply
+   prediction, the reasons, the recent turns (with what agents wrote on earlier tickets)
+   and a priority (frustration first), reply
    "Te paso con una persona...", and mark the conversation as held by a person.
 6. **Record** the turn (redacted text, prediction summary, action) and the outcome in
    one transaction.
@@ -299,11 +306,17 @@ class Service:
         view = self.conversations.view(message.conversation_id)
         if view.human_active:
             ticket = self.queue.open_for_conversation(message.conversation_id)
-            if ticket is not None:
+            if ticket is None:
+                self.conversations.end_handover(message.conversation_id)
+                view = self.conversations.view(message.conversation_id)
+            elif view.consent != "revoked":
                 return self._handover(message, view)
-            self.conversations.end_handover(message.conversation_id)
-            view = self.conversations.view(message.conversation_id)
+            else:
+                return self._opted_out_while_held(message, view)
+        return self._route(message, view)
 
+    def _route(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """Steps 3-6 for a conversation the bot holds (or one that opted out while held)."""
         if message.media is not None:
             return self._unreadable(message, view)
         if self.policy.require_consent:
@@ -379,12 +392,54 @@ class Service:
             ticket = self._enqueue(shown, None, (), [turn.to_dict()])
             return self._save(message, Outcome("handover", None, None, ("human_active",), ticket), turn=turn)
         prediction = self.model.score(message.text)
+        chosen = self._chosen(prediction, message)[1]
         decision = decide(prediction, view, self.policy, message.text)
+        if "opt_out" in decision.reasons or chosen in self.policy.opt_out_intents or message.button_id == CONSENT_NO_ID:
+            # Honoured as when the bot holds the conversation (the "No" of an old consent
+            # question included: consent was given). The agent must see it: the message
+            # joins the ticket, whose reasons say so.
+            turn = self._turn(message, prediction, "handover", ("human_active", "opt_out"))
+            ticket = self._enqueue(message, prediction, ("opt_out",), [turn.to_dict()])
+            return self._opt_out(message, view, ("opt_out", *(("button_choice",) if chosen else ())), chosen or decision.intent, ticket)
         signals = decision.reasons if decision.action == "escalate" else ()
         turn = self._turn(message, prediction, "handover", ("human_active", *signals))
         ticket = self._enqueue(message, prediction, signals, [turn.to_dict()])
         outcome = Outcome("handover", None, None, ("human_active",), ticket)
         return self._save(message, outcome, turn=turn)
+
+    def _history(self, conversation_id: str) -> list[dict[str, Any]]:
+        """What a new ticket shows of the conversation so far, oldest first: its last
+        ``history_turns`` turns (those before an earlier handover included) and what agents
+        wrote to the customer since the first of them (kept on the earlier tickets, as
+        ``"action": "agent"`` turns). Nothing older: a purge or an erasure that took the
+        customer's turns leaves the agents' answers to them out too."""
+        turns = [t.to_dict() for t in self.conversations.history(conversation_id)]
+        if not turns:
+            return []
+        said = self.queue.agent_messages(conversation_id, since=turns[0]["created_at"])
+        return sorted([*turns, *said], key=lambda t: t["created_at"])
+
+    def _opted_out_while_held(self, message: InboundMessage, view: ConversationView) -> Outcome:
+        """The customer opted out while a person held the conversation, whose ticket is still
+        open: the opt-out rules answer (silence, the consent question to a request for a
+        person), not the handover, and nothing joins the ticket. A message that opts in
+        again joins it, so the agent sees they may write again; the next ones are the
+        handover's."""
+        outcome = self._route(message, view)
+        back = tuple(r for r in outcome.reasons if r in ("consent_granted", "opt_in"))
+        if back and not outcome.duplicate:
+            turn = self._turn(message, None, "handover", ("human_active", *back))
+            self._enqueue(message, None, (), [turn.to_dict()])
+        return outcome
+
+    def _opt_out(
+        self, message: InboundMessage, view: ConversationView, reasons: tuple[str, ...], intent: str | None, ticket: Ticket | None = None
+    ) -> Outcome:
+        """Honour an opt-out at once: confirm it and revoke consent. The message itself is
+        not kept in the conversation (a ticket it joined keeps it for the agent)."""
+        reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
+        outcome = Outcome("answer", reply, None, reasons, ticket, intent=intent)
+        return self._save(message, outcome, consent="revoked", disclosed=True, pending_options=())
 
     def _enqueue(
         self, message: InboundMessage, prediction: Prediction | None, reasons: tuple[str, ...], turns: list[dict[str, Any]]
@@ -448,8 +503,7 @@ class Service:
         if message.button_id == CONSENT_NO_ID and view.consent == "granted":
             # An old consent question's "No" after consenting: what was said since is stored,
             # so "we keep nothing" would be untrue. It is an opt-out, and says so.
-            reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
-            return self._save(message, Outcome("answer", reply, None, ("opt_out",), None), consent="revoked", disclosed=True, pending_options=())
+            return self._opt_out(message, view, ("opt_out",), None)
         if message.button_id == CONSENT_NO_ID or (view.consent == "unknown" and view.disclosed and _DECLINE.match(folded)):
             reply = self._with_disclosure(self.catalogue.system_reply("consent_declined"), view)
             outcome = Outcome("answer", reply, None, ("consent_declined",), None)
@@ -549,9 +603,7 @@ class Service:
         if "opt_out" in decision.reasons and view.consent == "revoked":
             return self._save(message, Outcome("silent", None, None, reasons, None))
         if "opt_out" in decision.reasons:
-            # Honoured at once; the opt-out message itself is not kept.
-            reply = self._with_disclosure(self.catalogue.system_reply("opt_out"), view)
-            return self._save(message, Outcome("answer", reply, None, reasons, None, intent=decision.intent), consent="revoked", disclosed=True, pending_options=())
+            return self._opt_out(message, view, reasons, decision.intent)
         if "no_consent" in decision.reasons:
             asked = bool({"human_requested", "legal_threat"} & set(decision.reasons))
             if view.consent == "revoked" and not asked:
@@ -583,13 +635,13 @@ class Service:
         if stored is not None:
             return self._replayed(stored)
         turn = self._turn(message, routed, "escalate", reasons)
-        # The agent sees the recent conversation, turns before an earlier handover included,
-        # ending with this message.
-        history = [t.to_dict() for t in self.conversations.history(message.conversation_id)]
-        ticket = self._enqueue(message, prediction, reasons, [*history, turn.to_dict()])
-        if ticket.message_id != message.message_id:
+        # The agent sees the recent conversation, ending with this message.
+        ticket = self._enqueue(message, prediction, reasons, [*self._history(message.conversation_id), turn.to_dict()])
+        if ticket.message_id != message.message_id and not view.human_active:
             # Another message of this conversation escalated at the same moment and told the
             # customer; this one joined its ticket, so it is a handover, not a second reply.
+            # (A held conversation gets here only after an opt-out: the customer, back in,
+            # asked for a person again, and is told the open ticket has it.)
             joined = self._turn(message, routed, "handover", ("human_active", *reasons))
             outcome = Outcome("handover", None, None, ("human_active",), ticket)
             return self._save(message, outcome, turn=joined, human_active=True, ticket_id=ticket.id)

@@ -341,6 +341,20 @@ def test_cloud_api_cli_queue_send(graph: FakeGraph, tmp_path: Path, monkeypatch:
     assert [r["body"]["text"]["body"] for r in graph.requests] == ["Hola, soy Ana"]
 
 
+def test_cloud_api_cli_queue_send_to_a_customer_who_opted_out_sends_nothing(graph: FakeGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nlu.conversation import open_conversations
+
+    db = tmp_path / "nlu.db"
+    ticket_id = held_ticket(db)
+    with open_conversations(db) as conversations:
+        conversations.record("5215512345678", "wamid.baja", {"action": "answer", "reasons": ["opt_out"]}, consent="revoked")
+    for name, value in ((ENV_ACCESS_TOKEN, ACCESS_TOKEN), (ENV_PHONE_NUMBER_ID, NUMBER_ID), (ENV_API_URL, graph.url)):
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["queue", "send", str(ticket_id), "Hola, soy Ana", "--agent", "ana", "--db", str(db)])
+    assert result.exit_code == 1 and f"ticket {ticket_id}: the customer opted out of messages" in result.stderr
+    assert graph.requests == []
+
+
 def test_cloud_api_an_agents_only_instance_sends_agent_messages(
     graph: FakeGraph, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

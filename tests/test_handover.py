@@ -10,7 +10,8 @@ import pytest
 from http_kit import AUTH, RecordingSender, TestClient, in_process_client
 
 from nlu.cloud_api import SendError
-from nlu.errors import QueueError
+from nlu.conversation import Conversations, open_conversations
+from nlu.errors import OptedOut, QueueError
 from nlu.handover import send_agent_message
 from nlu.queue import MAX_AGENT_MESSAGE_CHARS, Queue, Ticket, open_queue
 from nlu.server import create_app
@@ -25,6 +26,13 @@ def queue(db_url: str) -> Iterator[Queue]:
     q = open_queue(db_url)
     yield q
     q.close()
+
+
+@pytest.fixture
+def conversations(db_url: str) -> Iterator[Conversations]:
+    """The conversation store of the queue's database (where consent is kept)."""
+    with open_conversations(db_url) as store:
+        yield store
 
 
 def held(queue: Queue, agent: str = "ana") -> Ticket:
@@ -52,10 +60,10 @@ class FlakySender(RecordingSender):
 # -- the queue and send_agent_message -----------------------------------------------------
 
 
-def test_handover_message_goes_to_the_customer_and_joins_the_ticket(queue: Queue) -> None:
+def test_handover_message_goes_to_the_customer_and_joins_the_ticket(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     sender = RecordingSender()
-    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola, soy Ana. Te llamo al 3104567821 en 5 minutos", "m-ana-1")
+    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola, soy Ana. Te llamo al 3104567821 en 5 minutos", "m-ana-1", conversations=conversations)
     [body] = sender.sent
     assert body["to"] == WA_ID and body["type"] == "text" and body["text"]["body"].endswith("3104567821 en 5 minutos")
     assert not sent.duplicate
@@ -64,55 +72,55 @@ def test_handover_message_goes_to_the_customer_and_joins_the_ticket(queue: Queue
     assert [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1", "m-ana-1"]
 
 
-def test_handover_retried_message_is_sent_once(queue: Queue) -> None:
+def test_handover_retried_message_is_sent_once(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     sender = RecordingSender()
-    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1")
-    again = send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1")
+    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1", conversations=conversations)
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso", "m1", conversations=conversations)
     assert again.duplicate and again.turn["sent"] is True and len(sender.sent) == 1
     assert len(queue.get(ticket.id).turns) == 2
 
 
-def test_handover_message_id_reused_for_another_text_is_refused(queue: Queue) -> None:
+def test_handover_message_id_reused_for_another_text_is_refused(queue: Queue, conversations: Conversations) -> None:
     # Answering "duplicate" told the agent a message was delivered that nobody ever sent
     # (an agent tool whose ids restart, two drafts given one id); resolve refuses another
     # note the same way.
     ticket = held(queue)
     sender = RecordingSender()
-    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1")
-    assert send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1").duplicate  # a retry
+    send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1", conversations=conversations)
+    assert send_agent_message(queue, sender, ticket.id, "ana", "Ya lo reviso, mi cel 3104567821", "m1", conversations=conversations).duplicate  # a retry
     with pytest.raises(QueueError, match="message_id 'm1' is already another message on ticket"):
-        send_agent_message(queue, sender, ticket.id, "ana", "Listo, ya salió tu pedido", "m1")
+        send_agent_message(queue, sender, ticket.id, "ana", "Listo, ya salió tu pedido", "m1", conversations=conversations)
     assert len(sender.sent) == 1 and len(queue.get(ticket.id).turns) == 2
 
 
-def test_handover_failed_send_leaves_no_turn_and_can_be_sent_again(queue: Queue) -> None:
+def test_handover_failed_send_leaves_no_turn_and_can_be_sent_again(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     sender = FlakySender(RuntimeError("graph api down"))
     with pytest.raises(RuntimeError):
-        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
     assert [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1"]  # not shown as said
-    assert not send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1").duplicate
+    assert not send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations).duplicate
     assert len(sender.sent) == 2
 
 
-def test_handover_unanswered_send_is_kept_as_unknown_and_not_repeated(queue: Queue) -> None:
+def test_handover_unanswered_send_is_kept_as_unknown_and_not_repeated(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     sender = FlakySender(SendError("no answer", maybe_delivered=True))
     with pytest.raises(SendError):
-        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
-    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
     assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1  # the customer may have it
 
 
-def test_handover_interrupted_send_is_kept_as_unknown(queue: Queue) -> None:
+def test_handover_interrupted_send_is_kept_as_unknown(queue: Queue, conversations: Conversations) -> None:
     # Ctrl-C in `nlu queue send` (or a worker told to exit) can land after the request
     # left: the turn was removed as "nothing sent", so the same --message-id sent it again.
     ticket = held(queue)
     sender = FlakySender(KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
-    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
     assert again.duplicate and again.turn["sent"] is None and len(sender.sent) == 1
 
 
@@ -120,19 +128,19 @@ def test_handover_interrupted_send_is_kept_as_unknown(queue: Queue) -> None:
     ("ana", "", "it is queued, claim it first"),
     ("luis", "ana", "claimed by ana, not luis"),
 ])
-def test_handover_only_the_holder_may_write(queue: Queue, agent: str, claimer: str, message: str) -> None:
+def test_handover_only_the_holder_may_write(queue: Queue, conversations: Conversations, agent: str, claimer: str, message: str) -> None:
     ticket = held(queue, claimer)
     sender = RecordingSender()
     with pytest.raises(QueueError, match=message):
-        send_agent_message(queue, sender, ticket.id, agent, "Hola")
+        send_agent_message(queue, sender, ticket.id, agent, "Hola", conversations=conversations)
     assert sender.sent == [] and len(queue.get(ticket.id).turns) == 1
 
 
-def test_handover_resolved_ticket_takes_no_message(queue: Queue) -> None:
+def test_handover_resolved_ticket_takes_no_message(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     queue.resolve(ticket.id, "ana")
     with pytest.raises(QueueError, match="already resolved"):
-        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola")
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", conversations=conversations)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -141,16 +149,52 @@ def test_handover_resolved_ticket_takes_no_message(queue: Queue) -> None:
     ("hola\x1b[2J", "control"),
     ("x" * (MAX_AGENT_MESSAGE_CHARS + 1), "longer than WhatsApp's 4096"),
 ])
-def test_handover_bad_text_is_refused(queue: Queue, text: str, message: str) -> None:
+def test_handover_bad_text_is_refused(queue: Queue, conversations: Conversations, text: str, message: str) -> None:
     ticket = held(queue)
     with pytest.raises(QueueError, match=message):
-        send_agent_message(queue, RecordingSender(), ticket.id, "ana", text)
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", text, conversations=conversations)
 
 
-def test_handover_message_id_of_a_customer_turn_is_refused(queue: Queue) -> None:
+def test_handover_message_id_of_a_customer_turn_is_refused(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     with pytest.raises(QueueError, match="is the customer's message"):
-        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "wamid.1")
+        send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "wamid.1", conversations=conversations)
+
+
+def test_handover_no_message_reaches_a_customer_who_opted_out(queue: Queue, conversations: Conversations) -> None:
+    # On both databases: the consent the conversation store keeps is read before each send.
+    ticket = held(queue)
+    sender = RecordingSender()
+    send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
+    conversations.record(WA_ID, "wamid.baja", {"action": "answer", "reasons": ["opt_out"]}, consent="revoked")
+    with pytest.raises(OptedOut, match=f"ticket {ticket.id}: the customer opted out"):
+        send_agent_message(queue, sender, ticket.id, "ana", "¿Sigues ahí?", "m2", conversations=conversations)
+    assert len(sender.sent) == 1 and [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1", "m1"]
+    # A retry of what went out before the opt-out sends nothing, and says so.
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
+    assert again.duplicate and len(sender.sent) == 1
+    conversations.record(WA_ID, "wamid.acepto", {"action": "answer", "reasons": ["consent_granted"]}, consent="granted")
+    assert not send_agent_message(queue, sender, ticket.id, "ana", "¿Sigues ahí?", "m2", conversations=conversations).duplicate
+
+
+def test_handover_agent_messages_of_a_conversation_across_its_tickets(queue: Queue, conversations: Conversations) -> None:
+    # What the next ticket of the conversation shows of the earlier ones (Service._history).
+    first = held(queue)
+    send_agent_message(queue, RecordingSender(), first.id, "ana", "Hola, soy Ana, mi cel 3104567821", "m-ana", conversations=conversations)
+    queue.resolve(first.id, "ana")
+    other, _ = queue.enqueue(conversation_id="5491155556666", message_id="wamid.o", text="otra", prediction={}, reasons=[], priority=0.0)
+    queue.claim("luis")
+    send_agent_message(queue, RecordingSender(), other.id, "luis", "Hola, soy Luis", "m-luis", conversations=conversations)
+    second, _ = queue.enqueue(conversation_id=WA_ID, message_id="wamid.2", text="hola", prediction={}, reasons=[], priority=0.0)
+    queue.claim("eva")
+    send_agent_message(queue, RecordingSender(), second.id, "eva", "Soy Eva", "m-eva", conversations=conversations)
+
+    said = queue.agent_messages(WA_ID)
+    assert [(t["message_id"], t["agent"], t["text"], t["sent"]) for t in said] == [
+        ("m-ana", "ana", "Hola, soy Ana, mi cel [TELEFONO]", True), ("m-eva", "eva", "Soy Eva", True),
+    ]
+    assert [t["message_id"] for t in queue.agent_messages(WA_ID, since=said[1]["created_at"])] == ["m-eva"]
+    assert queue.agent_messages("5700000000000") == []
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -207,7 +251,7 @@ def test_handover_http_unanswered_send_is_502_send_unknown(service: Service) -> 
     assert again.status_code == 200 and again.json()["duplicate"] is True and again.json()["message"]["sent"] is None
 
 
-def test_handover_sent_but_not_marked_is_reported_sent(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_handover_sent_but_not_marked_is_reported_sent(queue: Queue, conversations: Conversations, monkeypatch: pytest.MonkeyPatch) -> None:
     # The customer had the message, and a failure to mark it was reported as a 503
     # "nothing was written": an invitation to send it again.
     from nlu.errors import QueueUnavailable
@@ -219,20 +263,20 @@ def test_handover_sent_but_not_marked_is_reported_sent(queue: Queue, monkeypatch
         raise QueueUnavailable("database is locked")
 
     monkeypatch.setattr(queue, "settle_agent_message", locked)
-    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    sent = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
     assert sent.turn["sent"] is True and len(sender.sent) == 1
     monkeypatch.undo()
-    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1")
+    again = send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
     assert again.duplicate and len(sender.sent) == 1
 
 
-def test_handover_another_agents_message_id_is_not_their_duplicate(queue: Queue) -> None:
+def test_handover_another_agents_message_id_is_not_their_duplicate(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
-    send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "m1")
+    send_agent_message(queue, RecordingSender(), ticket.id, "ana", "Hola", "m1", conversations=conversations)
     queue.release(ticket.id, "ana")
     queue.claim("luis")
     with pytest.raises(QueueError, match="already another message"):
-        send_agent_message(queue, RecordingSender(), ticket.id, "luis", "Hola", "m1")
+        send_agent_message(queue, RecordingSender(), ticket.id, "luis", "Hola", "m1", conversations=conversations)
 
 
 def test_handover_a_send_that_ends_after_the_resolve_keeps_the_resolution_time(queue: Queue) -> None:
@@ -241,3 +285,23 @@ def test_handover_a_send_that_ends_after_the_resolve_keeps_the_resolution_time(q
     resolved = queue.resolve(ticket.id, "ana", intent="queja")
     settled = queue.settle_agent_message(ticket.id, "m1", sent=True)
     assert settled.updated_at == resolved.updated_at and settled.turns[-1]["sent"] is True
+
+
+def test_handover_http_message_to_a_customer_who_opted_out_is_a_409(client: TestClient, service: Service, sender: RecordingSender) -> None:
+    from nlu.service import InboundMessage
+
+    for n, (text, button) in enumerate((("hola", None), ("Sí, acepto", "consent:yes"), ("quiero hablar con una persona", None))):
+        service.handle(InboundMessage(WA_ID, f"wamid.c{n}", text, button))
+    ticket = client.post("/v1/queue/claim", headers=AUTH, json={"agent": "ana"}).json()["ticket"]
+    path = f"/v1/queue/{ticket['id']}/messages"
+    assert client.post(path, headers=AUTH, json={"agent": "ana", "text": "Hola, soy Ana"}).status_code == 200
+    assert service.handle(InboundMessage(WA_ID, "wamid.baja", "BAJA")).reasons == ("opt_out",)
+
+    r = client.post(path, headers=AUTH, json={"agent": "ana", "text": "¿Sigues ahí?", "message_id": "m2"})
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "opted_out" and "opted out" in r.json()["error"]["message"]
+    assert [b["text"]["body"] for b in sender.sent] == ["Hola, soy Ana"]
+    turns = service.queue.get(ticket["id"]).turns
+    assert "m2" not in [t.get("message_id") for t in turns] and turns[-1]["text"] == "BAJA"
+    resolved = client.post(f"/v1/queue/{ticket['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "se dio de baja"})
+    assert resolved.status_code == 200

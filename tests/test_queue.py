@@ -263,6 +263,9 @@ def test_queue_unknown_ticket(queue: Queue, call: Any) -> None:
     (lambda q: q.resolve(10**20, "ana"), "ticket id must be from 1 to"),  # was OverflowError
     (lambda q: q.release(-1, "ana"), "ticket id must be from 1 to"),
     (lambda q: q.purge(-1), "older_than_days must be a number >= 0"),
+    (lambda q: q.agent_messages(""), "conversation_id must be a non-empty string"),
+    (lambda q: q.agent_messages("c", since="0"), "since must be a number of unix seconds"),
+    (lambda q: q.agent_messages("c", since=float("nan")), "since must be a number of unix seconds"),
     (lambda q: q.claim("\udcff"), r"agent holds U\+DCFF \(an unpaired surrogate\) at position 0"),  # was UnicodeEncodeError
     (lambda q: q.claim("ana\x00"), r"agent holds U\+0000 \(a control character\) at position 3"),
     (lambda q: q.claim("ana\x1b[8m"), r"agent holds U\+001B \(a control character\)"),

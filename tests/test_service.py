@@ -779,3 +779,145 @@ def test_service_a_one_word_question_is_not_acknowledged(db: Path, text: str) ->
         chat = Chat(service)
         chat.consent()
         assert chat.say(text).reasons != ("acknowledged",)
+
+
+# -- an opt-out while a person holds the conversation ----------------------------------------
+
+
+def held_by_ana(service: Service) -> tuple[Chat, int]:
+    """A consenting customer whose conversation ana holds (claimed ticket)."""
+    chat = Chat(service)
+    chat.consent()
+    escalated = chat.say("quiero hablar con un asesor")
+    assert escalated.ticket is not None
+    claimed = service.queue.claim("ana")
+    assert claimed is not None and claimed.id == escalated.ticket.id
+    return chat, claimed.id
+
+
+@pytest.mark.parametrize(("text", "button_id", "reasons"), [
+    ("BAJA", None, ("opt_out",)),
+    ("no me escriban más", None, ("opt_out",)),
+    ("Darme de baja", "intent:darse_de_baja", ("opt_out", "button_choice")),
+])
+def test_service_an_opt_out_during_a_handover_is_honoured_and_the_agent_sees_it(
+    service: Service, text: str, button_id: str | None, reasons: tuple[str, ...]
+) -> None:
+    # It joined the ticket as one more message: consent stayed granted, nothing confirmed
+    # the opt-out, and the agent could go on writing to someone who asked not to be.
+    chat, ticket_id = held_by_ana(service)
+    bye = chat.say(text, button_id=button_id)
+    assert bye.action == "answer" and bye.reasons == reasons
+    assert bye.reply is not None and "no te enviaremos más mensajes" in bye.reply.text
+    assert bye.ticket is not None and bye.ticket.id == ticket_id
+    view = service.conversations.view(chat.conversation_id)
+    assert view.consent == "revoked"
+    assert text not in [t.text for t in service.conversations.history(chat.conversation_id)]  # not kept, as outside a handover
+    # The agent sees it: the message is on the ticket, which stays open (with the case) for them to close.
+    ticket = service.queue.get(ticket_id)
+    assert (ticket.status, ticket.agent) == ("claimed", "ana") and "opt_out" in ticket.reasons
+    assert ticket.turns[-1]["text"] == text and ticket.turns[-1]["reasons"] == ["human_active", "opt_out"]
+    # From then on the opt-out rules apply, not the handover: silence, nothing stored or added.
+    quiet = chat.say("hola?")
+    assert quiet.action == "silent" and quiet.reply is None
+    assert len(service.queue.get(ticket_id).turns) == len(ticket.turns)
+
+
+def test_service_opting_in_again_during_a_handover_hands_the_conversation_back_to_the_agent(service: Service) -> None:
+    chat, ticket_id = held_by_ana(service)
+    chat.say("BAJA")
+    back = chat.say("ACEPTO")
+    assert back.action == "answer" and back.reasons == ("consent_granted",)
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
+    ticket = service.queue.get(ticket_id)
+    assert ticket.turns[-1]["text"] == "ACEPTO" and ticket.turns[-1]["reasons"] == ["human_active", "consent_granted"]
+    held = chat.say("¿ya me atienden?")
+    assert held.action == "handover" and held.ticket is not None and held.ticket.id == ticket_id
+
+
+def test_service_asking_for_a_person_after_an_opt_out_during_a_handover_rejoins_the_open_ticket(service: Service) -> None:
+    chat, ticket_id = held_by_ana(service)
+    chat.say("BAJA")
+    asked = chat.say("quiero hablar con un asesor")
+    assert asked.reasons == ("no_consent", "human_requested") and asked.ticket is None
+    accepted = chat.say("Sí, acepto", button_id="consent:yes:human_requested")
+    # The customer is told a person has it (the open ticket), and no second ticket is made.
+    assert accepted.action == "escalate" and accepted.reply is not None and accepted.ticket is not None
+    assert accepted.ticket.id == ticket_id and service.queue.depth() == 0
+    assert service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_an_opt_out_during_a_handover_refuses_the_agents_messages(service: Service) -> None:
+    from http_kit import RecordingSender
+
+    from nlu.errors import OptedOut
+    from nlu.handover import send_agent_message
+
+    chat, ticket_id = held_by_ana(service)
+    sender = RecordingSender()
+    send_agent_message(service.queue, sender, ticket_id, "ana", "Hola, soy Ana", conversations=service.conversations)
+    chat.say("BAJA")
+    with pytest.raises(OptedOut, match=f"ticket {ticket_id}: the customer opted out"):
+        send_agent_message(service.queue, sender, ticket_id, "ana", "¿Sigues ahí?", "m2", conversations=service.conversations)
+    assert len(sender.sent) == 1 and "m2" not in [t.get("message_id") for t in service.queue.get(ticket_id).turns]
+    chat.say("ACEPTO")  # back in: the agent may write again
+    sent = send_agent_message(service.queue, sender, ticket_id, "ana", "¿Sigues ahí?", "m2", conversations=service.conversations)
+    assert not sent.duplicate and len(sender.sent) == 2
+    assert service.queue.resolve(ticket_id, "ana").status == "resolved"
+
+
+def test_service_the_agent_can_close_the_ticket_of_a_customer_who_opted_out(service: Service) -> None:
+    chat, ticket_id = held_by_ana(service)
+    chat.say("BAJA")
+    assert service.queue.resolve(ticket_id, "ana", "se dio de baja", intent="darse_de_baja").status == "resolved"
+    after = chat.say("hola?")  # the bot has the conversation back, and the customer is still out
+    assert after.action == "silent" and not service.conversations.view(chat.conversation_id).human_active
+
+
+# -- what the agents said, on the next ticket ------------------------------------------------
+
+
+def test_service_the_next_ticket_shows_what_the_agent_said_on_the_last_one(service: Service) -> None:
+    # Its turns came from the conversation store alone, and the agents' messages are kept
+    # on their ticket: the second agent saw the customer answer someone they could not read.
+    from http_kit import RecordingSender
+
+    from nlu.handover import send_agent_message
+
+    chat, first = held_by_ana(service)
+    send_agent_message(service.queue, RecordingSender(), first, "ana", "Hola, soy Ana. Te llamo al 3104567821", "m-ana", conversations=service.conversations)
+    chat.say("gracias")
+    service.queue.resolve(first, "ana")
+    chat.say("hola")  # back to the bot
+    second = chat.say("quiero hablar con un asesor")
+    assert second.ticket is not None and second.ticket.id != first
+    turns = second.ticket.turns
+    assert [(t["action"], t["text"]) for t in turns][-5:] == [
+        ("escalate", "quiero hablar con un asesor"),
+        ("agent", "Hola, soy Ana. Te llamo al [TELEFONO]"),  # redacted, as on the first ticket
+        ("handover", "gracias"),
+        ("answer", "hola"),
+        ("escalate", "quiero hablar con un asesor"),
+    ]
+    said = next(t for t in turns if t["action"] == "agent")
+    assert said["agent"] == "ana" and said["message_id"] == "m-ana" and said["sent"] is True
+    # ...and routing still sees the customer's messages only, from after the handover.
+    assert [t.text for t in service.conversations.view(chat.conversation_id).turns] == ["hola", "quiero hablar con un asesor"]
+
+
+def test_service_the_next_ticket_shows_no_agent_message_older_than_the_turns_it_shows(db: Path) -> None:
+    # The history is the last history_turns turns: an agent's message from before them (or
+    # from before a purge or an erasure took the turns) stays out, as those turns do.
+    from http_kit import RecordingSender
+
+    from nlu.handover import send_agent_message
+
+    with make_service(db, dataclasses.replace(POLICY, history_turns=3)) as service:
+        chat, first = held_by_ana(service)
+        send_agent_message(service.queue, RecordingSender(), first, "ana", "Hola, soy Ana", conversations=service.conversations)
+        service.queue.resolve(first, "ana")
+        for text in ("hola", "gracias", "dónde está mi pedido #A-48213?"):
+            chat.say(text)
+        second = chat.say("quiero hablar con un asesor")
+        assert second.ticket is not None
+        assert [t["text"] for t in second.ticket.turns] == ["hola", "gracias", "dónde está mi pedido #A-48213?", "quiero hablar con un asesor"]
