@@ -168,6 +168,31 @@ def test_cloud_api_a_gateway_failure_without_metas_word_is_not_sent_again(graph:
     assert len(graph.requests) == 1 and sleeps == []
 
 
+
+# -- several business numbers -----------------------------------------------------------------
+
+OTHER_ID = "209876543210987"  # a second business number of the same app (e.g. support)
+ENV_PHONE_NUMBER_IDS = "NLU_WHATSAPP_PHONE_NUMBER_IDS"
+
+
+def test_cloud_api_sends_from_the_number_it_is_given(graph: FakeGraph, sleeps: Sleeps) -> None:
+    two = sender(graph, sleeps, phone_number_ids=[OTHER_ID])
+    two.send(BODY, phone_number_id=OTHER_ID)
+    two.send(BODY, phone_number_id=NUMBER_ID)
+    two.send(BODY, phone_number_id=None)  # a webhook without metadata, an agent message of an old ticket
+    two.send(BODY)
+    assert [r["path"] for r in graph.requests] == [f"/v21.0/{OTHER_ID}/messages"] + [f"/v21.0/{NUMBER_ID}/messages"] * 3
+    assert two.phone_number_id == NUMBER_ID and two.phone_number_ids == frozenset({NUMBER_ID, OTHER_ID})
+
+
+def test_cloud_api_refuses_to_send_from_a_number_it_does_not_serve(graph: FakeGraph, sleeps: Sleeps) -> None:
+    # The token may well be allowed to send from it (one app, several numbers); whether
+    # this deployment answers for that number is configuration, not the token's reach.
+    with pytest.raises(SendError, match=f"business number {OTHER_ID} is not one this deployment sends from.*{ENV_PHONE_NUMBER_IDS}") as raised:
+        sender(graph, sleeps).send(BODY, phone_number_id=OTHER_ID)
+    assert not raised.value.maybe_delivered and graph.requests == [] and sleeps == []
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
@@ -178,6 +203,19 @@ def test_cloud_api_from_env() -> None:
     assert ACCESS_TOKEN not in repr(configured)
     for half in ({ENV_ACCESS_TOKEN: ACCESS_TOKEN}, {ENV_PHONE_NUMBER_ID: NUMBER_ID}, {ENV_ACCESS_TOKEN: " ", ENV_PHONE_NUMBER_ID: NUMBER_ID}):
         with pytest.raises(ConfigError, match="not set: replies are sent only with both"):
+            sender_from_env(half)
+
+
+def test_cloud_api_from_env_with_several_numbers() -> None:
+    single = sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID})
+    assert single is not None and single.phone_number_ids == frozenset({NUMBER_ID})  # no new variable needed
+    several = sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID, ENV_PHONE_NUMBER_IDS: f" {OTHER_ID}, 3333,"})
+    assert several is not None and several.phone_number_id == NUMBER_ID  # the default is always served
+    assert several.phone_number_ids == frozenset({NUMBER_ID, OTHER_ID, "3333"})
+    with pytest.raises(ConfigError, match=f"{ENV_PHONE_NUMBER_IDS}: 'ventas' is not the numeric id"):
+        sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID, ENV_PHONE_NUMBER_IDS: f"{OTHER_ID},ventas"})
+    for half in ({ENV_PHONE_NUMBER_IDS: OTHER_ID}, {ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_IDS: OTHER_ID}):
+        with pytest.raises(ConfigError, match="not set"):
             sender_from_env(half)
 
 
@@ -240,6 +278,7 @@ def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service
     assert client.get("/healthz").json()["whatsapp_sender"] == "log"
 
 
+
 # -- agents' messages -----------------------------------------------------------------------
 
 
@@ -298,3 +337,4 @@ def test_cloud_api_an_agents_only_instance_sends_agent_messages(
     r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
     assert r.status_code == 200, r.text
     assert [req["body"]["text"]["body"] for req in graph.requests] == ["Hola"]
+
