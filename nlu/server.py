@@ -48,7 +48,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
-from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
+from .cloud_api import (
+    ENV_ACCESS_TOKEN,
+    ENV_PHONE_NUMBER_ID,
+    ENV_PHONE_NUMBER_IDS,
+    CloudApiSender,
+    SendError,
+    sender_from_env,
+)
 from .errors import ConfigError, InputError, MessageConflict, NLUError, QueueError, StorageUnavailable, UnknownTicket
 from .handover import send_agent_message
 from .metrics_http import Metrics
@@ -73,7 +80,10 @@ from .whatsapp import (
     Sender,
     Signature,
     check_signature,
+    mask_phone,
     parse_webhook,
+    send_reply,
+    served_numbers,
 )
 
 log = logging.getLogger("nlu.server")
@@ -538,6 +548,10 @@ class HealthResponse(BaseModel):
     whatsapp_sender: Literal["cloud_api", "log", "custom"] = Field(
         description="Where WhatsApp replies go: the Cloud API, only the log (no credentials set), or a sender passed to create_app."
     )
+    whatsapp_numbers: list[str] | None = Field(
+        description="The business numbers (phone number ids, masked to their last 4 digits) replies go from, the default first;"
+        " null when the sender does not say (every number's messages are handled)."
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -708,6 +722,7 @@ def create_app(
     settings.check()
     sender = sender or LogSender()
     sender_kind = "cloud_api" if isinstance(sender, CloudApiSender) else "log" if isinstance(sender, LogSender) else "custom"
+    served = served_numbers(sender)
     metrics = metrics or Metrics()
     model = service.model
 
@@ -829,6 +844,7 @@ def create_app(
     if settings.webhook:
         verify_token = (settings.verify_token or "").encode("utf-8")
         app_secret = settings.app_secret or ""
+        warned: set[str] = set()  # unserved business numbers already logged
 
         @app.get("/webhooks/whatsapp", tags=["whatsapp"], response_class=PlainTextResponse, responses=_errors(403))
         def webhook_verify(
@@ -871,9 +887,10 @@ def create_app(
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
             try:
-                notification = parse_webhook(payload)
+                notification = parse_webhook(payload, served)
             except PayloadError as exc:
                 raise ApiError(422, "invalid_payload", str(exc)) from None
+            _warn_unserved(notification, warned)
             return JSONResponse(await run_in_threadpool(_handle_notification, service, sender, metrics, notification))
 
     # -- operations ----------------------------------------------------------------------------
@@ -903,6 +920,7 @@ def create_app(
                 "parts": {"webhook": settings.webhook, "agents": settings.agents},
                 # Whether replies reach customers, or only the log (no Cloud API credentials).
                 "whatsapp_sender": sender_kind,
+                "whatsapp_numbers": None if served is None else [mask_phone(number) for number in served],
             }
         )
 
@@ -930,6 +948,18 @@ def _known_ticket(ticket_id: int) -> Iterator[None]:
         yield
     except UnknownTicket:
         raise ApiError(404, "unknown_ticket", f"no ticket {ticket_id}") from None
+
+
+def _warn_unserved(notification: Notification, warned: set[str]) -> None:
+    """Say once per process (they are counted every time) that a business number's
+    webhooks are ignored: right for another bot's number, a mistake for one of ours."""
+    for item in notification.ignored:
+        if item.reason == "unserved_number" and item.phone_number_id is not None and item.phone_number_id not in warned:
+            warned.add(item.phone_number_id)
+            log.warning(
+                "ignoring webhooks for business number %s: not %s nor in %s (say so there if this deployment should answer it)",
+                item.phone_number_id, ENV_PHONE_NUMBER_ID, ENV_PHONE_NUMBER_IDS,
+            )
 
 
 def _count_outcome(metrics: Metrics, outcome: Outcome) -> None:
@@ -1000,7 +1030,7 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
         reply = None if outcome.reply is None else to_whatsapp(outcome.reply, to=wa.conversation_id)
         if reply is not None and not outcome.duplicate:
             try:
-                sender.send(reply)
+                send_reply(sender, reply, wa.phone_number_id)  # from the number the customer wrote to
                 metrics.inc("nlu_whatsapp_sent_total")
             except SendError as exc:  # Meta's refusal says why: no traceback needed
                 metrics.inc("nlu_whatsapp_send_failures_total")

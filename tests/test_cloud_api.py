@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_kit import SECRET, SETTINGS, TOKEN, TestClient, free_port
+from http_kit import SECRET, SETTINGS, TOKEN, RecordingSender, TestClient, free_port
 from typer.testing import CliRunner
 
 from nlu.cli import app
@@ -277,6 +277,69 @@ def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service
     client = TestClient(create_app(service, SETTINGS), raise_server_exceptions=False)
     assert client.get("/healthz").json()["whatsapp_sender"] == "log"
 
+
+
+def wa_change(number: str | None, wa_id: str, message_id: str, text: str = "hola", button_id: str | None = None) -> dict[str, Any]:
+    """One change of a notification: a customer's message to business number ``number``."""
+    message: dict[str, Any] = {"from": wa_id, "id": message_id, "type": "text", "text": {"body": text}}
+    if button_id is not None:
+        message = {**message, "type": "interactive", "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": text}}}
+        del message["text"]
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "contacts": [{"wa_id": wa_id}], "messages": [message]}
+    if number is not None:
+        value["metadata"] = {"display_phone_number": "15550001111", "phone_number_id": number}
+    return {"field": "messages", "value": value}
+
+
+def post_changes(client: TestClient, *changes: dict[str, Any]) -> Any:
+    raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": list(changes)}]}).encode()
+    r = client.post("/webhooks/whatsapp", content=raw, headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_cloud_api_webhook_replies_from_the_number_the_customer_wrote_to(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps, phone_number_ids=[OTHER_ID])), raise_server_exceptions=False)
+    sales, support = "5215512345678", "5491155550000"
+    delivery = (wa_change(NUMBER_ID, sales, "wamid.s1"), wa_change(OTHER_ID, support, "wamid.p1"))
+    body = post_changes(client, *delivery)
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.s1", "wamid.p1"] and body["ignored"] == []
+    assert {r["body"]["to"]: r["path"] for r in graph.requests} == {sales: f"/v21.0/{NUMBER_ID}/messages", support: f"/v21.0/{OTHER_ID}/messages"}
+    assert post_changes(client, *delivery)["messages"][1]["duplicate"] and len(graph.requests) == 2  # a redelivery sends nothing
+    assert client.get("/healthz").json()["whatsapp_numbers"] == ["*" * 11 + NUMBER_ID[-4:], "*" * 11 + OTHER_ID[-4:]]
+
+
+def test_cloud_api_webhook_ignores_a_number_this_deployment_does_not_serve(
+    service: Service, graph: FakeGraph, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One app, two numbers, and this deployment serves one: the other number's customers
+    # are another bot's or a person's. Answering them from our number (what happened) is
+    # a stranger talking over that conversation, or a refusal from Meta.
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    with caplog.at_level(logging.WARNING, logger="nlu.server"):
+        body = post_changes(client, wa_change(OTHER_ID, "5491155550000", "wamid.x1"), wa_change(NUMBER_ID, "5215512345678", "wamid.ok"))
+        post_changes(client, wa_change(OTHER_ID, "5491155550000", "wamid.x2"))
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.ok"]
+    assert [(i["message_id"], i["reason"], i["phone_number_id"]) for i in body["ignored"]] == [("wamid.x1", "unserved_number", OTHER_ID)]
+    assert [r["body"]["to"] for r in graph.requests] == ["5215512345678"]
+    assert service.conversations.outcome("wamid.x1") is None  # not handled: no state, no ticket, no reply
+    assert 'nlu_whatsapp_ignored_total{reason="unserved_number"} 2' in client.get("/metrics").text
+    warnings = [r.getMessage() for r in caplog.records if OTHER_ID in r.getMessage()]
+    assert len(warnings) == 1 and "NLU_WHATSAPP_PHONE_NUMBER_IDS" in warnings[0]  # once per number, not per message
+
+
+def test_cloud_api_webhook_single_number_deployment_is_unchanged(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_numbers"] == ["*" * 11 + NUMBER_ID[-4:]]
+    post_changes(client, wa_change(NUMBER_ID, "5215512345678", "wamid.1"), wa_change(None, "5215500000001", "wamid.2"))
+    assert [r["path"] for r in graph.requests] == [f"/v21.0/{NUMBER_ID}/messages"] * 2  # no metadata: the default number
+    # A sender of one's own (another channel, a test) gets every number's messages and the
+    # body alone, as before: it was never told which numbers it serves.
+    recording = RecordingSender()
+    custom = TestClient(create_app(service, SETTINGS, sender=recording), raise_server_exceptions=False)
+    assert custom.get("/healthz").json()["whatsapp_numbers"] is None
+    post_changes(custom, wa_change(OTHER_ID, "5215500000002", "wamid.3"))
+    assert [b["to"] for b in recording.sent] == ["5215500000002"]
 
 
 # -- agents' messages -----------------------------------------------------------------------
