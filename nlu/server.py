@@ -1009,9 +1009,9 @@ def _handle_notification(service: Service, sender: Sender, metrics: Metrics, not
     for wa in notification.messages:
         metrics.inc("nlu_whatsapp_messages_total", {"type": wa.type})
         try:
-            if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "")):
+            if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "") + (wa.phone_number_id or "")):
                 raise InputError("the message contains unpaired surrogate code points (invalid Unicode)")
-            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id, media=wa.media)
+            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id, media=wa.media, phone_number_id=wa.phone_number_id)
         except InputError as exc:
             # Retrying cannot fix it, so it is acknowledged (Meta stops retrying) and reported.
             ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "invalid_message", "message": str(exc)})

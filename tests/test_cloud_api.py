@@ -400,4 +400,46 @@ def test_cloud_api_an_agents_only_instance_sends_agent_messages(
     r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
     assert r.status_code == 200, r.text
     assert [req["body"]["text"]["body"] for req in graph.requests] == ["Hola"]
+    assert graph.requests[0]["path"] == f"/v21.0/{NUMBER_ID}/messages"  # a ticket that names no number: the default
 
+
+def test_cloud_api_agent_message_goes_from_the_number_the_customer_last_wrote_to(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps, phone_number_ids=[OTHER_ID])), raise_server_exceptions=False)
+    customer, auth = "5491155550000", {"Authorization": f"Bearer {TOKEN}"}
+    post_changes(client, wa_change(OTHER_ID, customer, "wamid.1", "Sí, acepto", button_id="consent:yes"))
+    [escalated] = post_changes(client, wa_change(OTHER_ID, customer, "wamid.2", "quiero hablar con una persona"))["messages"]
+    assert escalated["action"] == "escalate" and escalated["ticket"] is not None
+    assert client.post("/v1/queue/claim", headers=auth, json={"agent": "ana"}).json()["ticket"]["id"] == escalated["ticket"]
+
+    def agent_says(text: str) -> str:
+        r = client.post(f"/v1/queue/{escalated['ticket']}/messages", headers=auth, json={"agent": "ana", "text": text})
+        assert r.status_code == 200, r.text
+        [request] = [q for q in graph.requests if q["body"].get("text", {}).get("body") == text]
+        return str(request["path"])
+
+    assert agent_says("Hola, soy Ana") == f"/v21.0/{OTHER_ID}/messages"
+    # The customer writes to the other number while Ana holds the ticket: she follows.
+    assert post_changes(client, wa_change(NUMBER_ID, customer, "wamid.3", "¿me escuchan?"))["messages"][0]["action"] == "handover"
+    assert agent_says("Sí, aquí sigo") == f"/v21.0/{NUMBER_ID}/messages"
+    turns = service.queue.get(escalated["ticket"]).turns
+    assert [(t["message_id"], t.get("phone_number_id")) for t in turns if t.get("action") != "agent"] == [("wamid.2", OTHER_ID), ("wamid.3", NUMBER_ID)]
+
+
+def test_cloud_api_agent_message_to_a_number_no_longer_served_is_not_sent_from_another(
+    service: Service, graph: FakeGraph, sleeps: Sleeps
+) -> None:
+    # The customer wrote to a number this instance does not serve (dropped from the list,
+    # or `nlu queue send` run without it): the default number is a stranger to them.
+    from nlu.queue import open_queue
+
+    with open_queue(service.queue.path) as queue:
+        ticket, _ = queue.enqueue(
+            conversation_id="5215512345678", message_id="wamid.1", text="una persona", prediction={}, reasons=[], priority=1.0,
+            turns=[{"message_id": "wamid.1", "text": "una persona", "action": "escalate", "phone_number_id": OTHER_ID}],
+        )
+        queue.claim("ana")
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "send_failed"
+    assert OTHER_ID in r.json()["error"]["message"] and ENV_PHONE_NUMBER_IDS in r.json()["error"]["message"]
+    assert graph.requests == [] and [t["message_id"] for t in service.queue.get(ticket.id).turns] == ["wamid.1"]  # can be sent once fixed
