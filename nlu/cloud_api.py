@@ -6,6 +6,15 @@ body is POSTed to ``{api_url}/{phone_number_id}/messages`` with the access token
 bearer token, over one pooled HTTPS connection (a TLS handshake per reply would cost more
 than scoring the message).
 
+Several business numbers. One app (one token) may send from several numbers of the
+business (sales and support, one per country). A reply goes from the number the customer
+wrote to (``send(body, phone_number_id=...)``), and only from a number the deployment
+serves: ``NLU_WHATSAPP_PHONE_NUMBER_ID``, the default (agents' messages on tickets that
+name no number, webhooks without one), plus those listed in
+``NLU_WHATSAPP_PHONE_NUMBER_IDS``. The token's reach is not the test: Meta delivers the
+webhooks of every number of the app's business accounts, some of which may belong to
+another bot or a person's app, and answering those would talk over them.
+
 Retries. A POST is sent again only when Meta cannot have delivered it: the connection
 was never made, or Meta answered that it did not take the message (HTTP 429 or 503, or
 one of its transient error codes). A request that timed out after it was sent, or got a
@@ -25,7 +34,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -34,11 +43,13 @@ from .errors import ConfigError, NLUError
 from .whatsapp import mask_phone
 
 __all__ = [
-    "DEFAULT_API_URL", "ENV_ACCESS_TOKEN", "ENV_API_URL", "ENV_PHONE_NUMBER_ID", "CloudApiSender", "SendError", "sender_from_env",
+    "DEFAULT_API_URL", "ENV_ACCESS_TOKEN", "ENV_API_URL", "ENV_PHONE_NUMBER_ID", "ENV_PHONE_NUMBER_IDS", "CloudApiSender", "SendError",
+    "sender_from_env",
 ]
 
 ENV_ACCESS_TOKEN = "NLU_WHATSAPP_ACCESS_TOKEN"
 ENV_PHONE_NUMBER_ID = "NLU_WHATSAPP_PHONE_NUMBER_ID"
+ENV_PHONE_NUMBER_IDS = "NLU_WHATSAPP_PHONE_NUMBER_IDS"  # more business numbers served, comma-separated
 ENV_API_URL = "NLU_WHATSAPP_API_URL"  # another Graph API version, or a proxy
 DEFAULT_API_URL = "https://graph.facebook.com/v21.0"
 
@@ -78,15 +89,18 @@ class SendError(NLUError):
 class CloudApiSender:
     """POST reply bodies to the Cloud API; thread-safe (one ``httpx.Client`` pool).
 
-    ``attempts`` counts the first try; waits double from ``backoff`` seconds, or follow
-    Meta's ``Retry-After`` up to ``max_wait``. The server sends while Meta waits for its
-    webhook answer, so the whole budget stays at a few seconds."""
+    ``phone_number_id`` is the default business number, ``phone_number_ids`` the others it
+    may send from (one token and one pool for all). ``attempts`` counts the first try;
+    waits double from ``backoff`` seconds, or follow Meta's ``Retry-After`` up to
+    ``max_wait``. The server sends while Meta waits for its webhook answer, so the whole
+    budget stays at a few seconds."""
 
     def __init__(
         self,
         access_token: str,
         phone_number_id: str,
         *,
+        phone_number_ids: Iterable[str] = (),
         api_url: str = DEFAULT_API_URL,
         timeout: float = 5.0,
         attempts: int = 3,
@@ -100,6 +114,10 @@ class CloudApiSender:
             raise ConfigError(f"{ENV_ACCESS_TOKEN} must be the access token Meta gives: printable ASCII without spaces")
         if not phone_number_id.strip().isdigit():
             raise ConfigError(f"{ENV_PHONE_NUMBER_ID} must be the numeric id Meta shows for the number, got {phone_number_id!r}")
+        others = [number.strip() for number in phone_number_ids]
+        for number in others:
+            if not number.isdigit():
+                raise ConfigError(f"{ENV_PHONE_NUMBER_IDS}: {number!r} is not the numeric id Meta shows for a number")
         if not _is_http_url(api_url):
             raise ConfigError(f"{ENV_API_URL} must be an http(s) URL, got {api_url!r}")
         if httpx.URL(api_url).scheme == "http" and not _is_loopback(httpx.URL(api_url).host):
@@ -110,7 +128,10 @@ class CloudApiSender:
                 raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
         if not 1 <= attempts <= 10:
             raise ConfigError(f"attempts must be 1..10, got {attempts!r}")
-        self.url = f"{api_url.rstrip('/')}/{phone_number_id.strip()}/messages"
+        self.phone_number_id = phone_number_id.strip()
+        self.phone_number_ids = frozenset({self.phone_number_id, *others})
+        self._api_url = api_url.rstrip("/")
+        self.url = self._url(self.phone_number_id)  # the default number's
         self.attempts = attempts
         self.backoff = backoff
         self.max_wait = max_wait
@@ -125,12 +146,25 @@ class CloudApiSender:
     def __repr__(self) -> str:  # never the token
         return f"CloudApiSender({self.url!r})"
 
-    def send(self, body: dict[str, Any]) -> None:
+    def _url(self, phone_number_id: str) -> str:
+        return f"{self._api_url}/{phone_number_id}/messages"
+
+    def send(self, body: dict[str, Any], *, phone_number_id: str | None = None) -> None:
+        """Send ``body`` from business number ``phone_number_id`` (None: the default)."""
         recipient = str(body.get("to") or body.get("recipient") or "")  # a phone number, or a BSUID
         to = mask_phone(recipient)
+        number = self.phone_number_id if phone_number_id is None else phone_number_id
+        if number not in self.phone_number_ids:
+            # Refused before anything leaves: sending from the number the customer did not
+            # write to would reach them from a stranger, or be refused by Meta.
+            raise SendError(
+                f"business number {number} is not one this deployment sends from; the reply to {to} was not sent"
+                f" (serve it by listing it in {ENV_PHONE_NUMBER_IDS})"
+            )
+        url = self._url(number)
         for attempt in range(1, self.attempts + 1):
             try:
-                response = self._client.post(self.url, json=body)
+                response = self._client.post(url, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never left: sending it again cannot make a second message.
                 failure = SendError(f"cannot reach the WhatsApp Cloud API to reply to {to}: {type(exc).__name__}", retry=True)
@@ -185,15 +219,17 @@ class CloudApiSender:
 
 
 def sender_from_env(environ: Mapping[str, str]) -> CloudApiSender | None:
-    """The Cloud API sender the environment configures, or None when neither variable is set."""
+    """The Cloud API sender the environment configures, or None when none of its variables is set."""
     token = environ.get(ENV_ACCESS_TOKEN, "").strip()
     number = environ.get(ENV_PHONE_NUMBER_ID, "").strip()
-    if not token and not number:
+    # Commas (or spaces) between the ids; an empty item (a trailing comma) is no number.
+    others = environ.get(ENV_PHONE_NUMBER_IDS, "").replace(",", " ").split()
+    if not token and not number and not others:
         return None
     if not token or not number:
         missing = ENV_ACCESS_TOKEN if not token else ENV_PHONE_NUMBER_ID
         raise ConfigError(f"{missing} not set: replies are sent only with both {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
-    return CloudApiSender(token, number, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
+    return CloudApiSender(token, number, phone_number_ids=others, api_url=environ.get(ENV_API_URL, "").strip() or DEFAULT_API_URL)
 
 
 def _is_http_url(url: str) -> bool:

@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS conversation_messages_by_conversation ON conversation
 CREATE TABLE IF NOT EXISTS conversation_outbox (
     message_id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL,
+    phone_number_id TEXT,
     body TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
     next_at REAL NOT NULL,
@@ -95,6 +96,7 @@ class PendingReply:
 
     message_id: str  # the customer's message it answers
     conversation_id: str
+    phone_number_id: str | None  # the business number the customer wrote to (None: the default)
     body: dict[str, Any]  # the Cloud API message body
     attempts: int
     created_at: float  # when the first attempt failed
@@ -131,7 +133,8 @@ class Conversations(Protocol):
     def end_handover(self, conversation_id: str) -> None: ...
 
     def defer_reply(
-        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *, failed_at: float, retry_at: float
+        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *,
+        failed_at: float, retry_at: float, phone_number_id: str | None = None,
     ) -> bool: ...
 
     def claim_replies(self, now: float, lease: float, limit: int = 20) -> tuple[list[PendingReply], int]: ...
@@ -348,18 +351,20 @@ class _SqlConversations(_SqlStore):
     # which may have gone through) is dropped, never sent again.
 
     def defer_reply(
-        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *, failed_at: float, retry_at: float
+        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: str, *,
+        failed_at: float, retry_at: float, phone_number_id: str | None = None,
     ) -> bool:
         """Keep a reply whose send failed at ``failed_at`` for another attempt at
-        ``retry_at`` (unix times); False if that message's reply is in the outbox already."""
+        ``retry_at`` (unix times), from business number ``phone_number_id``; False if that
+        message's reply is in the outbox already."""
         _check_id(message_id, "message_id")
         _check_id(conversation_id, "conversation_id")
         with self._write("keep a reply for resending") as db:
             row = db.execute(
-                "INSERT INTO conversation_outbox (message_id, conversation_id, body, attempts, next_at, last_error, created_at)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                "INSERT INTO conversation_outbox (message_id, conversation_id, phone_number_id, body, attempts, next_at, last_error,"
+                " created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
                 (
-                    self._storable(message_id), self._storable(conversation_id),
+                    self._storable(message_id), self._storable(conversation_id), self._storable(phone_number_id),
                     self._storable(json.dumps(dict(body), ensure_ascii=False)), retry_at, self._storable(error[:500]), failed_at,
                 ),
             ).fetchone()
@@ -380,13 +385,13 @@ class _SqlConversations(_SqlStore):
         with self._write("claim replies to resend") as db:
             dropped = db.execute("DELETE FROM conversation_outbox WHERE claimed_at < ?", (now - lease,)).rowcount
             rows = db.execute(
-                "SELECT message_id, conversation_id, body, attempts, created_at FROM conversation_outbox"
+                "SELECT message_id, conversation_id, phone_number_id, body, attempts, created_at FROM conversation_outbox"
                 f" WHERE claimed_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT ?{self._SKIP_LOCKED}",
                 (now, limit),
             ).fetchall()
             for row in rows:
                 db.execute("UPDATE conversation_outbox SET claimed_at = ? WHERE message_id = ?", (now, row[0]))
-        claimed = [PendingReply(r[0], r[1], dict(json.loads(r[2])), int(r[3]), float(r[4])) for r in rows]
+        claimed = [PendingReply(r[0], r[1], r[2], dict(json.loads(r[3])), int(r[4]), float(r[5])) for r in rows]
         return claimed, max(dropped, 0)
 
     def settle_reply(self, message_id: str, *, retry_at: float | None = None, error: str = "") -> None:

@@ -82,6 +82,7 @@ _STEPS: tuple[tuple[str, ...], ...] = (
         CREATE TABLE conversation_outbox (
             message_id      TEXT PRIMARY KEY,   -- the customer message the reply answers
             conversation_id TEXT NOT NULL,
+            phone_number_id TEXT,               -- the business number to send from (NULL: the default)
             body            TEXT NOT NULL,      -- the Cloud API message body, JSON
             attempts        INTEGER NOT NULL DEFAULT 1,
             next_at         DOUBLE PRECISION NOT NULL,

@@ -2,7 +2,9 @@
 
 On WhatsApp through the Cloud API the business number belongs to the API: the agents
 cannot answer from a phone, so their messages go out through the same sender as the
-bot's replies (``POST /v1/queue/{id}/messages``, ``nlu queue send``).
+bot's replies (``POST /v1/queue/{id}/messages``, ``nlu queue send``), and from the business
+number the customer last wrote to, as the ticket's turns record it (the sender's default
+number for a ticket whose turns name none).
 
 Each message is a turn of the ticket, so every agent who opens it sees the whole
 exchange (the customer's answers join the ticket as handover turns), and so does the
@@ -35,7 +37,7 @@ from .conversation import Conversations
 from .errors import NLUError, OptedOut
 from .queue import Queue, Ticket
 from .responses import Reply, to_whatsapp
-from .whatsapp import Sender
+from .whatsapp import Sender, send_reply
 
 __all__ = ["AgentMessage", "send_agent_message"]
 
@@ -82,7 +84,7 @@ def send_agent_message(
         raise
     try:
         # The conversation id of a WhatsApp conversation is the customer's wa_id.
-        sender.send(to_whatsapp(Reply(text=text), to=ticket.conversation_id))
+        send_reply(sender, to_whatsapp(Reply(text=text), to=ticket.conversation_id), _business_number(ticket))
     except SendError as exc:
         # Sent but unanswered: keep the turn (sent: null) so a retry cannot send it twice.
         queue.settle_agent_message(ticket.id, message_id, sent=None if exc.maybe_delivered else False)
@@ -103,3 +105,13 @@ def send_agent_message(
         return AgentMessage(ticket, {**turn, "sent": True}, duplicate=False)
     stored = next(t for t in ticket.turns if t.get("message_id") == message_id)
     return AgentMessage(ticket, stored, duplicate=False)
+
+
+def _business_number(ticket: Ticket) -> str | None:
+    """The business number the customer last wrote to; None when no turn names one (a
+    ticket from ``/v1/messages``, or from before nlu kept it): the sender's default."""
+    for turn in reversed(ticket.turns):
+        number = turn.get("phone_number_id")
+        if turn.get("action") != "agent" and isinstance(number, str) and number:
+            return number
+    return None

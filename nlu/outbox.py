@@ -33,7 +33,7 @@ from typing import Any
 from .cloud_api import SendError
 from .conversation import Conversations, PendingReply
 from .metrics_http import Metrics
-from .whatsapp import Sender
+from .whatsapp import Sender, send_reply
 
 __all__ = ["Resender", "keeps"]
 
@@ -74,10 +74,15 @@ class Resender:
 
     # -- the first failure ---------------------------------------------------------------
 
-    def defer(self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: BaseException) -> None:
-        """Keep a reply whose first send failed with ``error`` (see :func:`keeps`) for resending."""
+    def defer(
+        self, message_id: str, conversation_id: str, body: Mapping[str, Any], error: BaseException, phone_number_id: str | None = None
+    ) -> None:
+        """Keep a reply whose first send (from business number ``phone_number_id``) failed
+        with ``error`` (see :func:`keeps`) for resending from the same number."""
         now = self.clock()
-        self.conversations.defer_reply(message_id, conversation_id, body, _reason(error), failed_at=now, retry_at=now + FIRST_WAIT)
+        self.conversations.defer_reply(
+            message_id, conversation_id, body, _reason(error), failed_at=now, retry_at=now + FIRST_WAIT, phone_number_id=phone_number_id
+        )
         self.metrics.inc("nlu_whatsapp_replies_deferred_total")
 
     # -- resending -----------------------------------------------------------------------
@@ -112,7 +117,7 @@ class Resender:
             return self._give_up(reply, "opted_out", "the customer has opted out since")
         try:
             # A late reply quotes the message it answers, so it reads right after later ones.
-            self.sender.send({**reply.body, "context": {"message_id": reply.message_id}})
+            send_reply(self.sender, {**reply.body, "context": {"message_id": reply.message_id}}, reply.phone_number_id)
         except Exception as exc:  # a plugged-in sender may fail in any way
             if not keeps(exc):
                 maybe = isinstance(exc, SendError) and exc.maybe_delivered

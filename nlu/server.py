@@ -48,7 +48,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
-from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, CloudApiSender, SendError, sender_from_env
+from .cloud_api import (
+    ENV_ACCESS_TOKEN,
+    ENV_PHONE_NUMBER_ID,
+    ENV_PHONE_NUMBER_IDS,
+    CloudApiSender,
+    SendError,
+    sender_from_env,
+)
 from .errors import (
     ConfigError,
     InputError,
@@ -85,7 +92,10 @@ from .whatsapp import (
     Signature,
     WhatsAppMessage,
     check_signature,
+    mask_phone,
     parse_webhook,
+    send_reply,
+    served_numbers,
 )
 
 log = logging.getLogger("nlu.server")
@@ -552,6 +562,10 @@ class HealthResponse(BaseModel):
     whatsapp_sender: Literal["cloud_api", "log", "custom"] = Field(
         description="Where WhatsApp replies go: the Cloud API, only the log (no credentials set), or a sender passed to create_app."
     )
+    whatsapp_numbers: list[str] | None = Field(
+        description="The business numbers (phone number ids, masked to their last 4 digits) replies go from, the default first;"
+        " null when the sender does not say (every number's messages are handled)."
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -722,6 +736,7 @@ def create_app(
     settings.check()
     sender = sender or LogSender()
     sender_kind = "cloud_api" if isinstance(sender, CloudApiSender) else "log" if isinstance(sender, LogSender) else "custom"
+    served = served_numbers(sender)
     metrics = metrics or Metrics()
     model = service.model
     # Webhook replies that could not be sent wait in the outbox; this process resends them.
@@ -866,6 +881,7 @@ def create_app(
     if settings.webhook:
         verify_token = (settings.verify_token or "").encode("utf-8")
         app_secret = settings.app_secret or ""
+        warned: set[str] = set()  # unserved business numbers already logged
 
         @app.get("/webhooks/whatsapp", tags=["whatsapp"], response_class=PlainTextResponse, responses=_errors(403))
         def webhook_verify(
@@ -908,9 +924,10 @@ def create_app(
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
             try:
-                notification = parse_webhook(payload)
+                notification = parse_webhook(payload, served)
             except PayloadError as exc:
                 raise ApiError(422, "invalid_payload", str(exc)) from None
+            _warn_unserved(notification, warned)
             return JSONResponse(await run_in_threadpool(_handle_notification, service, sender, resender, metrics, notification))
 
     # -- operations ----------------------------------------------------------------------------
@@ -940,6 +957,7 @@ def create_app(
                 "parts": {"webhook": settings.webhook, "agents": settings.agents},
                 # Whether replies reach customers, or only the log (no Cloud API credentials).
                 "whatsapp_sender": sender_kind,
+                "whatsapp_numbers": None if served is None else [mask_phone(number) for number in served],
             }
         )
 
@@ -978,6 +996,18 @@ def _known_ticket(ticket_id: int) -> Iterator[None]:
         yield
     except UnknownTicket:
         raise ApiError(404, "unknown_ticket", f"no ticket {ticket_id}") from None
+
+
+def _warn_unserved(notification: Notification, warned: set[str]) -> None:
+    """Say once per process (they are counted every time) that a business number's
+    webhooks are ignored: right for another bot's number, a mistake for one of ours."""
+    for item in notification.ignored:
+        if item.reason == "unserved_number" and item.phone_number_id is not None and item.phone_number_id not in warned:
+            warned.add(item.phone_number_id)
+            log.warning(
+                "ignoring webhooks for business number %s: not %s nor in %s (say so there if this deployment should answer it)",
+                item.phone_number_id, ENV_PHONE_NUMBER_ID, ENV_PHONE_NUMBER_IDS,
+            )
 
 
 def _count_outcome(metrics: Metrics, outcome: Outcome) -> None:
@@ -1029,9 +1059,9 @@ def _handle_notification(
     for wa in notification.messages:
         metrics.inc("nlu_whatsapp_messages_total", {"type": wa.type})
         try:
-            if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "")):
+            if _has_surrogates(wa.conversation_id + wa.message_id + wa.text + (wa.button_id or "") + (wa.phone_number_id or "")):
                 raise InputError("the message contains unpaired surrogate code points (invalid Unicode)")
-            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id, media=wa.media)
+            message = InboundMessage(wa.conversation_id, wa.message_id, _kept(wa.text), wa.button_id, media=wa.media, phone_number_id=wa.phone_number_id)
         except InputError as exc:
             # Retrying cannot fix it, so it is acknowledged (Meta stops retrying) and reported.
             ignored.append({"message_id": wa.message_id, "type": wa.type, "reason": "invalid_message", "message": str(exc)})
@@ -1067,7 +1097,7 @@ def _deliver(sender: Sender, resender: Resender, metrics: Metrics, wa: WhatsAppM
     through later (kept in the outbox for the resender); "unknown" when it may have been
     delivered; "failed" when it was refused for good. The webhook's answer never depends on it."""
     try:
-        sender.send(reply)
+        send_reply(sender, reply, wa.phone_number_id)  # from the number the customer wrote to
     except Exception as exc:  # a plugged-in sender may fail in any way; never lose the response
         metrics.inc("nlu_whatsapp_send_failures_total")
         if isinstance(exc, SendError):  # Meta's refusal says why: no traceback needed
@@ -1077,7 +1107,7 @@ def _deliver(sender: Sender, resender: Resender, metrics: Metrics, wa: WhatsAppM
         if not keeps(exc):
             return "unknown" if isinstance(exc, SendError) and exc.maybe_delivered else "failed"
         try:
-            resender.defer(wa.message_id, wa.conversation_id, reply, exc)
+            resender.defer(wa.message_id, wa.conversation_id, reply, exc, wa.phone_number_id)
         except NLUError as storage:
             log.error("reply to message %s not kept for resending: %s", wa.message_id, storage)
             return "failed"

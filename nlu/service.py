@@ -146,13 +146,16 @@ _PRIORITY_BONUS: dict[str, float] = {
 class InboundMessage:
     """One customer message. ``button_id`` is set when it is a button or list reply;
     ``media`` names what the bot cannot read ("audio", "sticker", "image" without a
-    caption...), and then ``text`` may be empty."""
+    caption...), and then ``text`` may be empty. ``phone_number_id`` is the business
+    number it was sent to (WhatsApp), kept on the ticket's turn so that an agent's
+    message goes from the number the customer last wrote to."""
 
     conversation_id: str
     message_id: str
     text: str
     button_id: str | None = None
     media: str | None = None
+    phone_number_id: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("conversation_id", "message_id"):
@@ -169,6 +172,10 @@ class InboundMessage:
             raise InputError("button_id must be a string of at most 256 characters")
         if self.media is not None and (not isinstance(self.media, str) or not self.media.strip() or len(self.media) > 32):
             raise InputError(f"media must name the kind of message in 1..32 characters, got {self.media!r}")
+        if self.phone_number_id is not None and (
+            not isinstance(self.phone_number_id, str) or not self.phone_number_id.strip() or len(self.phone_number_id) > 64
+        ):
+            raise InputError(f"phone_number_id must be the business number's id in 1..64 characters, got {self.phone_number_id!r}")
         if not self.text.strip() and not self.button_id and self.media is None:
             raise InputError("text is empty")
 
@@ -446,6 +453,10 @@ class Service:
     ) -> Ticket:
         """A ticket for ``message``, or the conversation's open one it joins (see Queue.enqueue);
         ``prediction`` None for a message with nothing to score (lowest priority)."""
+        if message.phone_number_id is not None:
+            # The business number travels in the message's own turn (the ticket's turns are
+            # JSON: no column needed); an agent's message goes from the last one.
+            turns = [{**t, "phone_number_id": message.phone_number_id} if t.get("message_id") == message.message_id else t for t in turns]
         ticket, _ = self.queue.enqueue(
             conversation_id=message.conversation_id,
             message_id=message.message_id,

@@ -11,9 +11,11 @@ Everything here is framework-free so it can be tested (and reused) without HTTP:
   (types are checked and a mistake names the JSON path) and lenient about everything
   else, because Meta adds fields to these payloads without notice. A mistake in the
   envelope refuses the notification; a mistake in one message ignores that message only.
+  Each message keeps the business number it was sent to (``value.metadata.phone_number_id``),
+  and with the deployment's numbers given, what was sent to another number is ignored.
 * :class:`Sender` is where a reply body goes; :class:`LogSender`, the default, writes
   one JSON line per reply to a logger; :class:`nlu.cloud_api.CloudApiSender` makes the
-  Graph API call.
+  Graph API call, from the number the customer wrote to (:func:`send_reply`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputError
 
@@ -82,7 +84,9 @@ class WhatsAppMessage:
     e.g. ``"US.13491208655302741918"``); ``message_id`` is Meta's ``wamid...``, the
     idempotency key.
     A reply button or list row picked by the customer gives its ``button_id`` and, as
-    ``text``, its title (what the customer saw and tapped).
+    ``text``, its title (what the customer saw and tapped). ``phone_number_id`` is the
+    business number the customer wrote to, where the reply must come from (None when the
+    change has no ``metadata``: the default number).
     """
 
     conversation_id: str
@@ -103,11 +107,14 @@ class Ignored:
     type: str
     reason: str
     message: str | None = None  # what was wrong, for a message that could not be read
+    phone_number_id: str | None = None  # for unserved_number: the business number it was sent to
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"message_id": self.message_id, "type": self.type, "reason": self.reason}
         if self.message is not None:
             out["message"] = self.message
+        if self.phone_number_id is not None:
+            out["phone_number_id"] = self.phone_number_id
         return out
 
 
@@ -142,8 +149,15 @@ _CAPTIONED = ("image", "video", "document")
 _UNREADABLE = (*_CAPTIONED, "audio", "sticker", "location", "contacts")
 
 
-def parse_webhook(payload: Any) -> Notification:
-    """Read a decoded webhook body; raise :class:`PayloadError` naming the bad path."""
+def parse_webhook(payload: Any, phone_number_ids: Collection[str] | None = None) -> Notification:
+    """Read a decoded webhook body; raise :class:`PayloadError` naming the bad path.
+
+    ``phone_number_ids``: the business numbers this deployment serves. The messages and
+    delivery reports of a change for another number (``metadata.phone_number_id``) are
+    ignored as ``unserved_number``: one app receives the webhooks of every number of its
+    business accounts, and another bot or a person may be answering those. A change that
+    names no number is the default number's. None (the default) serves every number.
+    """
     root = _object(payload, "body")
     obj = root.get("object")
     if obj != "whatsapp_business_account":
@@ -161,9 +175,12 @@ def parse_webhook(payload: Any) -> Notification:
                 continue
             value = _object(change.get("value"), f"{cwhere}.value")
             vwhere = f"{cwhere}.value"
-            statuses += [_status(raw) for raw in _list(value.get("statuses", []), f"{vwhere}.statuses")]
             metadata = value.get("metadata")
             phone_number_id = _optional_str(metadata.get("phone_number_id"), f"{vwhere}.metadata.phone_number_id") if isinstance(metadata, Mapping) else None
+            if phone_number_id is not None and phone_number_ids is not None and phone_number_id not in phone_number_ids:
+                ignored += _unserved(value, vwhere, phone_number_id)
+                continue
+            statuses += [_status(raw) for raw in _list(value.get("statuses", []), f"{vwhere}.statuses")]
             contacts = [_contact(c, f"{vwhere}.contacts[{k}]") for k, c in enumerate(_list(value.get("contacts", []), f"{vwhere}.contacts"))]
             for k, raw in enumerate(_list(value.get("messages", []), f"{vwhere}.messages")):
                 message = _readable_message(raw, f"{vwhere}.messages[{k}]", contacts, phone_number_id)
@@ -172,6 +189,20 @@ def parse_webhook(payload: Any) -> Notification:
                 else:
                     messages.append(message)
     return Notification(tuple(messages), tuple(statuses), tuple(ignored))
+
+
+def _unserved(value: Mapping[str, Any], where: str, phone_number_id: str) -> list[Ignored]:
+    """Everything in a change for a business number this deployment does not serve, read
+    only as far as naming it: its content is not ours to check or handle."""
+    why = f"sent to business number {phone_number_id}, which this deployment does not serve"
+    out = []
+    for field in ("statuses", "messages"):
+        for raw in _list(value.get(field, []), f"{where}.{field}"):
+            fields = raw if isinstance(raw, Mapping) else {}
+            item_id, kind = fields.get("id"), "status" if field == "statuses" else fields.get("type")
+            item_id = item_id if isinstance(item_id, str) and item_id else None
+            out.append(Ignored(item_id, kind if isinstance(kind, str) else "unknown", "unserved_number", why, phone_number_id))
+    return out
 
 
 def _status(raw: Any) -> Status:
@@ -323,6 +354,36 @@ class Sender(Protocol):
     """
 
     def send(self, body: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class NumbersSender(Protocol):
+    """A :class:`Sender` for several business numbers: it names the ones it serves (its
+    default among them) and sends from the one given (None: the default).
+    :class:`nlu.cloud_api.CloudApiSender` is one; a sender with only ``send(body)`` keeps
+    getting the body alone."""
+
+    phone_number_id: str
+    phone_number_ids: frozenset[str]
+
+    def send(self, body: dict[str, Any], *, phone_number_id: str | None = None) -> None: ...
+
+
+def send_reply(sender: Sender, body: dict[str, Any], phone_number_id: str | None) -> None:
+    """Send ``body`` from business number ``phone_number_id`` (the one the customer wrote
+    to) when the sender serves several numbers; any other sender gets the body alone."""
+    if isinstance(sender, NumbersSender):
+        sender.send(body, phone_number_id=phone_number_id)
+    else:
+        sender.send(body)
+
+
+def served_numbers(sender: Sender) -> tuple[str, ...] | None:
+    """The business numbers ``sender`` serves, its default first; None when it does not
+    say (every number)."""
+    if not isinstance(sender, NumbersSender):
+        return None
+    return tuple(sorted(sender.phone_number_ids | {sender.phone_number_id}, key=lambda n: (n != sender.phone_number_id, n)))
 
 
 class LogSender:

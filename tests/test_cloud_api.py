@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_kit import SECRET, SETTINGS, TOKEN, TestClient, free_port
+from http_kit import SECRET, SETTINGS, TOKEN, RecordingSender, TestClient, free_port
 from typer.testing import CliRunner
 
 from nlu.cli import app
@@ -168,6 +168,31 @@ def test_cloud_api_a_gateway_failure_without_metas_word_is_not_sent_again(graph:
     assert len(graph.requests) == 1 and sleeps == []
 
 
+
+# -- several business numbers -----------------------------------------------------------------
+
+OTHER_ID = "209876543210987"  # a second business number of the same app (e.g. support)
+ENV_PHONE_NUMBER_IDS = "NLU_WHATSAPP_PHONE_NUMBER_IDS"
+
+
+def test_cloud_api_sends_from_the_number_it_is_given(graph: FakeGraph, sleeps: Sleeps) -> None:
+    two = sender(graph, sleeps, phone_number_ids=[OTHER_ID])
+    two.send(BODY, phone_number_id=OTHER_ID)
+    two.send(BODY, phone_number_id=NUMBER_ID)
+    two.send(BODY, phone_number_id=None)  # a webhook without metadata, an agent message of an old ticket
+    two.send(BODY)
+    assert [r["path"] for r in graph.requests] == [f"/v21.0/{OTHER_ID}/messages"] + [f"/v21.0/{NUMBER_ID}/messages"] * 3
+    assert two.phone_number_id == NUMBER_ID and two.phone_number_ids == frozenset({NUMBER_ID, OTHER_ID})
+
+
+def test_cloud_api_refuses_to_send_from_a_number_it_does_not_serve(graph: FakeGraph, sleeps: Sleeps) -> None:
+    # The token may well be allowed to send from it (one app, several numbers); whether
+    # this deployment answers for that number is configuration, not the token's reach.
+    with pytest.raises(SendError, match=f"business number {OTHER_ID} is not one this deployment sends from.*{ENV_PHONE_NUMBER_IDS}") as raised:
+        sender(graph, sleeps).send(BODY, phone_number_id=OTHER_ID)
+    assert not raised.value.maybe_delivered and graph.requests == [] and sleeps == []
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
@@ -178,6 +203,19 @@ def test_cloud_api_from_env() -> None:
     assert ACCESS_TOKEN not in repr(configured)
     for half in ({ENV_ACCESS_TOKEN: ACCESS_TOKEN}, {ENV_PHONE_NUMBER_ID: NUMBER_ID}, {ENV_ACCESS_TOKEN: " ", ENV_PHONE_NUMBER_ID: NUMBER_ID}):
         with pytest.raises(ConfigError, match="not set: replies are sent only with both"):
+            sender_from_env(half)
+
+
+def test_cloud_api_from_env_with_several_numbers() -> None:
+    single = sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID})
+    assert single is not None and single.phone_number_ids == frozenset({NUMBER_ID})  # no new variable needed
+    several = sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID, ENV_PHONE_NUMBER_IDS: f" {OTHER_ID}, 3333,"})
+    assert several is not None and several.phone_number_id == NUMBER_ID  # the default is always served
+    assert several.phone_number_ids == frozenset({NUMBER_ID, OTHER_ID, "3333"})
+    with pytest.raises(ConfigError, match=f"{ENV_PHONE_NUMBER_IDS}: 'ventas' is not the numeric id"):
+        sender_from_env({ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_ID: NUMBER_ID, ENV_PHONE_NUMBER_IDS: f"{OTHER_ID},ventas"})
+    for half in ({ENV_PHONE_NUMBER_IDS: OTHER_ID}, {ENV_ACCESS_TOKEN: ACCESS_TOKEN, ENV_PHONE_NUMBER_IDS: OTHER_ID}):
+        with pytest.raises(ConfigError, match="not set"):
             sender_from_env(half)
 
 
@@ -301,6 +339,84 @@ def test_cloud_api_healthz_says_when_replies_only_go_to_the_log(service: Service
     assert client.get("/healthz").json()["whatsapp_sender"] == "log"
 
 
+
+def wa_change(number: str | None, wa_id: str, message_id: str, text: str = "hola", button_id: str | None = None) -> dict[str, Any]:
+    """One change of a notification: a customer's message to business number ``number``."""
+    message: dict[str, Any] = {"from": wa_id, "id": message_id, "type": "text", "text": {"body": text}}
+    if button_id is not None:
+        message = {**message, "type": "interactive", "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": text}}}
+        del message["text"]
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "contacts": [{"wa_id": wa_id}], "messages": [message]}
+    if number is not None:
+        value["metadata"] = {"display_phone_number": "15550001111", "phone_number_id": number}
+    return {"field": "messages", "value": value}
+
+
+def post_changes(client: TestClient, *changes: dict[str, Any]) -> Any:
+    raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": list(changes)}]}).encode()
+    r = client.post("/webhooks/whatsapp", content=raw, headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_cloud_api_webhook_replies_from_the_number_the_customer_wrote_to(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps, phone_number_ids=[OTHER_ID])), raise_server_exceptions=False)
+    sales, support = "5215512345678", "5491155550000"
+    delivery = (wa_change(NUMBER_ID, sales, "wamid.s1"), wa_change(OTHER_ID, support, "wamid.p1"))
+    body = post_changes(client, *delivery)
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.s1", "wamid.p1"] and body["ignored"] == []
+    assert {r["body"]["to"]: r["path"] for r in graph.requests} == {sales: f"/v21.0/{NUMBER_ID}/messages", support: f"/v21.0/{OTHER_ID}/messages"}
+    assert post_changes(client, *delivery)["messages"][1]["duplicate"] and len(graph.requests) == 2  # a redelivery sends nothing
+    assert client.get("/healthz").json()["whatsapp_numbers"] == ["*" * 11 + NUMBER_ID[-4:], "*" * 11 + OTHER_ID[-4:]]
+
+
+def test_cloud_api_a_deferred_reply_is_resent_from_the_number_the_customer_wrote_to(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    app = create_app(service, SETTINGS, sender=sender(graph, sleeps, phone_number_ids=[OTHER_ID]))
+    client = TestClient(app, raise_server_exceptions=False)
+    graph.script = [(503, {}, {})]
+    body = post_changes(client, wa_change(OTHER_ID, "5491155550000", "wamid.p9"))
+    assert body["messages"][0]["delivery"] == "deferred"
+    graph.script = [SENT]
+    graph.requests.clear()
+    app.state.resender.clock = lambda: time.time() + 60
+    assert app.state.resender.run_once() == 1
+    [request] = graph.requests
+    assert request["path"] == f"/v21.0/{OTHER_ID}/messages" and request["body"]["context"] == {"message_id": "wamid.p9"}
+
+
+def test_cloud_api_webhook_ignores_a_number_this_deployment_does_not_serve(
+    service: Service, graph: FakeGraph, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One app, two numbers, and this deployment serves one: the other number's customers
+    # are another bot's or a person's. Answering them from our number (what happened) is
+    # a stranger talking over that conversation, or a refusal from Meta.
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    with caplog.at_level(logging.WARNING, logger="nlu.server"):
+        body = post_changes(client, wa_change(OTHER_ID, "5491155550000", "wamid.x1"), wa_change(NUMBER_ID, "5215512345678", "wamid.ok"))
+        post_changes(client, wa_change(OTHER_ID, "5491155550000", "wamid.x2"))
+    assert [m["message_id"] for m in body["messages"]] == ["wamid.ok"]
+    assert [(i["message_id"], i["reason"], i["phone_number_id"]) for i in body["ignored"]] == [("wamid.x1", "unserved_number", OTHER_ID)]
+    assert [r["body"]["to"] for r in graph.requests] == ["5215512345678"]
+    assert service.conversations.outcome("wamid.x1") is None  # not handled: no state, no ticket, no reply
+    assert 'nlu_whatsapp_ignored_total{reason="unserved_number"} 2' in client.get("/metrics").text
+    warnings = [r.getMessage() for r in caplog.records if OTHER_ID in r.getMessage()]
+    assert len(warnings) == 1 and "NLU_WHATSAPP_PHONE_NUMBER_IDS" in warnings[0]  # once per number, not per message
+
+
+def test_cloud_api_webhook_single_number_deployment_is_unchanged(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["whatsapp_numbers"] == ["*" * 11 + NUMBER_ID[-4:]]
+    post_changes(client, wa_change(NUMBER_ID, "5215512345678", "wamid.1"), wa_change(None, "5215500000001", "wamid.2"))
+    assert [r["path"] for r in graph.requests] == [f"/v21.0/{NUMBER_ID}/messages"] * 2  # no metadata: the default number
+    # A sender of one's own (another channel, a test) gets every number's messages and the
+    # body alone, as before: it was never told which numbers it serves.
+    recording = RecordingSender()
+    custom = TestClient(create_app(service, SETTINGS, sender=recording), raise_server_exceptions=False)
+    assert custom.get("/healthz").json()["whatsapp_numbers"] is None
+    post_changes(custom, wa_change(OTHER_ID, "5215500000002", "wamid.3"))
+    assert [b["to"] for b in recording.sent] == ["5215500000002"]
+
+
 # -- agents' messages -----------------------------------------------------------------------
 
 
@@ -373,3 +489,46 @@ def test_cloud_api_an_agents_only_instance_sends_agent_messages(
     r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
     assert r.status_code == 200, r.text
     assert [req["body"]["text"]["body"] for req in graph.requests] == ["Hola"]
+    assert graph.requests[0]["path"] == f"/v21.0/{NUMBER_ID}/messages"  # a ticket that names no number: the default
+
+
+def test_cloud_api_agent_message_goes_from_the_number_the_customer_last_wrote_to(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps, phone_number_ids=[OTHER_ID])), raise_server_exceptions=False)
+    customer, auth = "5491155550000", {"Authorization": f"Bearer {TOKEN}"}
+    post_changes(client, wa_change(OTHER_ID, customer, "wamid.1", "Sí, acepto", button_id="consent:yes"))
+    [escalated] = post_changes(client, wa_change(OTHER_ID, customer, "wamid.2", "quiero hablar con una persona"))["messages"]
+    assert escalated["action"] == "escalate" and escalated["ticket"] is not None
+    assert client.post("/v1/queue/claim", headers=auth, json={"agent": "ana"}).json()["ticket"]["id"] == escalated["ticket"]
+
+    def agent_says(text: str) -> str:
+        r = client.post(f"/v1/queue/{escalated['ticket']}/messages", headers=auth, json={"agent": "ana", "text": text})
+        assert r.status_code == 200, r.text
+        [request] = [q for q in graph.requests if q["body"].get("text", {}).get("body") == text]
+        return str(request["path"])
+
+    assert agent_says("Hola, soy Ana") == f"/v21.0/{OTHER_ID}/messages"
+    # The customer writes to the other number while Ana holds the ticket: she follows.
+    assert post_changes(client, wa_change(NUMBER_ID, customer, "wamid.3", "¿me escuchan?"))["messages"][0]["action"] == "handover"
+    assert agent_says("Sí, aquí sigo") == f"/v21.0/{NUMBER_ID}/messages"
+    turns = service.queue.get(escalated["ticket"]).turns
+    assert [(t["message_id"], t.get("phone_number_id")) for t in turns if t.get("action") != "agent"] == [("wamid.2", OTHER_ID), ("wamid.3", NUMBER_ID)]
+
+
+def test_cloud_api_agent_message_to_a_number_no_longer_served_is_not_sent_from_another(
+    service: Service, graph: FakeGraph, sleeps: Sleeps
+) -> None:
+    # The customer wrote to a number this instance does not serve (dropped from the list,
+    # or `nlu queue send` run without it): the default number is a stranger to them.
+    from nlu.queue import open_queue
+
+    with open_queue(service.queue.path) as queue:
+        ticket, _ = queue.enqueue(
+            conversation_id="5215512345678", message_id="wamid.1", text="una persona", prediction={}, reasons=[], priority=1.0,
+            turns=[{"message_id": "wamid.1", "text": "una persona", "action": "escalate", "phone_number_id": OTHER_ID}],
+        )
+        queue.claim("ana")
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "send_failed"
+    assert OTHER_ID in r.json()["error"]["message"] and ENV_PHONE_NUMBER_IDS in r.json()["error"]["message"]
+    assert graph.requests == [] and [t["message_id"] for t in service.queue.get(ticket.id).turns] == ["wamid.1"]  # can be sent once fixed

@@ -72,6 +72,37 @@ def test_handover_message_goes_to_the_customer_and_joins_the_ticket(queue: Queue
     assert [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1", "m-ana-1"]
 
 
+class NumbersSender(RecordingSender):
+    """A sender for two business numbers that records which one each body went from."""
+
+    phone_number_id = "106540352242922"
+    phone_number_ids = frozenset({"106540352242922", "209876543210987"})
+
+    def send(self, body: dict[str, Any], *, phone_number_id: str | None = None) -> None:
+        self.sent.append({**body, "from": phone_number_id})
+
+
+def test_handover_message_goes_from_the_number_the_customer_last_wrote_to(queue: Queue, conversations: Conversations) -> None:
+    def customer(message_id: str, number: str | None) -> Ticket:
+        turn = {"message_id": message_id, "text": "hola", "action": "handover", **({"phone_number_id": number} if number else {})}
+        ticket, _ = queue.enqueue(conversation_id=WA_ID, message_id=message_id, text="hola", prediction={}, reasons=[], priority=1.0, turns=[turn])
+        return ticket
+
+    ticket = customer("wamid.1", None)  # a ticket from /v1/messages, or from before nlu kept the number
+    queue.claim("ana")
+    sender = NumbersSender()
+    send_agent_message(queue, sender, ticket.id, "ana", "Hola", "m1", conversations=conversations)
+    customer("wamid.2", "209876543210987")
+    send_agent_message(queue, sender, ticket.id, "ana", "¿Me confirmas el pedido?", "m2", conversations=conversations)
+    send_agent_message(queue, sender, ticket.id, "ana", "Sigo aquí", "m3", conversations=conversations)  # the agent's own turns name no number
+    customer("wamid.3", "106540352242922")
+    send_agent_message(queue, sender, ticket.id, "ana", "Listo", "m4", conversations=conversations)
+    assert [b["from"] for b in sender.sent] == [None, "209876543210987", "209876543210987", "106540352242922"]
+    plain = RecordingSender()  # a sender for one number gets the body alone, as before
+    send_agent_message(queue, plain, ticket.id, "ana", "Chao", "m5", conversations=conversations)
+    assert [set(b) - {"from"} for b in plain.sent] == [set(sender.sent[0]) - {"from"}]
+
+
 def test_handover_retried_message_is_sent_once(queue: Queue, conversations: Conversations) -> None:
     ticket = held(queue)
     sender = RecordingSender()

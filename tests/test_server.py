@@ -938,6 +938,32 @@ def test_whatsapp_parse_errors_name_the_path() -> None:
         parse_webhook(payload)
 
 
+def test_whatsapp_parse_keeps_each_messages_business_number_and_ignores_numbers_not_served() -> None:
+    # One delivery may hold changes for several numbers of the business (one app, one WABA).
+    payload = wa_payload([wa_text("wamid.1", "hola")], statuses=[{"id": "wamid.out", "status": "delivered"}])
+    other = wa_payload([wa_text("wamid.2", "buenas", wa_id="5491155550000")], wa_id="5491155550000")["entry"][0]["changes"][0]
+    other["value"]["metadata"] = {"display_phone_number": "15550002222", "phone_number_id": "209876543210987"}
+    payload["entry"][0]["changes"].append(other)
+    every = parse_webhook(payload)  # no list of served numbers (a log or custom sender): every one, as before
+    assert [(m.message_id, m.phone_number_id) for m in every.messages] == [("wamid.1", "106540352242922"), ("wamid.2", "209876543210987")]
+    assert every.ignored == () and len(every.statuses) == 1
+    served = parse_webhook(payload, phone_number_ids=frozenset({"106540352242922"}))
+    assert [m.message_id for m in served.messages] == ["wamid.1"] and len(served.statuses) == 1
+    [ignored] = served.ignored
+    assert (ignored.message_id, ignored.type, ignored.reason, ignored.phone_number_id) == ("wamid.2", "text", "unserved_number", "209876543210987")
+    assert ignored.to_dict()["phone_number_id"] == "209876543210987" and "does not serve" in (ignored.message or "")
+    # A number we do not serve: its messages and its delivery reports are someone else's.
+    neither = parse_webhook(payload, phone_number_ids=frozenset({"333"}))
+    assert neither.messages == () and neither.statuses == ()
+    assert [(i.message_id, i.type, i.reason) for i in neither.ignored] == [
+        ("wamid.out", "status", "unserved_number"), ("wamid.1", "text", "unserved_number"), ("wamid.2", "text", "unserved_number"),
+    ]
+    # A change without metadata names no number: it is the default number's.
+    del payload["entry"][0]["changes"][0]["value"]["metadata"]
+    [message] = parse_webhook(payload, phone_number_ids=frozenset({"333"})).messages
+    assert (message.message_id, message.phone_number_id) == ("wamid.1", None)
+
+
 def test_whatsapp_log_sender_masks_the_number(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="nlu.whatsapp.outbox"):
         LogSender().send({"messaging_product": "whatsapp", "to": WA_ID, "type": "text", "text": {"body": "¡Hola!"}})

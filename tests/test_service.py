@@ -479,6 +479,24 @@ def test_service_messages_sent_while_held_reach_the_agents_ticket(service: Servi
     assert len(service.queue.get(ticket.id).turns) == len(ticket.turns)
 
 
+def test_service_tickets_keep_the_business_number_each_message_was_sent_to(service: Service) -> None:
+    # An agent's message must go from the number the customer last wrote to: the ticket's
+    # turns are what an agent's send reads, so each customer turn names its number.
+    chat = Chat(service)
+    chat.consent()
+    escalated = service.handle(InboundMessage(chat.conversation_id, "wamid.e", "quiero hablar con un asesor", phone_number_id="209876543210987"))
+    assert escalated.action == "escalate" and escalated.ticket is not None
+    held = service.handle(InboundMessage(chat.conversation_id, "wamid.h", "¿ya me atienden?", phone_number_id="106540352242922"))
+    assert held.action == "handover"
+    chat.say("hola")  # /v1/messages names no number
+    turns = service.queue.get(escalated.ticket.id).turns
+    assert [(t["message_id"], t.get("phone_number_id")) for t in turns][-3:] == [
+        ("wamid.e", "209876543210987"), ("wamid.h", "106540352242922"), (f"wamid.{chat.n}", None),
+    ]
+    with pytest.raises(InputError, match="phone_number_id"):
+        InboundMessage(chat.conversation_id, "wamid.x", "hola", phone_number_id=" ")
+
+
 def test_service_reescalation_shows_the_turns_before_the_last_handover(service: Service) -> None:
     chat = Chat(service)
     chat.consent()
