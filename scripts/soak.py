@@ -11,10 +11,16 @@ message id, as Meta does when it misses a 200), agent calls, and garbage: empty,
 JSON, binary, wrong types, wrong content type, texts over the limit, bodies over the
 limit, forged signatures and bad tokens.
 
+Replies go through the real Cloud API sender to a local stand-in for the Graph API that
+is down for a few seconds of every half minute (HTTP 503, as Meta answers an outage), so
+some replies are deferred to the outbox and the resender sends them later.
+
 It fails (exit 1) on any 5xx or transport error, a ticket lost or doubled (every message
 whose response said "escalate" must have exactly one ticket with that id in the database,
-and no other ticket may exist), a retried delivery answered differently, resident memory
-growing after warm-up, a traceback or a secret in the server's log.
+and no other ticket may exist), a retried delivery answered differently, a webhook reply
+lost or sent twice (every reply the webhook called "sent" reached the Graph API once, every
+"deferred" one once more, later, quoting its message), resident memory growing after
+warm-up, a traceback or a secret in the server's log.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +61,52 @@ FRUSTRATED = [
     "hablar con un humano por favor, el bot no entiende nada",
 ]
 WA_ID_BASE = 5215500000000
+PHONE_NUMBER_ID = "106540352242922"
+
+
+class FlakyGraph:
+    """A local stand-in for the Graph API's messages endpoint: down (HTTP 503) for
+    ``down_for`` seconds of every ``period``, else it takes the message. Keeps what it took."""
+
+    def __init__(self, period: float, down_for: float) -> None:
+        self.period, self.down_for = period, down_for
+        self.started = time.monotonic()
+        self.taken: list[dict[str, Any]] = []
+        self.refused = 0
+        self.lock = threading.Lock()
+        graph = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                down = graph.down_for > 0 and (time.monotonic() - graph.started) % graph.period < graph.down_for
+                with graph.lock:
+                    if down:
+                        graph.refused += 1
+                    else:
+                        graph.taken.append(body)
+                answer = {"error": {"code": 131016, "message": "Service unavailable"}} if down else {"messages": [{"id": "wamid.out"}]}
+                raw = json.dumps(answer).encode()
+                self.send_response(503 if down else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v21.0"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def heal(self) -> None:
+        self.down_for = 0.0
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 # Shares of the traffic, in order of the draw.
 MIX = [
@@ -76,6 +130,7 @@ class Tally:
     problems: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     escalated: dict[str, int] = field(default_factory=dict)  # message id -> ticket id
+    deliveries: dict[str, str] = field(default_factory=dict)  # webhook message id -> "sent", "deferred", ...
     late: int = 0
 
 
@@ -207,6 +262,10 @@ class Traffic:
         elif path == "/webhooks/whatsapp":
             for m in body.get("messages", []):
                 self._escalation(m["message_id"], m["action"], m["ticket"], m["duplicate"])
+                if m.get("delivery") is not None:
+                    if m["message_id"] in t.deliveries:
+                        t.problems.append(f"{m['message_id']}: handed to the sender twice")
+                    t.deliveries[m["message_id"]] = m["delivery"]
 
     def _escalation(self, message_id: str, action: str | None, ticket: Any, duplicate: bool | None) -> None:
         t = self.tally
@@ -295,6 +354,42 @@ def slope(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else 60 * sum((x - mx) * (y - my) for x, y in points) / var
 
 
+def drain(url: str, seconds: float) -> bool:
+    """Wait until the server's outbox is empty (its gauge reads 0); False if it never is."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if "\nnlu_whatsapp_outbox_depth 0\n" in httpx.get(f"{url}/metrics", timeout=5).text:
+                return True
+        time.sleep(1.0)
+    return False
+
+
+def reply_problems(deliveries: dict[str, str], taken: list[dict[str, Any]], drained: bool) -> list[str]:
+    """Each reply the webhook called "sent" reached the Graph API once, each "deferred" one
+    once more quoting its message, and nothing else did."""
+    problems = [] if drained else ["the outbox did not empty after the Graph API came back"]
+    resent = Counter(b["context"]["message_id"] for b in taken if "context" in b)
+    deferred = {m for m, d in deliveries.items() if d == "deferred"}
+    never = sorted(deferred - set(resent))
+    twice = sorted(m for m, n in resent.items() if n > 1)
+    strays = sorted(set(resent) - deferred)
+    if never:
+        problems.append(f"{len(never)} deferred replies never sent again: {never[:5]}")
+    if twice:
+        problems.append(f"{len(twice)} replies sent again more than once: {twice[:5]}")
+    if strays:
+        problems.append(f"{len(strays)} resent replies the webhook had not deferred: {strays[:5]}")
+    first = sum("context" not in b for b in taken)
+    sent = sum(d == "sent" for d in deliveries.values())
+    if first != sent:
+        problems.append(f"the Graph API took {first} first sends, the webhook reported {sent} sent")
+    other = Counter(d for d in deliveries.values() if d not in ("sent", "deferred"))
+    if other:
+        problems.append(f"replies neither sent nor deferred: {dict(other)}")
+    return problems
+
+
 def tickets_in(db: Path) -> list[tuple[int, str]]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return [(int(a), str(b)) for a, b in conn.execute("SELECT id, message_id FROM tickets")]
@@ -309,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-every", type=float, default=5.0, help="Seconds between RSS samples.")
     parser.add_argument("--max-growth-mib", type=float, default=16.0, help="Fail when RSS grows more than this after warm-up.")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--graph-period", type=float, default=30.0, help="Seconds between the Graph API stand-in's outages.")
+    parser.add_argument("--graph-down", type=float, default=4.0, help="Seconds each outage lasts (0: never down).")
+    parser.add_argument("--drain", type=float, default=90.0, help="Seconds to wait, after the traffic, for the outbox to empty.")
     parser.add_argument("--json", metavar="FILE", help="Also write the summary as JSON.")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
@@ -322,8 +420,12 @@ def main(argv: list[str] | None = None) -> int:
             model = str(tmp / "model")
             print(f"training a model on data/chats_train.csv into {model} ...", flush=True)
             subprocess.run([sys.executable, "-m", "nlu", "train", str(ROOT / "data" / "chats_train.csv"), "--out", model, "-q"], check=True)
-        secret, token, verify = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(16)
-        env = {"NLU_WHATSAPP_VERIFY_TOKEN": verify, "NLU_WHATSAPP_APP_SECRET": secret, "NLU_AGENT_TOKEN": token}
+        secret, token, verify, access = (secrets.token_hex(16) for _ in range(4))
+        graph = FlakyGraph(args.graph_period, args.graph_down)
+        env = {
+            "NLU_WHATSAPP_VERIFY_TOKEN": verify, "NLU_WHATSAPP_APP_SECRET": secret, "NLU_AGENT_TOKEN": token,
+            "NLU_WHATSAPP_ACCESS_TOKEN": access, "NLU_WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID, "NLU_WHATSAPP_API_URL": graph.url,
+        }
         log_path = tmp / "server.log"
         with log_path.open("wb") as log, server(model, str(tmp / "nlu.db"), env=env, log=log) as (url, process):
             # The handshake, with the verify token in the query string: it must not reach the log.
@@ -334,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             samples = asyncio.run(soak(traffic, process.pid, args.seconds, args.rate, args.rss_every))
             elapsed = time.perf_counter() - started
+            graph.heal()
+            drained = drain(url, args.drain)
             alive = process.poll() is None
         log_text = log_path.read_text(errors="replace")
         tickets = tickets_in(tmp / "nlu.db")
+        graph.close()
 
     t = traffic.tally
     problems = list(t.problems)
@@ -356,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{len(lost)} escalated messages without their ticket: {lost[:5]}")
     if unexplained:
         problems.append(f"{len(unexplained)} tickets for messages never reported escalated: {unexplained[:5]}")
-    for name, value in (("app secret", secret), ("agent token", token), ("verify token", verify)):
+    problems += reply_problems(t.deliveries, graph.taken, drained)
+    for name, value in (("app secret", secret), ("agent token", token), ("verify token", verify), ("access token", access)):
         if value in log_text:
             problems.append(f"the {name} appears in the server log")
     if "Traceback" in log_text:
@@ -384,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         "transport_errors": sum(t.transport_errors.values()),
         "actions": dict(t.actions),
         "escalated_messages": len(t.escalated),
+        "webhook_replies": dict(Counter(t.deliveries.values())),
+        "graph_api": {"taken": len(graph.taken), "refused_while_down": graph.refused, "resent": sum("context" in b for b in graph.taken)},
+        "outbox_drained": drained,
         "tickets_in_db": len(tickets),
         "latency_ms": {"p50": round(percentile(lat, 50) * 1000, 1), "p99": round(percentile(lat, 99) * 1000, 1), "max": round(lat[-1] * 1000, 1) if lat else 0},
         "rss_mib": {"start": round(rss_start, 1), "after_warmup": round(rss_warm, 1), "end": round(rss_end, 1), "peak": round(rss_peak, 1),
