@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
@@ -1185,11 +1186,37 @@ def app_from_env() -> FastAPI:
     return create_app(load_service(settings), settings, sender=_sender(settings))
 
 
+# glibc's malloc gives each thread that allocates at the same time as another its own arena
+# (up to 8 per core), and an arena keeps what was freed in it. The request threads of a
+# busy server (more of them while Meta is slow to take a reply) so grow the resident
+# memory for minutes: the soak measured +15-21 MiB in 150 s with the default, +5 MiB
+# with two arenas, at no throughput cost on these 2-core machines.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number for the arena limit (glibc malloc.h)
+
+
+def bound_malloc_arenas(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Limit glibc's malloc arenas to MALLOC_ARENAS for this process (mallopt) and for the
+    workers it starts (MALLOC_ARENA_MAX, read by glibc at start), unless the operator set
+    MALLOC_ARENA_MAX. True when this process's limit was set."""
+    environ = os.environ if environ is None else environ
+    if "MALLOC_ARENA_MAX" in environ or not sys.platform.startswith("linux"):
+        return False
+    environ["MALLOC_ARENA_MAX"] = str(MALLOC_ARENAS)
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to bound
+        return False
+
+
 def serve(settings: ServerSettings) -> None:
     """Check everything, then run uvicorn. Raises NLUError (before uvicorn starts) when
     a secret is missing or the model, catalogue or database is unusable."""
     import uvicorn
 
+    bound_malloc_arenas()
     settings.check()
     if settings.log_level.lower() not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise ConfigError(f"--log-level must be critical, error, warning, info or debug, got {settings.log_level!r}")

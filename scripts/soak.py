@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -365,13 +366,15 @@ def drain(url: str, seconds: float) -> bool:
     return False
 
 
-def reply_problems(deliveries: dict[str, str], taken: list[dict[str, Any]], drained: bool) -> list[str]:
+def reply_problems(deliveries: dict[str, str], taken: list[dict[str, Any]], drained: bool, given_up: dict[str, str]) -> list[str]:
     """Each reply the webhook called "sent" reached the Graph API once, each "deferred" one
-    once more quoting its message, and nothing else did."""
+    once more quoting its message, unless the server logged it given up because the
+    customer opted out meanwhile (the traffic has opt-outs), and nothing else did."""
     problems = [] if drained else ["the outbox did not empty after the Graph API came back"]
     resent = Counter(b["context"]["message_id"] for b in taken if "context" in b)
     deferred = {m for m, d in deliveries.items() if d == "deferred"}
-    never = sorted(deferred - set(resent))
+    opted_out = {m for m, why in given_up.items() if "opted out" in why}
+    never = sorted(deferred - set(resent) - opted_out)
     twice = sorted(m for m, n in resent.items() if n > 1)
     strays = sorted(set(resent) - deferred)
     if never:
@@ -461,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{len(lost)} escalated messages without their ticket: {lost[:5]}")
     if unexplained:
         problems.append(f"{len(unexplained)} tickets for messages never reported escalated: {unexplained[:5]}")
-    problems += reply_problems(t.deliveries, graph.taken, drained)
+    given_up = dict(re.findall(r"reply to message (\S+) given up after \d+ attempts: ([^\n]*)", log_text))
+    problems += reply_problems(t.deliveries, graph.taken, drained, given_up)
     for name, value in (("app secret", secret), ("agent token", token), ("verify token", verify), ("access token", access)):
         if value in log_text:
             problems.append(f"the {name} appears in the server log")
@@ -492,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "escalated_messages": len(t.escalated),
         "webhook_replies": dict(Counter(t.deliveries.values())),
         "graph_api": {"taken": len(graph.taken), "refused_while_down": graph.refused, "resent": sum("context" in b for b in graph.taken)},
+        "replies_given_up": dict(Counter(why for why in given_up.values())),
         "outbox_drained": drained,
         "tickets_in_db": len(tickets),
         "latency_ms": {"p50": round(percentile(lat, 50) * 1000, 1), "p99": round(percentile(lat, 99) * 1000, 1), "max": round(lat[-1] * 1000, 1) if lat else 0},

@@ -1003,3 +1003,17 @@ def test_server_real_process_answers(tiny_model_dir: Path, tmp_path: Path) -> No
         assert r.status_code == 200 and r.json()["action"] == "answer"
         r = httpx.post(f"{base}/webhooks/whatsapp", content=b"{}", headers={"Content-Type": "application/json"}, timeout=10)
         assert r.status_code == 401
+
+
+def test_server_bounds_malloc_arenas_for_itself_and_its_workers_unless_the_operator_did() -> None:
+    import platform
+
+    from nlu.server import MALLOC_ARENAS, bound_malloc_arenas
+
+    env: dict[str, str] = {}
+    bounded = bound_malloc_arenas(env)
+    assert env == {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}  # uvicorn's worker processes inherit it
+    if platform.libc_ver()[0] == "glibc":
+        assert bounded  # mallopt took it for this process
+    own = {"MALLOC_ARENA_MAX": "8"}
+    assert not bound_malloc_arenas(own) and own == {"MALLOC_ARENA_MAX": "8"}
