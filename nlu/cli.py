@@ -500,8 +500,19 @@ def queue_list(
         text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
         _show(
             f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
-            f"  [{t.conversation_id}] {text}"
+            f"{_window_mark(t, now)}  [{t.conversation_id}] {text}"
         )
+
+
+def _window_mark(ticket: Any, now: float) -> str:
+    """What an agent about to write must know of WhatsApp's 24-hour window: closed (only a
+    template gets through), or closing within the hour; nothing otherwise, nor when unknown."""
+    closes = ticket.window_closes_at
+    if ticket.status == "resolved" or closes is None or closes - now > 3600:
+        return ""
+    if closes <= now:
+        return "  window closed: template only"
+    return f"  window closes in {max(1, int((closes - now) // 60))} min"
 
 
 @queue_app.command("claim")

@@ -48,7 +48,7 @@ from .privacy import redact, redact_values
 from .responses import MAX_TEXT_BODY
 
 __all__ = [
-    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "WINDOW_SECONDS", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -64,6 +64,9 @@ MAX_INTENT_CHARS = 128  # an intent label an agent gives: a training label, not 
 MAX_AGENT_MESSAGE_CHARS = MAX_TEXT_BODY  # what an agent sends the customer: WhatsApp's limit for a text
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
+# WhatsApp's customer-service window: free-form messages reach the customer only this long
+# after their last message; after it, only an approved template message does.
+WINDOW_SECONDS = 24 * 3600
 SCHEMA_VERSION = 2  # 2: agent_intent
 _T = TypeVar("_T")
 _PAGE = 500  # tickets per read of Queue.labelled and Queue.created_since
@@ -99,6 +102,9 @@ CREATE INDEX IF NOT EXISTS tickets_by_conversation ON tickets (conversation_id, 
 CREATE TABLE IF NOT EXISTS tickets_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# The order is priority, then age, and not WhatsApp's window (Ticket.window_closes_at): a
+# deadline must not jump ahead of a legal threat, nor send the customers who waited longest
+# to the back (docs/http.md, "The 24-hour window").
 # Expired claims are few (one per agent at most, usually none), so the second branch is a
 # short scan; the first reads one row of the index. Both are ordered the same way.
 _CLAIM = f"""
@@ -137,6 +143,19 @@ class Ticket:
     resolution: str | None
     agent_intent: str | None = None  # what the customer meant, according to the resolving agent
 
+    @property
+    def window_closes_at(self) -> float | None:
+        """When WhatsApp's customer-service window closes (unix seconds): a day after the
+        customer's last turn, after which only a template message reaches them. None when
+        that turn carries no time (a turn stored before nlu kept one): an older turn's time
+        would close the window too early. What agents write opens nothing."""
+        for turn in reversed(self.turns):
+            if turn.get("action") != "agent":
+                wrote = turn.get("created_at")
+                real = isinstance(wrote, int | float) and not isinstance(wrote, bool) and math.isfinite(wrote) and wrote > 0
+                return float(wrote) + WINDOW_SECONDS if real else None
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -154,6 +173,7 @@ class Ticket:
             "turns": list(self.turns),
             "resolution": self.resolution,
             "agent_intent": self.agent_intent,
+            "window_closes_at": self.window_closes_at,  # derived from the turns, not stored
         }
 
 
