@@ -568,14 +568,29 @@ def queue_resolve(
 @fails_cleanly
 def queue_send(
     ticket_id: TicketId,
-    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message, as the customer will read it.", show_default=False)],
     agent: AgentName,
+    text: Annotated[
+        str | None, typer.Argument(metavar="[TEXT]", help="The message, as the customer will read it.", show_default=False)
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template", help="Send this approved template instead of a text: once the customer last wrote more than 24 hours ago, only a template reaches them.",
+            show_default=False,
+        ),
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", help="The template's language code, as approved (es_MX, es, es_AR...).", show_default=False)
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A body parameter of the template, {{1}} first; repeat for each.", show_default=False)
+    ] = None,
     message_id: Annotated[
         str | None, typer.Option("--message-id", help="Your id for this message: running the command again with it sends nothing twice.")
     ] = None,
     db: QueueDb = None,
 ) -> None:
-    """Send the customer of a ticket you hold a WhatsApp message (needs the Cloud API settings of 'nlu serve')."""
+    """Send the customer of a ticket you hold a WhatsApp message, or a template (needs the Cloud API settings of 'nlu serve')."""
     import os
 
     from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, sender_from_env
@@ -583,7 +598,19 @@ def queue_send(
     from .errors import ConfigError
     from .handover import send_agent_message
     from .queue import open_queue
+    from .responses import Template
 
+    content: str | Template
+    if (text is None) == (template is None):
+        raise InputError("give either TEXT or --template NAME --language CODE [--param VALUE]...")
+    if template is None:
+        if param or language is not None:
+            raise InputError("--param and --language go with --template")
+        content = str(text)
+    elif language is None:
+        raise InputError("--template needs --language: the code of the template's approved translation (es_MX, es...)")
+    else:
+        content = Template(template, language, tuple(param or ()))  # checked before anything opens
     sender = sender_from_env(os.environ)
     if sender is None:
         raise ConfigError(f"{ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID} not set: they say where WhatsApp messages go")
@@ -592,7 +619,7 @@ def queue_send(
         try:
             # The conversation store, in the same database, says whether the customer opted out.
             with open_conversations(db) as conversations:
-                sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id, conversations=conversations)
+                sent = send_agent_message(queue, sender, ticket_id, agent, content, message_id, conversations=conversations)
         finally:
             queue.close()
     finally:
@@ -602,7 +629,8 @@ def queue_send(
     else:  # a repeated --message-id: what became of the first attempt
         state = {True: "was sent before", None: "went out before with no answer from WhatsApp", False: "is being sent"}[sent.turn.get("sent")]
         state += "; not sent again"
-    _show(f"ticket {sent.ticket.id}: message {sent.turn['message_id']} {state}")
+    what = f"template {content.name}, message" if isinstance(content, Template) else "message"
+    _show(f"ticket {sent.ticket.id}: {what} {sent.turn['message_id']} {state}")
 
 
 @queue_app.command("export")
