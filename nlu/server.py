@@ -393,6 +393,16 @@ def _queue_text(value: str, where: str, problem_of: Callable[[str], str | None],
     return value
 
 
+def _exactly_one(fields: Mapping[str, tuple[Any, str]]) -> None:
+    """Exactly one of two alternative fields (name -> (value, what it is)) given: without
+    either, ``missing_field``; with both, ``conflicting_fields``."""
+    (a, (a_value, a_what)), (b, (b_value, b_what)) = fields.items()
+    if a_value is None and b_value is None:
+        raise PydanticCustomError("missing_field", f'give "{a}" ({a_what}) or "{b}" ({b_what})')
+    if a_value is not None and b_value is not None:
+        raise PydanticCustomError("conflicting_fields", f'give either "{a}" or "{b}", not both')
+
+
 class ScoreRequest(_Strict):
     """One text or a batch: exactly one of ``text`` and ``texts``."""
 
@@ -409,10 +419,7 @@ class ScoreRequest(_Strict):
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
-        if self.text is None and self.texts is None:
-            raise PydanticCustomError("missing_field", "give \"text\" (one message) or \"texts\" (a list)")
-        if self.text is not None and self.texts is not None:
-            raise PydanticCustomError("conflicting_fields", "give either \"text\" or \"texts\", not both")
+        _exactly_one({"text": (self.text, "one message"), "texts": (self.texts, "a list")})
         for i, text in enumerate([self.text] if self.texts is None else self.texts):
             where = "text" if self.texts is None else f"texts[{i}]"
             if text is None or not text.strip():
@@ -530,10 +537,7 @@ class AgentMessageRequest(_AgentRequest):
 
     @model_validator(mode="after")
     def _one_of(self) -> AgentMessageRequest:
-        if self.text is None and self.template is None:
-            raise PydanticCustomError("missing_field", 'give "text" (a message) or "template" (an approved template message)')
-        if self.text is not None and self.template is not None:
-            raise PydanticCustomError("conflicting_fields", 'give either "text" or "template", not both')
+        _exactly_one({"text": (self.text, "a message"), "template": (self.template, "an approved template message")})
         return self
 
     def content(self) -> str | Template:
