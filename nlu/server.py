@@ -495,11 +495,14 @@ class ReleaseRequest(_AgentRequest):
 class TemplateMessage(_Strict):
     """An approved WhatsApp template: what reaches a customer who last wrote more than 24 hours ago."""
 
-    name: str = Field(max_length=MAX_TEMPLATE_NAME, description="The template's name in WhatsApp Manager (lowercase letters, digits, underscores).")
-    language: str = Field(max_length=6, description='The code of its approved translation, e.g. "es_MX", "es".')
+    # The limits are template_problem's (422 invalid_template, one code for Meta's rules).
+    name: str = Field(
+        description=f"The template's name in WhatsApp Manager: lowercase letters, digits and underscores, at most {MAX_TEMPLATE_NAME}."
+    )
+    language: str = Field(description='The code of its approved translation, e.g. "es_MX", "es".')
     parameters: list[str] = Field(
-        default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS,
-        description="The body's parameters {{1}}, {{2}}... in order (stored PII-redacted on the ticket).",
+        default_factory=list,
+        description=f"The body's parameters {{{{1}}}}, {{{{2}}}}... in order, at most {MAX_TEMPLATE_PARAMETERS} (stored PII-redacted on the ticket).",
     )
 
     @model_validator(mode="after")

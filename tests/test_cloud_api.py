@@ -581,6 +581,8 @@ def test_cloud_api_agent_template_meta_refuses_says_why_and_leaves_no_turn(servi
     ({"template": {**TEMPLATE, "name": "Seguimiento Caso"}}, "invalid_template"),
     ({"template": {**TEMPLATE, "language": "es-MX"}}, "invalid_template"),
     ({"template": {**TEMPLATE, "parameters": ["Ana\nLuis"]}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "name": "a" * 513}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "parameters": ["x"] * 101}}, "invalid_template"),
     ({"template": {**TEMPLATE, "parameters": "Ana"}}, "invalid_type"),
     ({"template": {**TEMPLATE, "parameters": [1]}}, "invalid_type"),
     ({"template": {"name": "seguimiento_caso"}}, "missing_field"),
