@@ -500,8 +500,19 @@ def queue_list(
         text = t.text if len(t.text) <= 70 else t.text[:69] + "…"
         _show(
             f"#{t.id:<5} {t.status}{holder}  priority {t.priority:.2f}  {','.join(t.reasons) or '-'}"
-            f"  [{t.conversation_id}] {text}"
+            f"{_window_mark(t, now)}  [{t.conversation_id}] {text}"
         )
+
+
+def _window_mark(ticket: Any, now: float) -> str:
+    """What an agent about to write must know of WhatsApp's 24-hour window: closed (only a
+    template gets through), or closing within the hour; nothing otherwise, nor when unknown."""
+    closes = ticket.window_closes_at
+    if ticket.status == "resolved" or closes is None or closes - now > 3600:
+        return ""
+    if closes <= now:
+        return "  window closed: template only"
+    return f"  window closes in {max(1, int((closes - now) // 60))} min"
 
 
 @queue_app.command("claim")
@@ -557,14 +568,29 @@ def queue_resolve(
 @fails_cleanly
 def queue_send(
     ticket_id: TicketId,
-    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message, as the customer will read it.", show_default=False)],
     agent: AgentName,
+    text: Annotated[
+        str | None, typer.Argument(metavar="[TEXT]", help="The message, as the customer will read it.", show_default=False)
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template", help="Send this approved template instead of a text: once the customer last wrote more than 24 hours ago, only a template reaches them.",
+            show_default=False,
+        ),
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", help="The template's language code, as approved (es_MX, es, es_AR...).", show_default=False)
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A body parameter of the template, {{1}} first; repeat for each.", show_default=False)
+    ] = None,
     message_id: Annotated[
         str | None, typer.Option("--message-id", help="Your id for this message: running the command again with it sends nothing twice.")
     ] = None,
     db: QueueDb = None,
 ) -> None:
-    """Send the customer of a ticket you hold a WhatsApp message (needs the Cloud API settings of 'nlu serve')."""
+    """Send the customer of a ticket you hold a WhatsApp message, or a template (needs the Cloud API settings of 'nlu serve')."""
     import os
 
     from .cloud_api import ENV_ACCESS_TOKEN, ENV_PHONE_NUMBER_ID, sender_from_env
@@ -572,7 +598,19 @@ def queue_send(
     from .errors import ConfigError
     from .handover import send_agent_message
     from .queue import open_queue
+    from .responses import Template
 
+    content: str | Template
+    if (text is None) == (template is None):
+        raise InputError("give either TEXT or --template NAME --language CODE [--param VALUE]...")
+    if template is None:
+        if param or language is not None:
+            raise InputError("--param and --language go with --template")
+        content = str(text)
+    elif language is None:
+        raise InputError("--template needs --language: the code of the template's approved translation (es_MX, es...)")
+    else:
+        content = Template(template, language, tuple(param or ()))  # checked before anything opens
     sender = sender_from_env(os.environ)
     if sender is None:
         raise ConfigError(f"{ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID} not set: they say where WhatsApp messages go")
@@ -581,7 +619,7 @@ def queue_send(
         try:
             # The conversation store, in the same database, says whether the customer opted out.
             with open_conversations(db) as conversations:
-                sent = send_agent_message(queue, sender, ticket_id, agent, text, message_id, conversations=conversations)
+                sent = send_agent_message(queue, sender, ticket_id, agent, content, message_id, conversations=conversations)
         finally:
             queue.close()
     finally:
@@ -591,7 +629,8 @@ def queue_send(
     else:  # a repeated --message-id: what became of the first attempt
         state = {True: "was sent before", None: "went out before with no answer from WhatsApp", False: "is being sent"}[sent.turn.get("sent")]
         state += "; not sent again"
-    _show(f"ticket {sent.ticket.id}: message {sent.turn['message_id']} {state}")
+    what = f"template {content.name}, message" if isinstance(content, Template) else "message"
+    _show(f"ticket {sent.ticket.id}: {what} {sent.turn['message_id']} {state}")
 
 
 @queue_app.command("export")

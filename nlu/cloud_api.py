@@ -264,6 +264,10 @@ def _hint(code: int | None) -> str:
     """What a person can do about the refusals they meet most."""
     if code == 131047:
         return " (the customer last wrote more than 24 hours ago: WhatsApp lets only a template message through now)"
+    if code == 132000:
+        return " (the template takes another number of parameters than were given)"
+    if code == 132001:
+        return " (no such template, or it is not approved in that language: check its name and language code in WhatsApp Manager)"
     if code == 190:
         return f" (the access token has expired or was revoked: renew {ENV_ACCESS_TOKEN})"
     return ""

@@ -17,6 +17,11 @@ never gets a message twice; a message whose send failed can be sent again. When 
 request went out but no answer came, the turn stays with ``"sent": null`` (unknown), and
 a retry sends nothing: the agent reads the ticket and decides.
 
+More than 24 hours after the customer's last message (the ticket's ``window_closes_at``)
+WhatsApp delivers only an approved template message (a free-form one fails with code
+131047): a :class:`nlu.responses.Template` instead of the text sends one, with the same
+guarantees, and its turn keeps the template's name, language and (redacted) parameters.
+
 A customer who opted out ("BAJA", "no me escriban más", the "Darme de baja" button, also
 while a person holds the conversation) gets no agent message: the conversation's consent
 is read once the turn is recorded and just before the send, and a revoked one removes the
@@ -36,7 +41,7 @@ from .cloud_api import SendError
 from .conversation import Conversations
 from .errors import NLUError, OptedOut
 from .queue import Queue, Ticket
-from .responses import Reply, to_whatsapp
+from .responses import Reply, Template, template_body, to_whatsapp
 from .whatsapp import Sender, send_reply
 
 __all__ = ["AgentMessage", "send_agent_message"]
@@ -56,13 +61,15 @@ def send_agent_message(
     sender: Sender,
     ticket_id: int,
     agent: str,
-    text: str,
+    text: str | Template,
     message_id: str | None = None,
     *,
     conversations: Conversations,
 ) -> AgentMessage:
     """Send ``text`` from ``agent`` (who must hold the ticket) to the ticket's customer,
     unless the customer opted out (``conversations`` keeps their consent; :class:`OptedOut`).
+    A :class:`Template` instead of a text sends that approved template message: the only
+    kind WhatsApp delivers once the customer last wrote more than 24 hours ago.
 
     The sender's exception propagates, after the turn is removed (nothing was sent) or,
     for a :class:`SendError` that may have been delivered and for an interruption
@@ -84,7 +91,9 @@ def send_agent_message(
         raise
     try:
         # The conversation id of a WhatsApp conversation is the customer's wa_id.
-        send_reply(sender, to_whatsapp(Reply(text=text), to=ticket.conversation_id), _business_number(ticket))
+        to = ticket.conversation_id
+        body = template_body(text, to) if isinstance(text, Template) else to_whatsapp(Reply(text=text), to=to)
+        send_reply(sender, body, _business_number(ticket))
     except SendError as exc:
         # Sent but unanswered: keep the turn (sent: null) so a retry cannot send it twice.
         queue.settle_agent_message(ticket.id, message_id, sent=None if exc.maybe_delivered else False)

@@ -45,10 +45,10 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
 from .privacy import redact, redact_values
-from .responses import MAX_TEXT_BODY
+from .responses import MAX_TEXT_BODY, Template
 
 __all__ = [
-    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
+    "DEFAULT_DB", "MAX_AGENT_CHARS", "MAX_AGENT_MESSAGE_CHARS", "MAX_INTENT_CHARS", "MAX_LEASE_SECONDS", "MAX_LIST_LIMIT", "MAX_TICKET_ID", "MIN_LEASE_SECONDS", "STATUSES", "WINDOW_SECONDS", "Queue", "SQLiteQueue", "Ticket", "open_queue", "resolve_db",
 ]
 
 DEFAULT_DB = "var/nlu.db"
@@ -64,6 +64,9 @@ MAX_INTENT_CHARS = 128  # an intent label an agent gives: a training label, not 
 MAX_AGENT_MESSAGE_CHARS = MAX_TEXT_BODY  # what an agent sends the customer: WhatsApp's limit for a text
 MIN_LEASE_SECONDS = 10  # a claim shorter than this expires while the agent reads the ticket
 MAX_LEASE_SECONDS = 86_400  # a day: a longer claim hides a forgotten ticket from everyone
+# WhatsApp's customer-service window: free-form messages reach the customer only this long
+# after their last message; after it, only an approved template message does.
+WINDOW_SECONDS = 24 * 3600
 SCHEMA_VERSION = 2  # 2: agent_intent
 _T = TypeVar("_T")
 _PAGE = 500  # tickets per read of Queue.labelled and Queue.created_since
@@ -99,6 +102,9 @@ CREATE INDEX IF NOT EXISTS tickets_by_conversation ON tickets (conversation_id, 
 CREATE TABLE IF NOT EXISTS tickets_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# The order is priority, then age, and not WhatsApp's window (Ticket.window_closes_at): a
+# deadline must not jump ahead of a legal threat, nor send the customers who waited longest
+# to the back (docs/http.md, "The 24-hour window").
 # Expired claims are few (one per agent at most, usually none), so the second branch is a
 # short scan; the first reads one row of the index. Both are ordered the same way.
 _CLAIM = f"""
@@ -137,6 +143,19 @@ class Ticket:
     resolution: str | None
     agent_intent: str | None = None  # what the customer meant, according to the resolving agent
 
+    @property
+    def window_closes_at(self) -> float | None:
+        """When WhatsApp's customer-service window closes (unix seconds): a day after the
+        customer's last turn, after which only a template message reaches them. None when
+        that turn carries no time (a turn stored before nlu kept one): an older turn's time
+        would close the window too early. What agents write opens nothing."""
+        for turn in reversed(self.turns):
+            if turn.get("action") != "agent":
+                wrote = turn.get("created_at")
+                real = isinstance(wrote, int | float) and not isinstance(wrote, bool) and math.isfinite(wrote) and wrote > 0
+                return float(wrote) + WINDOW_SECONDS if real else None
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -154,6 +173,7 @@ class Ticket:
             "turns": list(self.turns),
             "resolution": self.resolution,
             "agent_intent": self.agent_intent,
+            "window_closes_at": self.window_closes_at,  # derived from the turns, not stored
         }
 
 
@@ -216,12 +236,16 @@ class Queue(Protocol):
         """Tickets created at or after ``since`` (unix time), in id order, read in pages."""
         ...
 
-    def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
+    def add_agent_message(
+        self, ticket_id: int, agent: str, message_id: str, text: str | Template
+    ) -> tuple[Ticket, dict[str, Any], bool]:
         """Record, as a turn of the ticket marked ``"sent": False``, a message that the agent
         holding it is about to send the customer; return the ticket, the turn and whether
         it is new. A turn with this ``message_id`` and text already there (a retried
         request) is returned as it is, so the caller sends it once; with another text it is
-        refused. The text is stored redacted."""
+        refused. The text is stored redacted. A :class:`Template` message is kept as
+        ``"template": {"name", "language", "parameters"}`` (parameters redacted), with a
+        one-line ``text`` saying which it was."""
         ...
 
     def settle_agent_message(self, ticket_id: int, message_id: str, sent: bool | None) -> Ticket:
@@ -489,24 +513,28 @@ class _SqlQueue(_SqlStore):
             if len(rows) < _PAGE:
                 return
 
-    def add_agent_message(self, ticket_id: int, agent: str, message_id: str, text: str) -> tuple[Ticket, dict[str, Any], bool]:
+    def add_agent_message(
+        self, ticket_id: int, agent: str, message_id: str, text: str | Template
+    ) -> tuple[Ticket, dict[str, Any], bool]:
         ticket_id = _ticket_id(ticket_id)
         agent = self._storable(_agent(agent))
         message_id = self._storable(_nonempty("message_id", message_id))
-        stored = redact(_agent_text(text))
+        content = _agent_content(text)
+        stored = content["text"]
         with self._write(f"record a message on ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             for turn in ticket.turns:
                 if turn.get("message_id") == message_id:
                     if turn.get("action") != "agent":
                         raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
-                    if turn.get("text") != stored or not _same_agent(turn.get("agent"), agent):
+                    same = turn.get("text") == stored and turn.get("template") == content.get("template")
+                    if not same or not _same_agent(turn.get("agent"), agent):
                         # Answering "duplicate" would tell this agent their text reached the customer.
                         raise QueueError(f"message_id {message_id!r} is already another message on ticket {ticket.id}; use a new id")
                     return ticket, turn, False
             _check_holder(ticket, agent, "message the customer of")
             now = self._clock()
-            turn = {"message_id": message_id, "action": "agent", "agent": agent, "text": stored, "created_at": now, "sent": False}
+            turn = {"message_id": message_id, "action": "agent", "agent": agent, **content, "created_at": now, "sent": False}
             row = self._set_turns(conn, ticket.id, [*ticket.turns, turn], now)
             return self._ticket(row), turn, True
 
@@ -866,6 +894,15 @@ def _agent_text(value: Any) -> str:
     if len(value) > MAX_AGENT_MESSAGE_CHARS:
         raise QueueError(f"the message is longer than WhatsApp's {MAX_AGENT_MESSAGE_CHARS} characters")
     return value
+
+
+def _agent_content(message: Any) -> dict[str, Any]:
+    """What an agent's turn stores of a text or a template message, redacted: ``text``, and
+    for a template also ``template`` (its name, language and parameters)."""
+    if not isinstance(message, Template):
+        return {"text": redact(_agent_text(message))}
+    parameters = [redact(p) for p in message.parameters]
+    return {"text": redact(message.summary(parameters)), "template": {**message.to_dict(), "parameters": parameters}}
 
 
 def _intent(value: Any) -> str:

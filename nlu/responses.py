@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .hours import MAX_OPENS
 from .text import clean, fold_accents
 
@@ -122,6 +122,76 @@ class Reply:
     def prefixed(self, text: str) -> Reply:
         """The same reply with ``text`` as a first paragraph (e.g. the bot disclosure)."""
         return Reply(f"{text}\n\n{self.text}", self.buttons, self.list)
+
+
+# Template messages: Meta's rules, checked before anything is sent or stored.
+MAX_TEMPLATE_NAME = 512  # names: lowercase letters, digits and underscores
+MAX_TEMPLATE_BODY = 1024  # an approved body's maximum: its parameters cannot hold more
+MAX_TEMPLATE_PARAMETERS = 100  # a sanity bound; Meta checks the count the template expects (132000)
+_TEMPLATE_NAME = re.compile(f"[a-z0-9_]{{1,{MAX_TEMPLATE_NAME}}}")
+_TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")  # es, es_MX, fil, pt_BR: Meta's codes
+# Meta refuses a parameter with a line break or tab (132018), or more than 4 spaces in a row.
+_NOT_IN_PARAMETER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACES = re.compile(" {5,}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Template:
+    """An approved WhatsApp template message: the only kind that reaches a customer more
+    than 24 hours after their last message. ``parameters`` fill the body's ``{{1}}``,
+    ``{{2}}``... in order (as text). Checked against Meta's rules on creation
+    (:class:`nlu.errors.InputError`); whether the template exists, is approved in that
+    language and takes that many parameters only Meta knows (codes 132001, 132000)."""
+
+    name: str
+    language: str  # Meta's code: "es", "es_MX", "es_AR", "pt_BR"...
+    parameters: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parameters, list):
+            object.__setattr__(self, "parameters", tuple(self.parameters))
+        problem = template_problem(self.name, self.language, self.parameters)
+        if problem is not None:
+            raise InputError(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "language": self.language, "parameters": list(self.parameters)}
+
+    def summary(self, parameters: Sequence[str] | None = None) -> str:
+        """One line for a person reading the ticket: which template, with what (``parameters``
+        instead of its own, e.g. redacted)."""
+        shown = self.parameters if parameters is None else parameters
+        return f"[template {self.name} {self.language}" + (f": {' | '.join(shown)}]" if shown else "]")
+
+
+def template_problem(name: Any, language: Any, parameters: Any) -> str | None:
+    """Why these cannot make a template message, or None. The HTTP model asks this too."""
+    if not isinstance(name, str) or not _TEMPLATE_NAME.fullmatch(name):
+        if isinstance(name, str) and len(name) > MAX_TEMPLATE_NAME:
+            return f"template name: Meta's names are at most {MAX_TEMPLATE_NAME} characters, got {len(name)}"
+        return f"template name {name!r}: Meta's names are lowercase letters, digits and underscores (e.g. seguimiento_caso)"
+    if not isinstance(language, str) or not _TEMPLATE_LANGUAGE.fullmatch(language):
+        return f"template language {language!r}: use Meta's code of the approved translation (es, es_MX, es_AR, pt_BR...)"
+    if isinstance(parameters, str) or not isinstance(parameters, Sequence):
+        return "template parameters must be a list of strings"
+    if len(parameters) > MAX_TEMPLATE_PARAMETERS:
+        return f"a template takes at most {MAX_TEMPLATE_PARAMETERS} parameters, got {len(parameters)}"
+    for i, value in enumerate(parameters):
+        where = f"template parameters[{i}]"
+        if not isinstance(value, str):
+            return f"{where} must be a string, got {type(value).__name__}"
+        if not value.strip():
+            return f"{where} is blank"
+        if _SURROGATE.search(value):
+            return f"{where} holds an unpaired surrogate (not Unicode text)"
+        if _NOT_IN_PARAMETER.search(value):
+            return f"{where} holds a line break, tab or control character, which Meta refuses in a parameter"
+        if _SPACES.search(value):
+            return f"{where} holds more than 4 spaces in a row, which Meta refuses in a parameter"
+    if sum(len(value) for value in parameters) > MAX_TEMPLATE_BODY:
+        return f"template parameters hold more than the {MAX_TEMPLATE_BODY} characters of a template's whole body"
+    return None
 
 
 @dataclass(frozen=True)
@@ -520,8 +590,7 @@ def to_whatsapp(reply: Reply, to: str) -> dict[str, Any]:
     ``to`` is a phone-number WhatsApp id or, for a customer whose number Meta withholds, a
     BSUID; the Cloud API takes a BSUID in ``recipient``, not ``to`` (which it reads as a
     phone number)."""
-    address = "recipient" if _BSUID.fullmatch(to) else "to"
-    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", address: to}
+    base = _addressed(to)
     if reply.buttons:
         return {
             **base,
@@ -549,3 +618,19 @@ def to_whatsapp(reply: Reply, to: str) -> dict[str, Any]:
             },
         }
     return {**base, "type": "text", "text": {"preview_url": False, "body": reply.text}}
+
+
+def template_body(template: Template, to: str) -> dict[str, Any]:
+    """The Cloud API body of a template message to ``to`` (addressed as :func:`to_whatsapp`
+    addresses a reply); the parameters fill the body component, none means no component."""
+    message: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+    if template.parameters:
+        message["components"] = [{"type": "body", "parameters": [{"type": "text", "text": p} for p in template.parameters]}]
+    return {**_addressed(to), "type": "template", "template": message}
+
+
+def _addressed(to: str) -> dict[str, Any]:
+    """A body's envelope for ``to``: a phone-number WhatsApp id in ``to``, a BSUID in
+    ``recipient`` (the Cloud API reads ``to`` as a phone number)."""
+    address = "recipient" if _BSUID.fullmatch(to) else "to"
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", address: to}

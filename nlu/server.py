@@ -82,7 +82,14 @@ from .queue import (
     note_problem,
 )
 from .queue_stats import queue_stats
-from .responses import MAX_TEXT_BODY, to_whatsapp
+from .responses import (
+    MAX_TEMPLATE_NAME,
+    MAX_TEMPLATE_PARAMETERS,
+    MAX_TEXT_BODY,
+    Template,
+    template_problem,
+    to_whatsapp,
+)
 from .service import InboundMessage, Outcome, Service
 from .whatsapp import (
     SIGNATURE_HEADER,
@@ -236,7 +243,7 @@ _TYPE_ERRORS = {
     "int_parsing", "int_from_float", "float_type", "none_required", "is_instance_of", "union_tag_invalid",
 }
 _VALUE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error", "enum", "finite_number"}
-_OWN_CODES = {"empty_text", "empty_field", "invalid_text", "invalid_type", "missing_field", "conflicting_fields", "text_too_long", "batch_too_large", "empty_batch"}
+_OWN_CODES = {"empty_text", "empty_field", "invalid_text", "invalid_type", "missing_field", "conflicting_fields", "invalid_template", "text_too_long", "batch_too_large", "empty_batch"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -387,6 +394,16 @@ def _queue_text(value: str, where: str, problem_of: Callable[[str], str | None],
     return value
 
 
+def _exactly_one(fields: Mapping[str, tuple[Any, str]]) -> None:
+    """Exactly one of two alternative fields (name -> (value, what it is)) given: without
+    either, ``missing_field``; with both, ``conflicting_fields``."""
+    (a, (a_value, a_what)), (b, (b_value, b_what)) = fields.items()
+    if a_value is None and b_value is None:
+        raise PydanticCustomError("missing_field", f'give "{a}" ({a_what}) or "{b}" ({b_what})')
+    if a_value is not None and b_value is not None:
+        raise PydanticCustomError("conflicting_fields", f'give either "{a}" or "{b}", not both')
+
+
 class ScoreRequest(_Strict):
     """One text or a batch: exactly one of ``text`` and ``texts``."""
 
@@ -403,10 +420,7 @@ class ScoreRequest(_Strict):
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
-        if self.text is None and self.texts is None:
-            raise PydanticCustomError("missing_field", "give \"text\" (one message) or \"texts\" (a list)")
-        if self.text is not None and self.texts is not None:
-            raise PydanticCustomError("conflicting_fields", "give either \"text\" or \"texts\", not both")
+        _exactly_one({"text": (self.text, "one message"), "texts": (self.texts, "a list")})
         for i, text in enumerate([self.text] if self.texts is None else self.texts):
             where = "text" if self.texts is None else f"texts[{i}]"
             if text is None or not text.strip():
@@ -479,17 +493,59 @@ class ReleaseRequest(_AgentRequest):
     pass
 
 
+class TemplateMessage(_Strict):
+    """An approved WhatsApp template: what reaches a customer who last wrote more than 24 hours ago."""
+
+    # The limits are template_problem's (422 invalid_template, one code for Meta's rules).
+    name: str = Field(
+        description=f"The template's name in WhatsApp Manager: lowercase letters, digits and underscores, at most {MAX_TEMPLATE_NAME}."
+    )
+    language: str = Field(description='The code of its approved translation, e.g. "es_MX", "es".')
+    parameters: list[str] = Field(
+        default_factory=list,
+        description=f"The body's parameters {{{{1}}}}, {{{{2}}}}... in order, at most {MAX_TEMPLATE_PARAMETERS} (stored PII-redacted on the ticket).",
+    )
+
+    @model_validator(mode="after")
+    def _metas_rules(self) -> TemplateMessage:
+        problem = template_problem(self.name, self.language, self.parameters)
+        if problem is not None:
+            raise PydanticCustomError("invalid_template", problem)
+        return self
+
+    def to_template(self) -> Template:
+        return Template(self.name, self.language, tuple(self.parameters))
+
+
 class AgentMessageRequest(_AgentRequest):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the customer receives (stored PII-redacted on the ticket).")
+    """A text, or (once the customer's 24-hour window has closed) a template: exactly one."""
+
+    text: str | None = Field(
+        None, min_length=1, max_length=MAX_TEXT_CHARS, description="What the customer receives (stored PII-redacted on the ticket)."
+    )
+    template: TemplateMessage | None = Field(None, description="An approved template message instead of a text.")
     message_id: str | None = Field(
         None, min_length=1, max_length=MAX_AGENT_CHARS,
         description="Your id for this message: a retried request with the same id sends nothing again.",
     )
 
+    @field_validator("text", "template", mode="before")
+    @classmethod
+    def _content_not_null(cls, value: Any, info: Any) -> Any:
+        return _no_null(value, info.field_name)
+
     @field_validator("text")
     @classmethod
-    def _plain_text(cls, value: str) -> str:
-        return _queue_text(value, "text", note_problem, blank="empty_text")  # line breaks are fine
+    def _plain_text(cls, value: str | None) -> str | None:
+        return None if value is None else _queue_text(value, "text", note_problem, blank="empty_text")  # line breaks are fine
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AgentMessageRequest:
+        _exactly_one({"text": (self.text, "a message"), "template": (self.template, "an approved template message")})
+        return self
+
+    def content(self) -> str | Template:
+        return self.template.to_template() if self.template is not None else str(self.text)
 
     @field_validator("message_id")
     @classmethod
@@ -852,14 +908,16 @@ def create_app(
             responses={200: {"model": AgentMessageResponse}, **_errors(401, 404, 409, 413, 415, 422, 502, 503)},
         )
         def queue_message(_: Agent, ticket_id: TicketId, request: AgentMessageRequest) -> JSONResponse:
-            """Send the ticket's customer a WhatsApp message as the agent holding it; it joins the ticket's turns."""
+            """Send the ticket's customer a WhatsApp message as the agent holding it, a `text` or (after the 24-hour window,
+            see the ticket's `window_closes_at`) a `template`; it joins the ticket's turns."""
             if sender_kind == "log":
                 # Answering 200 would tell the agent the customer has a message they never get.
                 raise ApiError(503, "sender_not_configured", f"replies are not sent: set {ENV_ACCESS_TOKEN} and {ENV_PHONE_NUMBER_ID}")
             with _known_ticket(ticket_id):
                 try:
                     sent = send_agent_message(
-                        service.queue, sender, ticket_id, request.agent, request.text, request.message_id, conversations=service.conversations
+                        service.queue, sender, ticket_id, request.agent, request.content(), request.message_id,
+                        conversations=service.conversations,
                     )
                 except SendError as exc:  # WhatsApp refused it, could not be reached, or did not answer
                     metrics.inc("nlu_whatsapp_send_failures_total")

@@ -386,6 +386,9 @@ class Service:
             frustration=0.0 if prediction is None else prediction.frustration,
             action=action,
             reasons=reasons,
+            # When the customer wrote: the ticket's turns carry it, and WhatsApp's 24-hour
+            # customer-service window (Ticket.window_closes_at) counts from it.
+            created_at=self.clock().timestamp(),
         )
 
     def _handover(self, message: InboundMessage, view: ConversationView) -> Outcome:

@@ -532,3 +532,96 @@ def test_cloud_api_agent_message_to_a_number_no_longer_served_is_not_sent_from_a
     assert r.status_code == 502 and r.json()["error"]["code"] == "send_failed"
     assert OTHER_ID in r.json()["error"]["message"] and ENV_PHONE_NUMBER_IDS in r.json()["error"]["message"]
     assert graph.requests == [] and [t["message_id"] for t in service.queue.get(ticket.id).turns] == ["wamid.1"]  # can be sent once fixed
+
+
+# -- template messages: reaching a customer after the 24-hour window -----------------------
+
+TEMPLATE = {"name": "seguimiento_caso", "language": "es_MX", "parameters": ["Ana", "#A-48213"]}
+TEMPLATE_BODY = {
+    "messaging_product": "whatsapp", "recipient_type": "individual", "to": "5215512345678", "type": "template",
+    "template": {
+        "name": "seguimiento_caso", "language": {"code": "es_MX"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "#A-48213"}]}],
+    },
+}
+
+
+def test_cloud_api_agent_template_reaches_a_customer_outside_the_window(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    ticket_id = held_ticket(service.queue.path)
+    path, auth = f"/v1/queue/{ticket_id}/messages", {"Authorization": f"Bearer {TOKEN}"}
+    graph.script = [(400, {}, meta_error(131047, "Re-engagement message")), SENT]
+    assert client.post(path, headers=auth, json={"agent": "ana", "text": "Hola"}).json()["error"]["code"] == "send_failed"
+
+    r = client.post(path, headers=auth, json={"agent": "ana", "template": TEMPLATE, "message_id": "t1"})
+    assert r.status_code == 200, r.text
+    assert graph.requests[-1] == {"path": f"/v21.0/{NUMBER_ID}/messages", "auth": f"Bearer {ACCESS_TOKEN}", "body": TEMPLATE_BODY}
+    message = r.json()["message"]
+    assert message["sent"] is True and message["template"] == TEMPLATE  # nothing here to redact (an order number is not PII)
+    assert [t["message_id"] for t in service.queue.get(ticket_id).turns] == ["t1"]  # the failed text left none
+    again = client.post(path, headers=auth, json={"agent": "ana", "template": TEMPLATE, "message_id": "t1"})
+    assert again.status_code == 200 and again.json()["duplicate"] is True and len(graph.requests) == 2
+
+
+def test_cloud_api_agent_template_meta_refuses_says_why_and_leaves_no_turn(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    ticket_id = held_ticket(service.queue.path)
+    path, auth = f"/v1/queue/{ticket_id}/messages", {"Authorization": f"Bearer {TOKEN}"}
+    for code, hint in ((132000, "number of parameters"), (132001, "not approved in that language")):
+        graph.script = [(400, {}, meta_error(code, f"(#{code}) template problem"))]
+        r = client.post(path, headers=auth, json={"agent": "ana", "template": TEMPLATE})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "send_failed"
+        assert hint in r.json()["error"]["message"], r.text
+    assert service.queue.get(ticket_id).turns == ()  # can be sent again
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"text": "Hola", "template": TEMPLATE}, "conflicting_fields"),
+    ({}, "missing_field"),
+    ({"template": {**TEMPLATE, "name": "Seguimiento Caso"}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "language": "es-MX"}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "parameters": ["Ana\nLuis"]}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "name": "a" * 513}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "parameters": ["x"] * 101}}, "invalid_template"),
+    ({"template": {**TEMPLATE, "parameters": "Ana"}}, "invalid_type"),
+    ({"template": {**TEMPLATE, "parameters": [1]}}, "invalid_type"),
+    ({"template": {"name": "seguimiento_caso"}}, "missing_field"),
+    ({"template": {**TEMPLATE, "header": "x"}}, "unknown_field"),
+    ({"template": "seguimiento_caso"}, "invalid_type"),
+    ({"text": None}, "invalid_type"),
+    ({"template": None}, "invalid_type"),
+    ({"agent": None, "template": TEMPLATE}, "invalid_type"),
+])
+def test_cloud_api_agent_template_request_mistakes_are_422(service: Service, graph: FakeGraph, sleeps: Sleeps, body: dict[str, Any], code: str) -> None:
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    ticket_id = held_ticket(service.queue.path)
+    r = client.post(f"/v1/queue/{ticket_id}/messages", headers={"Authorization": f"Bearer {TOKEN}"}, json={"agent": "ana", **body})
+    assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+    assert graph.requests == []
+
+
+def test_cloud_api_cli_queue_send_template(graph: FakeGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "nlu.db"
+    ticket_id = held_ticket(db)
+    for name, value in ((ENV_ACCESS_TOKEN, ACCESS_TOKEN), (ENV_PHONE_NUMBER_ID, NUMBER_ID), (ENV_API_URL, graph.url)):
+        monkeypatch.setenv(name, value)
+    base = ["queue", "send", str(ticket_id), "--agent", "ana", "--db", str(db)]
+    template = ["--template", "seguimiento_caso", "--language", "es_MX", "--param", "Ana", "--param", "#A-48213"]
+    for argv, message in (
+        ([*base, "Hola", *template], "either TEXT or --template"),
+        (base, "either TEXT or --template"),
+        ([*base, "--template", "seguimiento_caso"], "--language"),
+        ([*base, "Hola", "--param", "Ana"], "--param and --language go with --template"),
+        ([*base, "--template", "Seguimiento", "--language", "es_MX"], "lowercase"),
+    ):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 1 and message in result.stderr, (argv, result.output)
+    assert graph.requests == []
+
+    result = runner.invoke(app, [*base, *template, "--message-id", "t1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"ticket {ticket_id}: template seguimiento_caso, message t1 sent"
+    assert [r["body"] for r in graph.requests] == [TEMPLATE_BODY]
+    again = runner.invoke(app, [*base, *template, "--message-id", "t1"])
+    assert again.stdout.strip() == f"ticket {ticket_id}: template seguimiento_caso, message t1 was sent before; not sent again"
+    assert len(graph.requests) == 1

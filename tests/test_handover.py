@@ -336,3 +336,89 @@ def test_handover_http_message_to_a_customer_who_opted_out_is_a_409(client: Test
     assert "m2" not in [t.get("message_id") for t in turns] and turns[-1]["text"] == "BAJA"
     resolved = client.post(f"/v1/queue/{ticket['id']}/resolve", headers=AUTH, json={"agent": "ana", "resolution": "se dio de baja"})
     assert resolved.status_code == 200
+
+
+# -- template messages (the customer last wrote more than 24 hours ago) ---------------------
+
+
+def test_handover_template_message_reaches_the_customer_and_the_ticket_says_which(queue: Queue, conversations: Conversations) -> None:
+    from nlu.responses import Template
+
+    ticket = held(queue)
+    sender = RecordingSender()
+    template = Template("seguimiento_caso", "es_MX", ("Ana", "3104567821"))
+    sent = send_agent_message(queue, sender, ticket.id, "ana", template, "t1", conversations=conversations)
+    assert sender.sent == [{
+        "messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID, "type": "template",
+        "template": {
+            "name": "seguimiento_caso", "language": {"code": "es_MX"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "3104567821"}]}],
+        },
+    }]
+    # The next agent sees what went out; the ticket keeps it redacted, like a text.
+    assert sent.turn["template"] == {"name": "seguimiento_caso", "language": "es_MX", "parameters": ["Ana", "[TELEFONO]"]}
+    assert (sent.turn["action"], sent.turn["agent"], sent.turn["sent"]) == ("agent", "ana", True)
+    assert "seguimiento_caso" in sent.turn["text"] and "Ana" in sent.turn["text"]
+    assert "3104567821" not in str(queue.get(ticket.id).to_dict())
+    again = send_agent_message(queue, sender, ticket.id, "ana", template, "t1", conversations=conversations)
+    assert again.duplicate and len(sender.sent) == 1
+    for other in ("Hola", Template("seguimiento_caso", "es_MX", ("Luis", "3104567821")), Template("seguimiento_caso", "es_AR", ("Ana", "3104567821"))):
+        with pytest.raises(QueueError, match="already another message"):
+            send_agent_message(queue, sender, ticket.id, "ana", other, "t1", conversations=conversations)
+    assert len(sender.sent) == 1 and len(queue.get(ticket.id).turns) == 2
+
+
+def test_handover_template_without_parameters_sends_no_components(queue: Queue, conversations: Conversations) -> None:
+    from nlu.responses import Template
+
+    ticket = held(queue)
+    sender = RecordingSender()
+    send_agent_message(queue, sender, ticket.id, "ana", Template("hello_world", "en_US"), conversations=conversations)
+    assert sender.sent[0]["template"] == {"name": "hello_world", "language": {"code": "en_US"}}
+
+
+def test_handover_no_template_reaches_a_customer_who_opted_out(queue: Queue, conversations: Conversations) -> None:
+    from nlu.responses import Template
+
+    ticket = held(queue)
+    conversations.record(WA_ID, "wamid.baja", {"action": "answer", "reasons": ["opt_out"]}, consent="revoked")
+    sender = RecordingSender()
+    with pytest.raises(OptedOut):
+        send_agent_message(queue, sender, ticket.id, "ana", Template("seguimiento_caso", "es_MX", ("Ana",)), conversations=conversations)
+    assert sender.sent == [] and len(queue.get(ticket.id).turns) == 1
+
+
+@pytest.mark.parametrize(("name", "language", "parameters", "message"), [
+    ("Seguimiento_Caso", "es_MX", (), "name .* lowercase letters, digits and underscores"),
+    ("seguimiento caso", "es_MX", (), "name"),
+    ("", "es_MX", (), "name"),
+    ("a" * 513, "es_MX", (), "at most 512"),
+    ("seguimiento", "es-MX", (), "language"),
+    ("seguimiento", "spanish", (), "language"),
+    ("seguimiento", "ES_mx", (), "language"),
+    ("seguimiento", "", (), "language"),
+    ("seguimiento", "es_MX", ("",), r"parameters\[0\] is blank"),
+    ("seguimiento", "es_MX", ("Ana", "  "), r"parameters\[1\] is blank"),
+    ("seguimiento", "es_MX", ("línea\notra",), "line break, tab or control character"),
+    ("seguimiento", "es_MX", ("a\tb",), "line break, tab or control character"),
+    ("seguimiento", "es_MX", ("a     b",), "more than 4 spaces in a row"),
+    ("seguimiento", "es_MX", ("x" * 1025,), "1024"),
+    ("seguimiento", "es_MX", ("x" * 600, "y" * 600), "1024"),
+    ("seguimiento", "es_MX", ("x",) * 101, "at most 100"),
+    ("seguimiento", "es_MX", ("\ud83d",), "surrogate"),
+    ("seguimiento", "es_MX", (3,), "string"),
+])
+def test_handover_template_follows_metas_rules(name: str, language: str, parameters: tuple[Any, ...], message: str) -> None:
+    from nlu.errors import InputError
+    from nlu.responses import Template
+
+    with pytest.raises(InputError, match=message):
+        Template(name, language, parameters)
+
+
+def test_handover_template_takes_the_languages_meta_names() -> None:
+    from nlu.responses import Template
+
+    for language in ("es", "es_MX", "es_AR", "es_ES", "pt_BR", "fil", "en_US"):
+        assert Template("seguimiento_caso", language).language == language
+    assert Template("seguimiento_caso", "es_MX", ["Ana"]).parameters == ("Ana",)  # a list is kept as a tuple

@@ -924,3 +924,58 @@ def test_queue_cli_works_on_postgres(pg_url: str) -> None:
     result = runner.invoke(app, ["queue", "claim", "--agent", "ana", "--db", pg_url])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["text"] == "mi cel [TELEFONO]"
+
+
+# -- WhatsApp's customer-service window ------------------------------------------------------
+
+
+def test_queue_ticket_window_closes_a_day_after_the_customers_last_turn(queue: Queue, clock: FakeClock) -> None:
+    # Free-form messages reach the customer only within 24 hours of their last message; the
+    # ticket says when that is, so an agent knows before writing whether a template is needed.
+    t0 = clock.now
+    ticket, _ = queue.enqueue(
+        conversation_id="c1", message_id="w1", text="hola", prediction=PREDICTION, reasons=[], priority=0.5,
+        turns=[{"message_id": "w0", "text": "antes", "action": "answer", "created_at": t0 - 600},
+               {"message_id": "w1", "text": "hola", "action": "escalate", "created_at": t0}],
+    )
+    assert ticket.window_closes_at == t0 + 86_400 and ticket.to_dict()["window_closes_at"] == t0 + 86_400
+    queue.claim("ana")
+    clock.advance(3600)
+    ticket, _, _ = queue.add_agent_message(ticket.id, "ana", "m1", "Hola, soy Ana")
+    assert ticket.window_closes_at == t0 + 86_400  # what the business writes opens nothing
+    joined, _ = queue.enqueue(
+        conversation_id="c1", message_id="w2", text="sigo aquí", prediction=PREDICTION, reasons=[], priority=0.5,
+        turns=[{"message_id": "w2", "text": "sigo aquí", "action": "handover", "created_at": clock.now}],
+    )
+    assert joined.window_closes_at == clock.now + 86_400  # the customer wrote again: a new day
+
+
+@pytest.mark.parametrize("turns", [
+    [],  # a ticket from enqueue without turns
+    [{"message_id": "w1", "text": "hola"}],  # no time recorded
+    [{"message_id": "w0", "text": "antes", "created_at": 1_699_000_000.0}, {"message_id": "w1", "text": "hola", "created_at": 0.0}],
+])
+def test_queue_ticket_window_is_unknown_without_the_time_of_the_last_customer_turn(queue: Queue, turns: list[dict[str, Any]]) -> None:
+    # A turn written before nlu kept the time (created_at 0.0) says nothing of when the
+    # customer last wrote; an older turn's time would close the window too early.
+    ticket, _ = queue.enqueue(conversation_id="c1", message_id="w1", text="hola", prediction=PREDICTION, reasons=[], priority=0.5, turns=turns)
+    assert ticket.window_closes_at is None and ticket.to_dict()["window_closes_at"] is None
+
+
+def test_queue_cli_list_marks_tickets_whose_window_closed_or_is_closing(db: Path) -> None:
+    now = time.time()
+    with SQLiteQueue(db) as q:
+        for message_id, wrote in (("w-old", now - 25 * 3600), ("w-soon", now - 23.5 * 3600), ("w-new", now - 60)):
+            q.enqueue(
+                conversation_id=f"c-{message_id}", message_id=message_id, text="hola", prediction=PREDICTION, reasons=[], priority=0.5,
+                turns=[{"message_id": message_id, "text": "hola", "action": "escalate", "created_at": wrote}],
+            )
+        add(q, "w-unknown")
+    result = runner.invoke(app, ["queue", "list", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    old, soon, new, unknown = result.stdout.splitlines()
+    assert "window closed" in old and "template" in old
+    assert "window closes in 30 min" in soon or "window closes in 29 min" in soon
+    assert "window" not in new and "window" not in unknown
+    result = runner.invoke(app, ["queue", "list", "--json", "--db", str(db)])
+    assert [json.loads(line)["window_closes_at"] is None for line in result.stdout.splitlines()] == [False, False, False, True]

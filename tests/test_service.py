@@ -8,6 +8,7 @@ changes; the last tests run the real tiny model end to end.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,7 +88,7 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "nlu.db"
 
 
-def make_service(db: Path, policy: RoutingPolicy = POLICY, model: Any = None) -> Service:
+def make_service(db: Path, policy: RoutingPolicy = POLICY, model: Any = None, **options: Any) -> Service:
     db.parent.mkdir(parents=True, exist_ok=True)
     return Service(
         model or ScriptedModel(SCRIPT),
@@ -95,6 +96,7 @@ def make_service(db: Path, policy: RoutingPolicy = POLICY, model: Any = None) ->
         open_conversations(db, history_turns=policy.history_turns),
         load_catalogue(),
         policy,
+        **options,
     )
 
 
@@ -495,6 +497,25 @@ def test_service_tickets_keep_the_business_number_each_message_was_sent_to(servi
     ]
     with pytest.raises(InputError, match="phone_number_id"):
         InboundMessage(chat.conversation_id, "wamid.x", "hola", phone_number_id=" ")
+
+
+def test_service_ticket_turns_carry_the_time_of_each_customer_message(db: Path) -> None:
+    # The message that escalated and those that joined the ticket were stored with
+    # created_at 0.0: nothing said when the customer last wrote, which WhatsApp's 24-hour
+    # customer-service window counts from.
+    now = [dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)]
+    with make_service(db, clock=lambda: now[0]) as service:
+        chat = Chat(service)
+        chat.consent()
+        escalated = chat.say("quiero hablar con un asesor").ticket
+        assert escalated is not None
+        wrote = now[0].timestamp()
+        assert escalated.turns[-1]["created_at"] == wrote and escalated.window_closes_at == wrote + 86_400
+        now[0] += dt.timedelta(hours=3)
+        assert chat.say("¿ya me atienden?").action == "handover"
+        ticket = service.queue.get(escalated.id)
+        assert [t["created_at"] for t in ticket.turns][-2:] == [wrote, wrote + 3 * 3600]
+        assert ticket.window_closes_at == wrote + 3 * 3600 + 86_400
 
 
 def test_service_reescalation_shows_the_turns_before_the_last_handover(service: Service) -> None:
