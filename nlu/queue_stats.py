@@ -9,8 +9,9 @@ those still waiting, why the bot escalated (reason codes) and on which intent, e
 agent's resolutions, how many the agents labelled (and corrected the bot's intent), and,
 with ``[handover]`` hours, how many arrived while nobody works.
 
-Times come from the ticket: created when the bot handed over, the first agent turn, and
-the last update of a resolved ticket (its resolution: later sends do not move it).
+Times come from the ticket: created when the bot handed over, its first agent turn (not
+the earlier tickets' agent messages that it shows), and the last update of a resolved
+ticket (its resolution: later sends do not move it).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def _summarise(tickets: Sequence[Ticket], since: float, until: float, hours: Bus
         status[t.status] += 1
         reasons.update(t.reasons)
         intents[str(t.prediction.get("intent") or "-")] += 1
-        replies = [float(turn["created_at"]) for turn in t.turns if turn.get("action") == "agent" and "created_at" in turn]
+        # Its own agents' messages: not those of earlier tickets it shows, older than itself.
+        replies = [float(turn["created_at"]) for turn in t.agent_turns() if "created_at" in turn]
         if replies:
             first.append(min(replies) - t.created_at)
         if t.status == "resolved":
