@@ -15,7 +15,9 @@ given up, logged and counted, when
 
 * it is older than 24 hours: WhatsApp's customer-service window has closed, Meta would
   refuse it (``expired``);
-* the customer has opted out since, and it is not the opt-out's own confirmation (``opted_out``);
+* the customer has opted out since it was made (``opted_out``); a reply made after the
+  opt-out (its own confirmation, the consent question to a customer who then asked for a
+  person) still goes;
 * Meta refuses it for good: a malformed body, a number not on WhatsApp (``refused``);
 * a send gets no usable answer, so it may have been delivered (``unknown``), or a claim
   outlives its lease because the process died during the send (``interrupted``): a reply
@@ -133,10 +135,13 @@ class Resender:
         return True
 
     def _opted_out_since(self, reply: PendingReply) -> bool:
+        # An opt-out before the reply's message does not count: the reply was made for a
+        # customer who had opted out (the confirmation itself, the consent question to one
+        # who then asked for a person). Read from the outcomes' order, not from the consent
+        # at the first send, which may have taken seconds while the opt-out came in.
         if self.conversations.view(reply.conversation_id).consent != "revoked":
             return False
-        outcome = self.conversations.outcome(reply.message_id) or {}
-        return "opt_out" not in outcome.get("reasons", ())  # the confirmation of the opt-out itself still goes
+        return self.conversations.opted_out_after(reply.message_id)
 
     def _give_up(self, reply: PendingReply, reason: str, why: str) -> bool:
         self.conversations.settle_reply(reply.message_id)
