@@ -65,8 +65,12 @@ class Resender:
         *,
         poll: float = POLL,
         clock: Callable[[], float] = time.time,
+        refresh: Callable[[PendingReply], dict[str, Any] | None] | None = None,
     ) -> None:
+        """``refresh`` gives a reply's body as it must read when sent now, or None to send
+        it as it was kept (the server's: a handover's "mañana a las 9:00" is rewritten)."""
         self.conversations = conversations
+        self.refresh = refresh
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.poll = poll
@@ -117,9 +121,10 @@ class Resender:
             return self._give_up(reply, "expired", "not sent within 24 hours, WhatsApp's customer-service window")
         if self._opted_out_since(reply):
             return self._give_up(reply, "opted_out", "the customer has opted out since")
+        body = (self.refresh(reply) if self.refresh is not None else None) or reply.body
         try:
             # A late reply quotes the message it answers, so it reads right after later ones.
-            send_reply(self.sender, {**reply.body, "context": {"message_id": reply.message_id}}, reply.phone_number_id)
+            send_reply(self.sender, {**body, "context": {"message_id": reply.message_id}}, reply.phone_number_id)
         except Exception as exc:  # a plugged-in sender may fail in any way
             if not keeps(exc):
                 maybe = isinstance(exc, SendError) and exc.maybe_delivered
