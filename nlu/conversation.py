@@ -373,7 +373,7 @@ class _SqlConversations(_SqlStore):
         return row is not None
 
     def claim_replies(self, now: float, lease: float, limit: int = 20) -> tuple[list[PendingReply], int]:
-        """Claim up to ``limit`` replies due at ``now``, oldest first, for one attempt each;
+        """Claim up to ``limit`` replies due at ``now``, the longest due first, for one attempt each;
         also drop claims older than ``lease`` seconds. Returns (claimed, dropped)."""
         # A read first: the resender polls every few seconds, and an empty outbox (the
         # usual case) must not take SQLite's write lock each time.

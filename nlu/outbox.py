@@ -94,7 +94,7 @@ class Resender:
     # -- resending -----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Attempt each due reply once, oldest first; the number of attempts.
+        """Attempt each due reply once, the longest due first; the number of attempts.
 
         Replies are claimed one at a time, each just before its attempt: a claim taken for
         a batch could outlive its lease while Meta is slow, and be dropped by another
