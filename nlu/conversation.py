@@ -143,6 +143,8 @@ class Conversations(Protocol):
 
     def outbox_depth(self) -> int: ...
 
+    def opted_out_after(self, message_id: str) -> bool: ...
+
     def forget(self, conversation_id: str) -> int: ...
 
     def purge(self, older_than_days: float, still_held: Callable[[str], bool] | None = None) -> int: ...
@@ -371,7 +373,7 @@ class _SqlConversations(_SqlStore):
         return row is not None
 
     def claim_replies(self, now: float, lease: float, limit: int = 20) -> tuple[list[PendingReply], int]:
-        """Claim up to ``limit`` replies due at ``now``, oldest first, for one attempt each;
+        """Claim up to ``limit`` replies due at ``now``, the longest due first, for one attempt each;
         also drop claims older than ``lease`` seconds. Returns (claimed, dropped)."""
         # A read first: the resender polls every few seconds, and an empty outbox (the
         # usual case) must not take SQLite's write lock each time.
@@ -407,6 +409,22 @@ class _SqlConversations(_SqlStore):
                     " WHERE message_id = ?",
                     (retry_at, self._storable(error[:500]), message),
                 )
+
+    def opted_out_after(self, message_id: str) -> bool:
+        """Whether the customer opted out after ``message_id`` was handled: a later message
+        of the conversation was answered with the reason ``opt_out`` (a repeated "BAJA",
+        which changes nothing, is silent). True when that message's outcome is no longer
+        kept (purged, forgotten): nothing says it came before."""
+        message = self._storable(message_id)
+        with self._reading("read the conversation's opt-outs") as db:
+            this = db.execute("SELECT conversation_id, created_at FROM conversation_messages WHERE message_id = ?", (message,)).fetchone()
+            if this is None:
+                return True
+            later = db.execute(
+                "SELECT outcome FROM conversation_messages WHERE conversation_id = ? AND created_at > ?", (this[0], this[1])
+            ).fetchall()
+        outcomes = [json.loads(outcome) for (outcome,) in later]
+        return any(o.get("action") != "silent" and "opt_out" in o.get("reasons", ()) for o in outcomes)
 
     def outbox_depth(self) -> int:
         """Replies waiting in the outbox (claimed ones included)."""

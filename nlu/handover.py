@@ -112,7 +112,7 @@ def send_agent_message(
         # retry sends nothing). Reporting a failure would invite sending it again.
         log.warning("message %s on ticket %s was sent, but marking it sent failed: %s", message_id, ticket.id, exc)
         return AgentMessage(ticket, {**turn, "sent": True}, duplicate=False)
-    stored = next(t for t in ticket.turns if t.get("message_id") == message_id)
+    stored = next(t for t in ticket.agent_turns() if t.get("message_id") == message_id)  # not an earlier ticket's
     return AgentMessage(ticket, stored, duplicate=False)
 
 

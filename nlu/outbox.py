@@ -15,7 +15,9 @@ given up, logged and counted, when
 
 * it is older than 24 hours: WhatsApp's customer-service window has closed, Meta would
   refuse it (``expired``);
-* the customer has opted out since, and it is not the opt-out's own confirmation (``opted_out``);
+* the customer has opted out since it was made (``opted_out``); a reply made after the
+  opt-out (its own confirmation, the consent question to a customer who then asked for a
+  person) still goes;
 * Meta refuses it for good: a malformed body, a number not on WhatsApp (``refused``);
 * a send gets no usable answer, so it may have been delivered (``unknown``), or a claim
   outlives its lease because the process died during the send (``interrupted``): a reply
@@ -63,8 +65,12 @@ class Resender:
         *,
         poll: float = POLL,
         clock: Callable[[], float] = time.time,
+        refresh: Callable[[PendingReply], dict[str, Any] | None] | None = None,
     ) -> None:
+        """``refresh`` gives a reply's body as it must read when sent now, or None to send
+        it as it was kept (the server's: a handover's "mañana a las 9:00" is rewritten)."""
         self.conversations = conversations
+        self.refresh = refresh
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.poll = poll
@@ -88,7 +94,7 @@ class Resender:
     # -- resending -----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Attempt each due reply once, oldest first; the number of attempts.
+        """Attempt each due reply once, the longest due first; the number of attempts.
 
         Replies are claimed one at a time, each just before its attempt: a claim taken for
         a batch could outlive its lease while Meta is slow, and be dropped by another
@@ -115,9 +121,10 @@ class Resender:
             return self._give_up(reply, "expired", "not sent within 24 hours, WhatsApp's customer-service window")
         if self._opted_out_since(reply):
             return self._give_up(reply, "opted_out", "the customer has opted out since")
+        body = (self.refresh(reply) if self.refresh is not None else None) or reply.body
         try:
             # A late reply quotes the message it answers, so it reads right after later ones.
-            send_reply(self.sender, {**reply.body, "context": {"message_id": reply.message_id}}, reply.phone_number_id)
+            send_reply(self.sender, {**body, "context": {"message_id": reply.message_id}}, reply.phone_number_id)
         except Exception as exc:  # a plugged-in sender may fail in any way
             if not keeps(exc):
                 maybe = isinstance(exc, SendError) and exc.maybe_delivered
@@ -133,10 +140,13 @@ class Resender:
         return True
 
     def _opted_out_since(self, reply: PendingReply) -> bool:
+        # An opt-out before the reply's message does not count: the reply was made for a
+        # customer who had opted out (the confirmation itself, the consent question to one
+        # who then asked for a person). Read from the outcomes' order, not from the consent
+        # at the first send, which may have taken seconds while the opt-out came in.
         if self.conversations.view(reply.conversation_id).consent != "revoked":
             return False
-        outcome = self.conversations.outcome(reply.message_id) or {}
-        return "opt_out" not in outcome.get("reasons", ())  # the confirmation of the opt-out itself still goes
+        return self.conversations.opted_out_after(reply.message_id)
 
     def _give_up(self, reply: PendingReply, reason: str, why: str) -> bool:
         self.conversations.settle_reply(reply.message_id)

@@ -176,6 +176,11 @@ class Ticket:
             "window_closes_at": self.window_closes_at,  # derived from the turns, not stored
         }
 
+    def agent_turns(self) -> tuple[dict[str, Any], ...]:
+        """The messages agents wrote on this ticket; not the earlier tickets' ones that it
+        shows (:meth:`Queue.agent_messages`), which name their ticket in ``"ticket"``."""
+        return tuple(t for t in self.turns if t.get("action") == "agent" and _written_on(t, self.id))
+
 
 @runtime_checkable
 class Queue(Protocol):
@@ -260,8 +265,9 @@ class Queue(Protocol):
     def agent_messages(self, conversation_id: str, since: float = 0.0) -> builtins.list[dict[str, Any]]:
         """What agents wrote to the customer of a conversation, on any of its tickets, from
         ``since`` (unix seconds) on, oldest first: the turns ``add_agent_message`` recorded,
-        as the tickets hold them (text redacted, ``agent``, ``sent``). A ticket shows the
-        recent conversation; the agents' part of it lives on the earlier tickets."""
+        as the tickets hold them (text redacted, ``agent``, ``sent``), each once, with the
+        ``ticket`` it was written on. A ticket shows the recent conversation; the agents'
+        part of it lives on the earlier tickets."""
         ...
 
     def purge(self, older_than_days: float) -> int:
@@ -524,7 +530,7 @@ class _SqlQueue(_SqlStore):
         with self._write(f"record a message on ticket {ticket_id}") as conn:
             ticket = self._fetch(conn, ticket_id)
             for turn in ticket.turns:
-                if turn.get("message_id") == message_id:
+                if turn.get("message_id") == message_id and _written_on(turn, ticket.id):  # an earlier ticket's may share the id
                     if turn.get("action") != "agent":
                         raise QueueError(f"message_id {message_id!r} is the customer's message on ticket {ticket.id}, not an agent's")
                     same = turn.get("text") == stored and turn.get("template") == content.get("template")
@@ -545,7 +551,7 @@ class _SqlQueue(_SqlStore):
             ticket = self._fetch(conn, ticket_id)
             turns = []
             for turn in ticket.turns:
-                if turn.get("message_id") == message_id and turn.get("action") == "agent":
+                if turn.get("message_id") == message_id and turn.get("action") == "agent" and _written_on(turn, ticket.id):
                     if sent is False:
                         continue  # it never reached the customer: the agent's view must not say it did
                     turn = {**turn, "sent": sent}
@@ -577,10 +583,15 @@ class _SqlQueue(_SqlStore):
         # A ticket's updated_at is at least the time of its last turn, so older tickets hold none.
         rows = self._read(
             "read the conversation's agent messages",
-            "SELECT turns FROM tickets WHERE conversation_id = ? AND updated_at >= ? ORDER BY id",
+            f"SELECT {_COLUMNS} FROM tickets WHERE conversation_id = ? AND updated_at >= ? ORDER BY id",
             (conversation_id, float(since)),
         )
-        said = [t for (turns,) in rows for t in json.loads(turns) if t.get("action") == "agent" and t.get("created_at", 0) >= since]
+        # Each message once, from the ticket it was written on (a later ticket shows a copy),
+        # naming that ticket: on the next ticket it is not one of that ticket's own.
+        said = [
+            {**t, "ticket": ticket.id}
+            for ticket in map(self._ticket, rows) for t in ticket.agent_turns() if t.get("created_at", 0) >= since
+        ]
         return sorted(said, key=lambda t: t["created_at"])
 
     def purge(self, older_than_days: float) -> int:
@@ -843,6 +854,11 @@ def _ticket_from_row(row: Mapping[str, Any]) -> Ticket:
         resolution=row["resolution"],
         agent_intent=row["agent_intent"],
     )
+
+
+def _written_on(turn: Mapping[str, Any], ticket_id: int) -> bool:
+    """Whether a turn is the ticket's own, not an earlier ticket's agent message it shows."""
+    return turn.get("ticket", ticket_id) == ticket_id
 
 
 def _turn_key(turn: Mapping[str, Any]) -> str:

@@ -9,8 +9,9 @@ those still waiting, why the bot escalated (reason codes) and on which intent, e
 agent's resolutions, how many the agents labelled (and corrected the bot's intent), and,
 with ``[handover]`` hours, how many arrived while nobody works.
 
-Times come from the ticket: created when the bot handed over, the first agent turn, and
-the last update of a resolved ticket (its resolution: later sends do not move it).
+Times come from the ticket: created when the bot handed over, its first agent turn (not
+the earlier tickets' agent messages that it shows), and the last update of a resolved
+ticket (its resolution: later sends do not move it).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class QueueStats:
     first_response: Durations  # created -> the agent's first message
     resolution: Durations  # created -> resolved
     waiting: Durations  # ages of the tickets still queued
-    reasons: dict[str, int]  # reason code -> tickets
+    reasons: dict[str, int]  # reason code the bot escalated on -> tickets
     intents: dict[str, int]  # the bot's intent -> tickets
     agents: dict[str, dict[str, Any]]  # agent -> {"resolved": n, "resolution": Durations}
     labelled: int  # resolved with the agent's intent
@@ -84,9 +85,10 @@ def _summarise(tickets: Sequence[Ticket], since: float, until: float, hours: Bus
     labelled = corrected = after_hours = 0
     for t in tickets:
         status[t.status] += 1
-        reasons.update(t.reasons)
+        reasons.update(_escalated_for(t))
         intents[str(t.prediction.get("intent") or "-")] += 1
-        replies = [float(turn["created_at"]) for turn in t.turns if turn.get("action") == "agent" and "created_at" in turn]
+        # Its own agents' messages: not those of earlier tickets it shows, older than itself.
+        replies = [float(turn["created_at"]) for turn in t.agent_turns() if "created_at" in turn]
         if replies:
             first.append(min(replies) - t.created_at)
         if t.status == "resolved":
@@ -138,6 +140,16 @@ def render_stats(stats: QueueStats, days: float) -> list[str]:
     if stats.after_hours is not None:
         lines.append(f"after hours: {stats.after_hours} ({stats.after_hours / stats.tickets:.0%}) arrived outside the [handover] hours")
     return lines
+
+
+def _escalated_for(ticket: Ticket) -> Sequence[str]:
+    """Why the bot handed the ticket over: the reasons of the message that made it. The
+    ticket's own reasons also gather what the customer's later messages raised while they
+    waited (a legal threat, an opt-out), which the bot did not escalate on."""
+    for turn in ticket.turns:
+        if turn.get("message_id") == ticket.message_id and isinstance(turn.get("reasons"), list):
+            return [r for r in turn["reasons"] if r != "human_active"]
+    return ticket.reasons  # a ticket whose turns do not hold its message
 
 
 def _rank(ordered: Sequence[float], q: float) -> float:

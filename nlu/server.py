@@ -57,6 +57,7 @@ from .cloud_api import (
     SendError,
     sender_from_env,
 )
+from .conversation import PendingReply
 from .errors import (
     ConfigError,
     InputError,
@@ -796,8 +797,13 @@ def create_app(
     served = served_numbers(sender)
     metrics = metrics or Metrics()
     model = service.model
-    # Webhook replies that could not be sent wait in the outbox; this process resends them.
-    resender = Resender(service.conversations, sender, metrics)
+    # Webhook replies that could not be sent wait in the outbox; this process resends them,
+    # each as it must read when it goes (an after-hours handover says when the team opens).
+    def refresh(reply: PendingReply) -> dict[str, Any] | None:
+        fresh = service.reply_now(reply.message_id)
+        return None if fresh is None else to_whatsapp(fresh, to=reply.conversation_id)
+
+    resender = Resender(service.conversations, sender, metrics, refresh=refresh)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -666,6 +666,22 @@ class Service:
         )
 
 
+    def reply_now(self, message_id: str) -> Reply | None:
+        """The reply to an earlier message as it must read if sent only now (the outbox
+        sends replies late), or None when the stored one still holds. Only a handover's
+        reply depends on when it is read: with ``hours``, "mañana a las 9:00" names the
+        wrong day after midnight, and "ahora no estamos atendiendo" is untrue once the
+        team is in; it is written again from now, with the disclosure it had."""
+        if self.hours is None:
+            return None
+        stored = self.conversations.outcome(message_id)
+        if stored is None or stored.get("action") != "escalate" or not stored.get("reply"):
+            return None
+        disclosure = self.catalogue.system["disclosure"].text
+        disclosed = Reply.from_dict(stored["reply"]).text.startswith(disclosure + "\n\n")
+        reply = self._escalation()
+        return reply.prefixed(disclosure) if disclosed else reply
+
     def _escalation(self) -> Reply:
         """What the customer handed over reads: when the team opens, outside its hours."""
         if self.hours is not None:

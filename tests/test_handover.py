@@ -228,6 +228,42 @@ def test_handover_agent_messages_of_a_conversation_across_its_tickets(queue: Que
     assert queue.agent_messages("5700000000000") == []
 
 
+def next_ticket(queue: Queue, message_id: str, agent: str) -> Ticket:
+    """The conversation's next ticket, showing what agents said on the earlier ones (as
+    Service._history builds it), claimed by ``agent``."""
+    said = queue.agent_messages(WA_ID)
+    turn = {"message_id": message_id, "action": "escalate", "text": "quiero hablar con una persona"}
+    ticket, _ = queue.enqueue(
+        conversation_id=WA_ID, message_id=message_id, text="quiero hablar con una persona", prediction=PREDICTION,
+        reasons=["human_requested"], priority=1.0, turns=[*said, turn],
+    )
+    claimed = queue.claim(agent)
+    assert claimed is not None and claimed.id == ticket.id
+    return claimed
+
+
+def test_handover_agent_messages_shown_on_the_next_ticket_are_not_that_tickets_own(queue: Queue, conversations: Conversations) -> None:
+    # The next ticket holds copies of the earlier tickets' agent turns: read back as that
+    # ticket's messages, they were repeated on the ticket after it, and an id the agent tool
+    # numbers per ticket ("1") matched the copy: "duplicate", and nothing was sent.
+    first = held(queue)
+    send_agent_message(queue, RecordingSender(), first.id, "ana", "Hola, soy Ana", "1", conversations=conversations)
+    queue.resolve(first.id, "ana")
+    second = next_ticket(queue, "wamid.2", "ana")
+    assert [(t["message_id"], t.get("ticket")) for t in second.turns] == [("1", first.id), ("wamid.2", None)]
+    sender = RecordingSender()
+    with pytest.raises(QueueError, match="claimed by ana, not luis"):  # not "duplicate: true" to someone not holding it
+        send_agent_message(queue, sender, second.id, "luis", "Hola, soy Ana", "1", conversations=conversations)
+    sent = send_agent_message(queue, sender, second.id, "ana", "Hola, soy Ana", "1", conversations=conversations)
+    assert not sent.duplicate and len(sender.sent) == 1
+    assert sent.turn["created_at"] > second.created_at and "ticket" not in sent.turn  # its own turn, not the copy
+    queue.resolve(second.id, "ana")
+    said = queue.agent_messages(WA_ID)
+    assert [(t["message_id"], t["ticket"]) for t in said] == [("1", first.id), ("1", second.id)]  # each once
+    third = next_ticket(queue, "wamid.3", "eva")
+    assert [(t["message_id"], t.get("ticket")) for t in third.turns] == [("1", first.id), ("1", second.id), ("wamid.3", None)]
+
+
 # -- HTTP ---------------------------------------------------------------------------------
 
 

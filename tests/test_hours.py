@@ -3,11 +3,15 @@ customer handed over outside them reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from http_kit import SECRET, SETTINGS, TestClient
 from test_service import POLICY, SCRIPT, Chat, ScriptedModel
 
 from nlu import ConfigError
@@ -16,7 +20,9 @@ from nlu.conversation import open_conversations
 from nlu.hours import MAX_OPENS, BusinessHours
 from nlu.queue import open_queue
 from nlu.responses import load_catalogue
+from nlu.server import create_app
 from nlu.service import Service
+from nlu.whatsapp import sign
 
 MEXICO = ZoneInfo("America/Mexico_City")  # UTC-6, no daylight saving time since 2022
 WEEK = ("mon-fri 09:00-18:00", "sat 10:00-14:00")
@@ -171,3 +177,74 @@ def test_hours_from_the_config_file(tiny_model_dir: Path, tmp_path: Path) -> Non
         assert service.hours is not None and service.hours.zone == ZoneInfo("America/Bogota")
     with Service.from_paths(tiny_model_dir, db=tmp_path / "nlu.db") as service:
         assert service.hours is None
+
+
+class DownSender:
+    """Meta unreachable until ``up``; keeps the bodies it sent."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, body: dict[str, Any]) -> None:
+        if not self.up:
+            raise ConnectionError("graph api down")  # nothing went out: kept for resending
+        self.sent.append(body)
+
+
+@pytest.mark.parametrize(("resent_at", "reads"), [
+    (at(14, 0, 10), "te responderá aquí mismo hoy a las 9:00"),  # past midnight: "mañana" would be Tuesday
+    (at(14, 9, 30), "Te responderá aquí mismo en cuanto esté disponible"),  # the team is in by then
+])
+def test_hours_a_late_after_hours_reply_says_when_the_team_opens_from_when_it_is_sent(
+    tmp_path: Path, resent_at: dt.datetime, reads: str
+) -> None:
+    # A handover reply Meta did not take at 23:50 on Sunday ("mañana a las 9:00") was sent
+    # again word for word, whenever Meta took it: after midnight it named Tuesday, and
+    # after 9:00 it said nobody was working while an agent could already answer.
+    now = [at(13, 23, 50)]  # Sunday night
+    db = tmp_path / "nlu.db"
+    with Service(
+        ScriptedModel(SCRIPT), open_queue(str(db)), open_conversations(db), load_catalogue(), POLICY, hours=hours(), clock=lambda: now[0],
+    ) as service:
+        chat = Chat(service, conversation_id="5215512345678")
+        chat.consent()
+        sender = DownSender()
+        app = create_app(service, SETTINGS, sender=sender)
+        app.state.resender.clock = lambda: now[0].timestamp()
+        client = TestClient(app, raise_server_exceptions=False)
+        value = {
+            "messaging_product": "whatsapp", "contacts": [{"wa_id": "5215512345678"}],
+            "messages": [{"from": "5215512345678", "id": "wamid.noche", "type": "text", "text": {"body": "quiero hablar con un asesor"}}],
+        }
+        raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+        r = client.post("/webhooks/whatsapp", content=raw, headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)})
+        [message] = r.json()["messages"]
+        assert message["action"] == "escalate" and message["delivery"] == "deferred"
+        assert "te responderá aquí mismo mañana a las 9:00" in message["reply"]["text"]["body"]
+        sender.up, now[0] = True, resent_at
+        assert app.state.resender.run_once() == 1
+        [late] = sender.sent
+        assert reads in late["text"]["body"] and "Te paso con una persona" in late["text"]["body"]
+        assert late["context"] == {"message_id": "wamid.noche"} and late["to"] == "5215512345678"
+
+
+def test_hours_reply_now_rewrites_only_a_handovers_reply_and_keeps_its_disclosure(tmp_path: Path) -> None:
+    now = [at(11, 21, 15)]  # Friday night
+    db = tmp_path / "nlu.db"
+    policy = dataclasses.replace(POLICY, require_consent=False)  # the first reply carries the disclosure
+    with Service(
+        ScriptedModel(SCRIPT), open_queue(str(db)), open_conversations(db), load_catalogue(), policy, hours=hours(), clock=lambda: now[0],
+    ) as service:
+        chat = Chat(service)
+        first = chat.say("quiero hablar con un asesor")
+        assert first.reply is not None and "mañana a las 10:00" in first.reply.text
+        now[0] = at(12, 9, 0)  # Saturday morning: opens at 10:00 today
+        later = service.reply_now(f"wamid.{chat.n}")
+        disclosure = service.catalogue.system["disclosure"].text
+        assert later is not None and later.text.startswith(disclosure + "\n\n") and "hoy a las 10:00" in later.text
+        assert later.text.removeprefix(disclosure + "\n\n") == service.catalogue.system_reply("escalate_closed", opens="hoy a las 10:00").text
+        assert service.reply_now("wamid.unknown") is None
+        assert chat.say("hola").action == "handover" and service.reply_now(f"wamid.{chat.n}") is None  # no reply to rewrite
+    with Service(ScriptedModel(SCRIPT), open_queue(str(db)), open_conversations(db), load_catalogue(), policy) as always_open:
+        assert always_open.reply_now(f"wamid.{chat.n}") is None  # without hours no reply depends on when it is read

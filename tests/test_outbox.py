@@ -98,6 +98,19 @@ def test_outbox_is_forgotten_and_purged_with_the_conversation(db_url: str) -> No
         assert store.outbox_depth() == 0
 
 
+def test_outbox_tells_an_opt_out_after_a_message_from_one_before_it(db_url: str) -> None:
+    with open_conversations(db_url) as store:
+        store.record("c1", "m-before", {"action": "answer", "reasons": []})
+        store.record("c1", "m-baja", {"action": "answer", "reasons": ["opt_out"]}, consent="revoked")
+        store.record("c1", "m-baja-again", {"action": "silent", "reasons": ["opt_out"]})
+        store.record("c1", "m-after", {"action": "answer", "reasons": ["no_consent", "human_requested"]})
+        store.record("c2", "m-other", {"action": "answer", "reasons": []})
+        assert store.opted_out_after("m-before")
+        assert not store.opted_out_after("m-baja") and not store.opted_out_after("m-after")
+        assert not store.opted_out_after("m-other")  # another customer's opt-out is not theirs
+        assert store.opted_out_after("m-unknown")  # no longer kept: nothing says it came before
+
+
 def test_outbox_two_processes_never_claim_the_same_reply(db_url: str) -> None:
     # Several workers (or instances on PostgreSQL) poll the same outbox.
     with open_conversations(db_url) as setup:
@@ -200,6 +213,37 @@ def test_resender_drops_a_reply_once_the_customer_opted_out_but_sends_the_opt_ou
         assert [b["context"]["message_id"] for b in sender.bodies] == ["wamid.baja"]
         assert store.outbox_depth() == 0
     assert resender.metrics.value("nlu_whatsapp_replies_given_up_total", {"reason": "opted_out"}) == 1
+
+
+ANSWER: dict[str, Any] = {"action": "answer", "reasons": []}
+BAJA: dict[str, Any] = {"action": "answer", "reasons": ["opt_out"]}
+
+
+@pytest.mark.parametrize(("history", "sent", "given_up"), [
+    # After an opt-out, asking for a person gets the consent question (to opt in again).
+    # The opt-out came before that reply, not since: dropping it left the customer who
+    # asked with no answer at all.
+    ([("wamid.baja", BAJA), ("wamid.persona", {"action": "answer", "reasons": ["no_consent", "human_requested"]})], ["wamid.baja", "wamid.persona"], 0),
+    # The first send spends seconds on its attempts before the reply is deferred: a "BAJA"
+    # handled meanwhile by another worker came after the reply, and must stop it. Saying
+    # "BAJA" again while its confirmation waits does not drop the confirmation.
+    ([("wamid.pedido", ANSWER), ("wamid.baja", BAJA), ("wamid.baja2", {"action": "silent", "reasons": ["opt_out"]})], ["wamid.baja"], 1),
+])
+def test_resender_counts_only_an_opt_out_after_the_replys_message(
+    tmp_path: Any, history: list[tuple[str, dict[str, Any]]], sent: list[str], given_up: int
+) -> None:
+    clock, sender = Clock(), ScriptedSender()
+    with open_conversations(tmp_path / "nlu.db") as store:
+        resender = Resender(store, sender, Metrics(), clock=clock)
+        for message_id, outcome in history:
+            store.record("5215512345678", message_id, outcome, **({"consent": "revoked"} if outcome is BAJA else {}))
+        for message_id, outcome in history:
+            if outcome["action"] != "silent":
+                resender.defer(message_id, "5215512345678", BODY, unavailable())  # each send failed after the last message
+        clock.now += FIRST_WAIT
+        resender.run_once()
+        assert [b["context"]["message_id"] for b in sender.bodies] == sent and store.outbox_depth() == 0
+    assert resender.metrics.value("nlu_whatsapp_replies_given_up_total", {"reason": "opted_out"}) == given_up
 
 
 def test_resender_keeps_what_a_plugged_in_sender_raises(tmp_path: Any) -> None:

@@ -96,6 +96,52 @@ def test_queue_stats_figures_of_a_busy_day(db_url: str) -> None:
     assert (stats.labelled, stats.corrected, stats.after_hours) == (2, 1, None)
 
 
+def test_queue_stats_first_response_is_the_tickets_own_agent_message(tmp_path: Path) -> None:
+    # A conversation's next ticket shows what agents wrote on the earlier one (copies,
+    # older than the ticket): counted as its first response, they gave negative times.
+    clock = Clock(MONDAY_NOON)
+    with open_queue(str(tmp_path / "nlu.db"), clock=clock) as queue:
+        first = ticket(queue, clock, 1, ["human_requested"], "reembolso")
+        queue.claim("ana")
+        clock.now += 0.5 * HOUR
+        queue.add_agent_message(first, "ana", "1", "Hola, soy Ana")
+        queue.settle_agent_message(first, "1", True)
+        queue.resolve(first, "ana")
+        clock.now += HOUR
+        second, _ = queue.enqueue(
+            conversation_id="c1", message_id="m2", text="otra vez yo", prediction={"intent": "reembolso"}, reasons=["human_requested"],
+            priority=1.0, turns=[*queue.agent_messages("c1"), {"message_id": "m2", "action": "escalate", "text": "otra vez yo"}],
+        )
+        stats = queue_stats(queue, days=1, now=clock.now)
+        assert stats.first_response == Durations(1, 0.5 * HOUR, 0.5 * HOUR, 0.5 * HOUR)  # the second has no answer yet
+        queue.claim("luis")
+        clock.now += 2 * HOUR
+        queue.add_agent_message(second.id, "luis", "1", "Hola, soy Luis")
+        stats = queue_stats(queue, days=1, now=clock.now)
+    assert stats.first_response == Durations(2, 0.5 * HOUR, 2 * HOUR, 2 * HOUR)
+
+
+def test_queue_stats_reasons_are_why_the_bot_escalated_not_what_came_later(tmp_path: Path) -> None:
+    # A ticket's reasons also gather what the customer's later messages raised while they
+    # waited (a legal threat, an opt-out): counted as "why escalated", they told the analyst
+    # the bot hands over on opt-outs.
+    clock = Clock(MONDAY_NOON)
+    with open_queue(str(tmp_path / "nlu.db"), clock=clock) as queue:
+        def message(message_id: str, reasons: list[str], action: str) -> None:
+            turn = {"message_id": message_id, "action": action, "text": "...", "reasons": reasons, "created_at": clock.now}
+            queue.enqueue(
+                conversation_id="c1", message_id=message_id, text="...", prediction={"intent": "hablar_con_humano"},
+                reasons=[r for r in reasons if r != "human_active"], priority=1.0, turns=[turn],
+            )
+
+        message("m1", ["human_requested"], "escalate")
+        message("m2", ["human_active", "legal_threat", "sensitive_intent"], "handover")
+        message("m3", ["human_active", "opt_out"], "handover")
+        ticket(queue, clock, 2, ["frustration"], "queja")  # no turns (made before tickets kept them): its reasons
+        stats = queue_stats(queue, days=1, now=clock.now + 1)
+    assert stats.tickets == 2 and stats.reasons == {"human_requested": 1, "frustration": 1}
+
+
 def test_queue_stats_counts_what_arrives_while_nobody_works(tmp_path: Path) -> None:
     queue = busy_week(str(tmp_path / "nlu.db"))
     week = BusinessHours.parse("UTC", ["mon-fri 09:00-18:00"])
