@@ -1067,12 +1067,18 @@ def _warn_unserved(notification: Notification, warned: set[str]) -> None:
     """Say once per process (they are counted every time) that a business number's
     webhooks are ignored: right for another bot's number, a mistake for one of ours."""
     for item in notification.ignored:
-        if item.reason == "unserved_number" and item.phone_number_id is not None and item.phone_number_id not in warned:
-            warned.add(item.phone_number_id)
+        number = item.phone_number_id
+        # At most _MAX_WARNED numbers are remembered: a signed sender inventing ids must not
+        # grow the set for ever. ascii(): an id with lone surrogates cannot be written to a log.
+        if item.reason == "unserved_number" and number is not None and number not in warned and len(warned) < _MAX_WARNED:
+            warned.add(number)
             log.warning(
                 "ignoring webhooks for business number %s: not %s nor in %s (say so there if this deployment should answer it)",
-                item.phone_number_id, ENV_PHONE_NUMBER_ID, ENV_PHONE_NUMBER_IDS,
+                ascii(number)[1:-1][:64], ENV_PHONE_NUMBER_ID, ENV_PHONE_NUMBER_IDS,
             )
+
+
+_MAX_WARNED = 100
 
 
 def _count_outcome(metrics: Metrics, outcome: Outcome) -> None:

@@ -403,6 +403,19 @@ def test_cloud_api_webhook_ignores_a_number_this_deployment_does_not_serve(
     assert len(warnings) == 1 and "NLU_WHATSAPP_PHONE_NUMBER_IDS" in warnings[0]  # once per number, not per message
 
 
+def test_cloud_api_webhook_remembers_a_bounded_number_of_unserved_numbers(
+    service: Service, graph: FakeGraph, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each unserved number is warned about once, so the server remembers the ones it
+    # warned about; a signed sender inventing ids must not grow that set without end.
+    client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
+    with caplog.at_level(logging.WARNING, logger="nlu.server"):
+        for batch in range(3):
+            post_changes(client, *(wa_change(str(300000000000000 + 50 * batch + i), "5491155550000", f"wamid.{batch}.{i}") for i in range(50)))
+    assert sum("ignoring webhooks for business number" in r.getMessage() for r in caplog.records) == 100
+    assert 'nlu_whatsapp_ignored_total{reason="unserved_number"} 150' in client.get("/metrics").text  # all still counted
+
+
 def test_cloud_api_webhook_single_number_deployment_is_unchanged(service: Service, graph: FakeGraph, sleeps: Sleeps) -> None:
     client = TestClient(create_app(service, SETTINGS, sender=sender(graph, sleeps)), raise_server_exceptions=False)
     assert client.get("/healthz").json()["whatsapp_numbers"] == ["*" * 11 + NUMBER_ID[-4:]]
