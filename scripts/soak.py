@@ -36,11 +36,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from loadtest import load_texts, percentile, rss_mib, server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from nlu.testing_graph import GraphStandIn  # noqa: E402
 from nlu.whatsapp import sign  # noqa: E402
 
 FRUSTRATED = [
@@ -65,49 +64,29 @@ WA_ID_BASE = 5215500000000
 PHONE_NUMBER_ID = "106540352242922"
 
 
-class FlakyGraph:
-    """A local stand-in for the Graph API's messages endpoint: down (HTTP 503) for
-    ``down_for`` seconds of every ``period``, else it takes the message. Keeps what it took."""
+class FlakyGraph(GraphStandIn):
+    """The Graph API, down (HTTP 503, code 131016) for ``down_for`` seconds of every
+    ``period``; ``taken`` holds the bodies it took, ``refused`` counts the others."""
 
     def __init__(self, period: float, down_for: float) -> None:
         self.period, self.down_for = period, down_for
         self.started = time.monotonic()
         self.taken: list[dict[str, Any]] = []
         self.refused = 0
-        self.lock = threading.Lock()
-        graph = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                down = graph.down_for > 0 and (time.monotonic() - graph.started) % graph.period < graph.down_for
-                with graph.lock:
-                    if down:
-                        graph.refused += 1
-                    else:
-                        graph.taken.append(body)
-                answer = {"error": {"code": 131016, "message": "Service unavailable"}} if down else {"messages": [{"id": "wamid.out"}]}
-                raw = json.dumps(answer).encode()
-                self.send_response(503 if down else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v21.0"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def answer(self, request: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        down = self.down_for > 0 and (time.monotonic() - self.started) % self.period < self.down_for
+        with self.lock:
+            if down:
+                self.refused += 1
+                return 503, {}, {"error": {"code": 131016, "message": "Service unavailable"}}
+            self.taken.append(request["body"])
+        return super().answer(request)
 
     def heal(self) -> None:
         self.down_for = 0.0
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 # Shares of the traffic, in order of the draw.
 MIX = [
@@ -374,15 +353,13 @@ def reply_problems(deliveries: dict[str, str], taken: list[dict[str, Any]], drai
     resent = Counter(b["context"]["message_id"] for b in taken if "context" in b)
     deferred = {m for m, d in deliveries.items() if d == "deferred"}
     opted_out = {m for m, why in given_up.items() if "opted out" in why}
-    never = sorted(deferred - set(resent) - opted_out)
-    twice = sorted(m for m, n in resent.items() if n > 1)
-    strays = sorted(set(resent) - deferred)
-    if never:
-        problems.append(f"{len(never)} deferred replies never sent again: {never[:5]}")
-    if twice:
-        problems.append(f"{len(twice)} replies sent again more than once: {twice[:5]}")
-    if strays:
-        problems.append(f"{len(strays)} resent replies the webhook had not deferred: {strays[:5]}")
+    for what, ids in (
+        ("deferred replies never sent again", deferred - set(resent) - opted_out),
+        ("replies sent again more than once", {m for m, n in resent.items() if n > 1}),
+        ("resent replies the webhook had not deferred", set(resent) - deferred),
+    ):
+        if ids:
+            problems.append(f"{len(ids)} {what}: {sorted(ids)[:5]}")
     first = sum("context" not in b for b in taken)
     sent = sum(d == "sent" for d in deliveries.values())
     if first != sent:

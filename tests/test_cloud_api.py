@@ -3,13 +3,10 @@ API: a real HTTP server on 127.0.0.1 that records each request and answers as sc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from nlu.cloud_api import ENV_ACCESS_TOKEN, ENV_API_URL, ENV_PHONE_NUMBER_ID, Cl
 from nlu.errors import ConfigError
 from nlu.server import ServerSettings, create_app, serve
 from nlu.service import Service
+from nlu.testing_graph import GraphStandIn
 from nlu.whatsapp import sign
 
 ACCESS_TOKEN = "EAAG-secreto-de-meta-123"
@@ -35,41 +33,19 @@ def meta_error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbCdEf"}}
 
 
-class FakeGraph:
+class FakeGraph(GraphStandIn):
     """Answers POSTs with the scripted (status, headers, body) in turn; the last one repeats."""
 
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, str], dict[str, Any]]] = [SENT]
-        self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
-        graph = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                graph.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                status, headers, answer = graph.script[min(len(graph.requests), len(graph.script)) - 1]
-                time.sleep(graph.delay)
-                raw = json.dumps(answer).encode()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller gave up waiting
-                    self.send_response(status)
-                    for name, value in {"Content-Type": "application/json", **headers}.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True  # a kept-alive connection must not hold up close()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v21.0"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, request: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        with self.lock:
+            answer = self.script[min(len(self.requests), len(self.script)) - 1]
+        time.sleep(self.delay)
+        return answer
 
 
 @pytest.fixture
