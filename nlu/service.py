@@ -665,7 +665,6 @@ class Service:
             message, outcome, turn=turn, disclosed=True, pending_options=(), human_active=True, ticket_id=ticket.id, **consent_change
         )
 
-
     def reply_now(self, message_id: str) -> Reply | None:
         """The reply to an earlier message as it must read if sent only now (the outbox
         sends replies late), or None when the stored one still holds. Only a handover's
