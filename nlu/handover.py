@@ -119,8 +119,8 @@ def send_agent_message(
 def _business_number(ticket: Ticket) -> str | None:
     """The business number the customer last wrote to; None when no turn names one (a
     ticket from ``/v1/messages``, or from before nlu kept it): the sender's default."""
-    for turn in reversed(ticket.turns):
+    for turn in reversed(ticket.customer_turns()):
         number = turn.get("phone_number_id")
-        if turn.get("action") != "agent" and isinstance(number, str) and number:
+        if isinstance(number, str) and number:
             return number
     return None

@@ -149,11 +149,10 @@ class Ticket:
         customer's last turn, after which only a template message reaches them. None when
         that turn carries no time (a turn stored before nlu kept one): an older turn's time
         would close the window too early. What agents write opens nothing."""
-        for turn in reversed(self.turns):
-            if turn.get("action") != "agent":
-                wrote = turn.get("created_at")
-                real = isinstance(wrote, int | float) and not isinstance(wrote, bool) and math.isfinite(wrote) and wrote > 0
-                return float(wrote) + WINDOW_SECONDS if real else None
+        last = next(reversed(self.customer_turns()), None)
+        wrote = None if last is None else last.get("created_at")
+        if isinstance(wrote, int | float) and not isinstance(wrote, bool) and math.isfinite(wrote) and wrote > 0:
+            return float(wrote) + WINDOW_SECONDS
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +174,10 @@ class Ticket:
             "agent_intent": self.agent_intent,
             "window_closes_at": self.window_closes_at,  # derived from the turns, not stored
         }
+
+    def customer_turns(self) -> tuple[dict[str, Any], ...]:
+        """The customer's turns: every turn but what agents wrote (on this ticket or earlier ones)."""
+        return tuple(t for t in self.turns if t.get("action") != "agent")
 
     def agent_turns(self) -> tuple[dict[str, Any], ...]:
         """The messages agents wrote on this ticket; not the earlier tickets' ones that it

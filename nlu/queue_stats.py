@@ -73,17 +73,19 @@ def queue_stats(queue: Queue, days: float = 7.0, *, now: float | None = None, ho
         raise InputError(f"days must be a number > 0, got {days!r}")
     until = dt.datetime.now(dt.UTC).timestamp() if now is None else now
     since = until - days * 86400.0
-    return _summarise(list(queue.created_since(since)), since, until, hours)
+    return _summarise(queue.created_since(since), since, until, hours)
 
 
-def _summarise(tickets: Sequence[Ticket], since: float, until: float, hours: BusinessHours | None) -> QueueStats:
+def _summarise(tickets: Iterable[Ticket], since: float, until: float, hours: BusinessHours | None) -> QueueStats:
+    """One pass over the tickets as they are read: a month of a busy queue is not held in memory."""
     status = Counter({"queued": 0, "claimed": 0, "resolved": 0})
     reasons: Counter[str] = Counter()
     intents: Counter[str] = Counter()
     first, resolution, waiting = [], [], []
     per_agent: dict[str, list[float]] = {}
-    labelled = corrected = after_hours = 0
+    count = labelled = corrected = after_hours = 0
     for t in tickets:
+        count += 1
         status[t.status] += 1
         reasons.update(_escalated_for(t))
         intents[str(t.prediction.get("intent") or "-")] += 1
@@ -92,8 +94,9 @@ def _summarise(tickets: Sequence[Ticket], since: float, until: float, hours: Bus
         if replies:
             first.append(min(replies) - t.created_at)
         if t.status == "resolved":
-            resolution.append(t.updated_at - t.created_at)
-            per_agent.setdefault(t.agent or "-", []).append(t.updated_at - t.created_at)
+            took = t.updated_at - t.created_at
+            resolution.append(took)
+            per_agent.setdefault(t.agent or "-", []).append(took)
             if t.agent_intent:
                 labelled += 1
                 corrected += t.agent_intent != t.prediction.get("intent")
@@ -104,7 +107,7 @@ def _summarise(tickets: Sequence[Ticket], since: float, until: float, hours: Bus
     return QueueStats(
         since=since,
         until=until,
-        tickets=len(tickets),
+        tickets=count,
         status=dict(status),
         first_response=Durations.of(first),
         resolution=Durations.of(resolution),

@@ -27,7 +27,7 @@ import yaml
 
 from .errors import ConfigError, InputError
 from .hours import MAX_OPENS
-from .text import clean, fold_accents
+from .text import UNPAIRED_SURROGATE, clean, fold_accents
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "responses_es.yaml"
 
@@ -64,6 +64,9 @@ HUMAN_ID = "human"
 CONSENT_YES_ID = "consent:yes"
 CONSENT_NO_ID = "consent:no"
 INTENT_PREFIX = "intent:"
+
+
+_PARAGRAPH = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,11 @@ class Reply:
 
     def prefixed(self, text: str) -> Reply:
         """The same reply with ``text`` as a first paragraph (e.g. the bot disclosure)."""
-        return Reply(f"{text}\n\n{self.text}", self.buttons, self.list)
+        return Reply(f"{text}{_PARAGRAPH}{self.text}", self.buttons, self.list)
+
+    def is_prefixed(self, text: str) -> bool:
+        """Whether ``text`` is this reply's first paragraph, as :meth:`prefixed` puts it."""
+        return self.text.startswith(text + _PARAGRAPH)
 
 
 # Template messages: Meta's rules, checked before anything is sent or stored.
@@ -133,7 +140,6 @@ _TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")  # es, es_MX, fil, 
 # Meta refuses a parameter with a line break or tab (132018), or more than 4 spaces in a row.
 _NOT_IN_PARAMETER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACES = re.compile(" {5,}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ def template_problem(name: Any, language: Any, parameters: Any) -> str | None:
             return f"{where} must be a string, got {type(value).__name__}"
         if not value.strip():
             return f"{where} is blank"
-        if _SURROGATE.search(value):
+        if UNPAIRED_SURROGATE.search(value):
             return f"{where} holds an unpaired surrogate (not Unicode text)"
         if _NOT_IN_PARAMETER.search(value):
             return f"{where} holds a line break, tab or control character, which Meta refuses in a parameter"

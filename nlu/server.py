@@ -27,7 +27,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -92,6 +91,7 @@ from .responses import (
     to_whatsapp,
 )
 from .service import InboundMessage, Outcome, Service
+from .text import UNPAIRED_SURROGATE
 from .whatsapp import (
     SIGNATURE_HEADER,
     LogSender,
@@ -204,9 +204,6 @@ class ApiError(HTTPException):
         super().__init__(status_code=status_code, detail={"code": code, "message": message}, headers=dict(headers or {}) or None)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 class JSONResponse(_FastAPIJSONResponse):
     """FastAPI's JSON response, except that an unpaired surrogate (legal in a Python str,
     not encodable as UTF-8) goes out as U+FFFD instead of failing the response with a 500.
@@ -218,7 +215,7 @@ class JSONResponse(_FastAPIJSONResponse):
             return super().render(content)
         except UnicodeEncodeError:
             text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
-            return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+            return UNPAIRED_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -371,7 +368,7 @@ def _no_null(value: Any, name: str) -> Any:
 
 
 def _has_surrogates(text: str) -> bool:
-    return _SURROGATE.search(text) is not None
+    return UNPAIRED_SURROGATE.search(text) is not None
 
 
 def _check_text(text: str, where: str) -> str:

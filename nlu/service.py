@@ -677,9 +677,8 @@ class Service:
         if stored is None or stored.get("action") != "escalate" or not stored.get("reply"):
             return None
         disclosure = self.catalogue.system["disclosure"].text
-        disclosed = Reply.from_dict(stored["reply"]).text.startswith(disclosure + "\n\n")
         reply = self._escalation()
-        return reply.prefixed(disclosure) if disclosed else reply
+        return reply.prefixed(disclosure) if Reply.from_dict(stored["reply"]).is_prefixed(disclosure) else reply
 
     def _escalation(self) -> Reply:
         """What the customer handed over reads: when the team opens, outside its hours."""

@@ -39,7 +39,9 @@ MENTION = "xuser"
 PLACEHOLDERS = frozenset({URL, EMAIL, PHONE, ORDER, MONEY, NUMBER, LAUGH, MENTION})
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufeff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Unpaired UTF-16 surrogates: legal in a Python str (a JSON "\ud83d" escape, undecodable
+# argv bytes), not Unicode text, so no encoder writes them.
+UNPAIRED_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 
 _URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|net|org|es|mx|co|ar|pe|cl|ve|ec|pa|ly|io)(?:/\S*)?\b")
@@ -127,7 +129,7 @@ def clean(text: str) -> str:
         # No control, format or surrogate characters, and no whitespace but " " (all of
         # them are non-printable): the fast path gives the same string.
         return " ".join(unicodedata.normalize("NFC", text).split())
-    text = _SURROGATE.sub("\ufffd", text)
+    text = UNPAIRED_SURROGATE.sub("\ufffd", text)
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub(" ", text)
     return _SPACES.sub(" ", text).strip()

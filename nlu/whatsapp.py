@@ -198,11 +198,17 @@ def _unserved(value: Mapping[str, Any], where: str, phone_number_id: str) -> lis
     out = []
     for field in ("statuses", "messages"):
         for raw in _list(value.get(field, []), f"{where}.{field}"):
-            fields = raw if isinstance(raw, Mapping) else {}
-            item_id, kind = fields.get("id"), "status" if field == "statuses" else fields.get("type")
-            item_id = item_id if isinstance(item_id, str) and item_id else None
-            out.append(Ignored(item_id, kind if isinstance(kind, str) else "unknown", "unserved_number", why, phone_number_id))
+            item_id, kind = _named(raw)
+            out.append(Ignored(item_id, "status" if field == "statuses" else kind, "unserved_number", why, phone_number_id))
     return out
+
+
+def _named(raw: Any) -> tuple[str | None, str]:
+    """The id and type of a message (or report) we will not read further, as far as they
+    are there: (None, "unknown") for what is not even an object."""
+    fields = raw if isinstance(raw, Mapping) else {}
+    item_id, kind = fields.get("id"), fields.get("type")
+    return (item_id if isinstance(item_id, str) and item_id else None), (kind if isinstance(kind, str) else "unknown")
 
 
 def _status(raw: Any) -> Status:
@@ -265,14 +271,7 @@ def _readable_message(raw: Any, where: str, contacts: list[_Contact], phone_numb
     try:
         return _message(_object(raw, where), where, contacts, phone_number_id)
     except PayloadError as exc:
-        fields = raw if isinstance(raw, Mapping) else {}
-        message_id, kind = fields.get("id"), fields.get("type")
-        return Ignored(
-            message_id if isinstance(message_id, str) and message_id else None,
-            kind if isinstance(kind, str) else "unknown",
-            "invalid_message",
-            str(exc),
-        )
+        return Ignored(*_named(raw), "invalid_message", str(exc))
 
 
 def _message(raw: Mapping[str, Any], where: str, contacts: list[_Contact], phone_number_id: str | None) -> WhatsAppMessage | Ignored:
