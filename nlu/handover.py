@@ -26,7 +26,10 @@ A customer who opted out ("BAJA", "no me escriban más", the "Darme de baja" but
 while a person holds the conversation) gets no agent message: the conversation's consent
 is read once the turn is recorded and just before the send, and a revoked one removes the
 turn and raises :class:`nlu.errors.OptedOut` (HTTP 409 ``opted_out``) until the customer
-opts in again. Opting out of messages does not close the case, so the agent can still
+opts in again, or writes to the ticket again: without the consent requirement the bot
+goes on serving a customer who opted out (they write first), so a request for a person
+after "BAJA" is answered by one. With it, messages after an opt-out are silent and join
+no ticket. Opting out of messages does not close the case, so the agent can still
 resolve the ticket (or release it).
 """
 
@@ -81,7 +84,7 @@ def send_agent_message(
     try:
         # Read once the turn is recorded: an opt-out arriving meanwhile has the shortest
         # window left before the send.
-        if conversations.view(ticket.conversation_id).consent == "revoked":
+        if _opted_out(ticket, conversations):
             raise OptedOut(
                 f"ticket {ticket.id}: the customer opted out of messages; nothing was sent, and nothing can be "
                 "until they opt in again (resolve the ticket when the case is done)"
@@ -114,6 +117,18 @@ def send_agent_message(
         return AgentMessage(ticket, {**turn, "sent": True}, duplicate=False)
     stored = next(t for t in ticket.agent_turns() if t.get("message_id") == message_id)  # not an earlier ticket's
     return AgentMessage(ticket, stored, duplicate=False)
+
+
+def _opted_out(ticket: Ticket, conversations: Conversations) -> bool:
+    """Whether the customer opted out and has not written to the ticket since (the opt-out
+    joins the ticket as their latest turn, or came after it)."""
+    if conversations.view(ticket.conversation_id).consent != "revoked":
+        return False
+    said = ticket.customer_turns()
+    latest = said[-1] if said else {}
+    if "opt_out" in latest.get("reasons", ()) or latest.get("message_id") is None:
+        return True
+    return conversations.opted_out_after(str(latest["message_id"]))
 
 
 def _business_number(ticket: Ticket) -> str | None:

@@ -25,6 +25,9 @@
    ``"silent"``, no reply, only the message id kept for retries) until the customer opts
    in again ("ACEPTO", the opt-in intent); asking for a person meanwhile gets the
    consent question again. The opt-out intent alone gets a confirmation question first.
+   Without ``require_consent`` an opt-out is honoured and confirmed too, but the bot goes
+   on answering what the customer writes (they write first; a request for a person gets
+   one, who may answer it), and "ACEPTO" or the opt-in intent undo it.
 4. **Score and decide** with :func:`nlu.routing.decide`. A button or list reply whose id
    is ``intent:<name>`` (from a clarifying question or an answer) is taken as that
    intent at full confidence, still through ``decide`` (a chosen cancellation escalates);
@@ -316,7 +319,9 @@ class Service:
             if ticket is None:
                 self.conversations.end_handover(message.conversation_id)
                 view = self.conversations.view(message.conversation_id)
-            elif view.consent != "revoked":
+            elif view.consent != "revoked" or not self.policy.require_consent:
+                # Without the consent requirement an opt-out does not silence the bot, so
+                # what the customer writes after it goes on to the person holding it.
                 return self._handover(message, view)
             else:
                 return self._opted_out_while_held(message, view)
@@ -330,6 +335,9 @@ class Service:
             consent = self._consent_reply(message, view)
             if consent is not None:
                 return consent
+        elif view.consent == "revoked" and message.button_id is None and _REACCEPT.match(fold(message.text)):
+            # The opt-out confirmation says "Si quieres volver, escribe ACEPTO".
+            return self._consent_granted(message, view)
 
         if message.button_id is None and view.pending_options:
             message = self._typed_choice(message)
@@ -411,6 +419,10 @@ class Service:
             turn = self._turn(message, prediction, "handover", ("human_active", "opt_out"))
             ticket = self._enqueue(message, prediction, ("opt_out",), [turn.to_dict()])
             return self._opt_out(message, view, ("opt_out", *(("button_choice",) if chosen else ())), chosen or decision.intent, ticket)
+        if view.consent == "revoked" and ("opt_in" in decision.reasons or _REACCEPT.match(fold(message.text))):
+            # Back in after an opt-out (without the consent requirement: with it, the
+            # handover never sees a revoked conversation): as when the bot holds it.
+            return self._opted_out_while_held(message, view)
         signals = decision.reasons if decision.action == "escalate" else ()
         turn = self._turn(message, prediction, "handover", ("human_active", *signals))
         ticket = self._enqueue(message, prediction, signals, [turn.to_dict()])

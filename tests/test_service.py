@@ -913,6 +913,95 @@ def test_service_the_agent_can_close_the_ticket_of_a_customer_who_opted_out(serv
     assert after.action == "silent" and not service.conversations.view(chat.conversation_id).human_active
 
 
+# -- opting out without the consent requirement -----------------------------------------
+# With require_consent = false the bot goes on answering what the customer writes after
+# "BAJA" (it is the customer writing first); the opt-out stops messages nobody asked for.
+
+
+@pytest.fixture
+def open_service(db: Path) -> Iterator[Service]:
+    with make_service(db, dataclasses.replace(POLICY, require_consent=False)) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize(("text", "reasons"), [("ACEPTO", ("consent_granted",)), ("quiero suscribirme a las ofertas", ("opt_in",))])
+def test_service_without_consent_mode_an_opt_out_can_be_undone(open_service: Service, text: str, reasons: tuple[str, ...]) -> None:
+    # The confirmation says "Si quieres volver, escribe ACEPTO": it was read as just another
+    # message, and "quiero suscribirme" answered "Te suscribimos" while the customer stayed out.
+    chat = Chat(open_service)
+    chat.say("hola")
+    assert chat.say("BAJA").reasons == ("opt_out",)
+    back = chat.say(text)
+    assert back.action == "answer" and back.reasons == reasons
+    assert open_service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_without_consent_mode_subscribing_is_recorded(open_service: Service) -> None:
+    chat = Chat(open_service)
+    outcome = chat.say("quiero suscribirme a las ofertas")
+    assert outcome.reasons == ("opt_in",) and outcome.reply is not None and "Te suscribimos" in outcome.reply.text
+    assert open_service.conversations.view(chat.conversation_id).consent == "granted"
+
+
+def test_service_without_consent_mode_the_agent_answers_a_customer_who_asked_for_a_person_after_opting_out(open_service: Service) -> None:
+    # The bot told them "Te responderá aquí mismo", and the agent was refused with 409 for good.
+    from http_kit import RecordingSender
+
+    from nlu.handover import send_agent_message
+
+    chat = Chat(open_service)
+    chat.say("hola")
+    chat.say("BAJA")
+    asked = chat.say("quiero hablar con un asesor")
+    assert asked.action == "escalate" and asked.ticket is not None
+    ticket = open_service.queue.claim("ana")
+    assert ticket is not None
+    sender = RecordingSender()
+    sent = send_agent_message(open_service.queue, sender, ticket.id, "ana", "Hola, soy Ana", conversations=open_service.conversations)
+    assert not sent.duplicate and len(sender.sent) == 1
+    # Writing to an agent is no opt-in to anything else: the opt-out stands.
+    assert open_service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
+def test_service_without_consent_mode_an_opt_out_during_a_handover_pauses_the_agent_until_the_customer_writes(open_service: Service) -> None:
+    from http_kit import RecordingSender
+
+    from nlu.errors import OptedOut
+    from nlu.handover import send_agent_message
+
+    chat = Chat(open_service)
+    chat.say("quiero hablar con un asesor")
+    claimed = open_service.queue.claim("ana")
+    assert claimed is not None
+    bye = chat.say("BAJA")
+    assert bye.reasons == ("opt_out",) and bye.ticket is not None and bye.ticket.id == claimed.id
+    sender = RecordingSender()
+    with pytest.raises(OptedOut):
+        send_agent_message(open_service.queue, sender, claimed.id, "ana", "¿Sigues ahí?", "m1", conversations=open_service.conversations)
+    # The bot answered messages after the opt-out while a person held the conversation,
+    # and they never reached the agent.
+    again = chat.say("y el reembolso nunca llegó")
+    assert again.action == "handover" and again.reply is None and again.ticket is not None and again.ticket.id == claimed.id
+    assert open_service.queue.get(claimed.id).turns[-1]["text"] == "y el reembolso nunca llegó"
+    sent = send_agent_message(open_service.queue, sender, claimed.id, "ana", "¿Sigues ahí?", "m1", conversations=open_service.conversations)
+    assert not sent.duplicate and len(sender.sent) == 1
+    assert open_service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
+def test_service_consent_mode_messages_after_an_opt_out_do_not_unblock_the_agent(service: Service) -> None:
+    # The rule above must not open a door in consent mode: those messages are silent.
+    from http_kit import RecordingSender
+
+    from nlu.errors import OptedOut
+    from nlu.handover import send_agent_message
+
+    chat, ticket_id = held_by_ana(service)
+    chat.say("BAJA")
+    assert chat.say("y el reembolso nunca llegó").action == "silent"
+    with pytest.raises(OptedOut):
+        send_agent_message(service.queue, RecordingSender(), ticket_id, "ana", "¿Sigues ahí?", conversations=service.conversations)
+
+
 # -- what the agents said, on the next ticket ------------------------------------------------
 
 
