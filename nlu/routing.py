@@ -243,9 +243,14 @@ def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = 
 # which after "BAJA" -> "Listo, te dimos de baja" undid the opt-out.
 # A message of agreement words and courtesy only ("sí, por favor", "ok gracias", "sale
 # pues"), with at least one agreement word; folded text. "acepto" is not one: it is the
-# explicit consent the service reads itself.
-_AGREE = r"(?:si+|sip|claro(?: que si)?|ok(?:ay|a|i)?|vale|dale|va|sale|de acuerdo|bueno|listo|perfecto|esta bien|por supuesto)"
-_COURTESY = r"(?:gracias|por favor|porfa|porfis|pues)"
+# explicit consent the service reads itself. "ya" ("ya po", "ah ya", "ya veo") is the
+# "ok" of Chile, Peru and Mexico, which the bundled model read as frustration (0.98) and
+# escalated; "¡ya!!" is "now!", so not with two "!".
+_AGREE = (
+    r"(?:si+|sip|claro(?: que si)?|ok(?:ay|a|i)?|vale|dale|va|sale|de acuerdo|bueno|listo|perfecto|esta bien|por supuesto"
+    r"|ya+(?![\s!]*!!)|ya veo|entendido|entendi|entiendo)"
+)
+_COURTESY = r"(?:gracias|por favor|porfa|porfis|pues|po|pe|a+h*)"
 BARE_YES = re.compile(rf"^\W*(?=.*\b{_AGREE}\b)(?:{_AGREE}|{_COURTESY})(?:[\s,.!]+(?:{_AGREE}|{_COURTESY}))*\W*$")
 
 _MARKS = re.compile(r"[!?¡¿]{3,}")

@@ -780,6 +780,29 @@ def test_service_a_bare_ok_is_acknowledged_not_scored(db: Path) -> None:
         assert view.turns == () and view.consent == "granted" and not view.human_active
 
 
+
+@pytest.mark.parametrize("text", ["ya", "ya po", "Yaaa", "ya pe", "ya, gracias", "ah ya", "ya veo", "ya entendí", "listo ya", "ok ya", "entendido"])
+def test_service_a_bare_ya_is_acknowledged_not_read_as_frustration(db: Path, text: str) -> None:
+    # "ya" is "ok" in Chile, Peru and Mexico; the bundled model read it as frustration
+    # (0.98) and handed the customer to a person.
+    script = {**SCRIPT, text: P("estado_pedido", 0.99, sentiment="negativo", frustration=0.98)}
+    with make_service(db, model=ScriptedModel(script)) as service:
+        chat = Chat(service)
+        chat.consent()
+        outcome = chat.say(text)
+    assert outcome.action == "answer" and outcome.reasons == ("acknowledged",)
+
+
+@pytest.mark.parametrize("text", ["ya!!", "YA!!!", "¿ya?", "ya me llegó", "ya van tres días", "ya basta"])
+def test_service_a_ya_that_says_more_is_scored(db: Path, text: str) -> None:
+    # "¡Ya!!" is "now!", "¿ya?" asks whether it is done: not agreement.
+    script = {**SCRIPT, text: P("estado_pedido", 0.99, sentiment="negativo", frustration=0.98)}
+    with make_service(db, model=ScriptedModel(script)) as service:
+        chat = Chat(service)
+        chat.consent()
+        outcome = chat.say(text)
+    assert outcome.action == "escalate" and outcome.reasons == ("frustration",)
+
 def test_service_a_typed_yes_to_the_opt_out_confirmation_is_its_button(db: Path) -> None:
     # "ya no quiero nada de ustedes" -> "¿Darme de baja?" -> "sí" was scored: the bundled
     # model reads "sí" as a subscription, so the answer was "¡Listo! Te suscribimos".
