@@ -61,3 +61,8 @@ class UnknownTicket(QueueError):
 class OptedOut(QueueError):
     """The customer of a ticket opted out ("BAJA"): an agent's message to them is refused
     until they opt in again. The ticket itself can still be resolved or released."""
+
+
+class WindowClosed(QueueError):
+    """An agent's free-form text after WhatsApp's 24-hour customer-service window closed:
+    only an approved template message reaches the customer now."""

@@ -18,9 +18,11 @@ request went out but no answer came, the turn stays with ``"sent": null`` (unkno
 a retry sends nothing: the agent reads the ticket and decides.
 
 More than 24 hours after the customer's last message (the ticket's ``window_closes_at``)
-WhatsApp delivers only an approved template message (a free-form one fails with code
-131047): a :class:`nlu.responses.Template` instead of the text sends one, with the same
-guarantees, and its turn keeps the template's name, language and (redacted) parameters.
+WhatsApp delivers only an approved template message: a free-form text is refused with
+:class:`nlu.errors.WindowClosed` (HTTP 409 ``window_closed``) before it is sent, where
+Meta would refuse it with code 131047. A :class:`nlu.responses.Template` instead of the
+text sends one, with the same guarantees, and its turn keeps the template's name,
+language and (redacted) parameters.
 
 A customer who opted out ("BAJA", "no me escriban más", the "Darme de baja" button, also
 while a person holds the conversation) gets no agent message: the conversation's consent
@@ -36,13 +38,14 @@ resolve the ticket (or release it).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from .cloud_api import SendError
 from .conversation import Conversations
-from .errors import NLUError, OptedOut
+from .errors import NLUError, OptedOut, WindowClosed
 from .queue import Queue, Ticket
 from .responses import Reply, Template, template_body, to_whatsapp
 from .whatsapp import Sender, send_reply
@@ -88,6 +91,15 @@ def send_agent_message(
             raise OptedOut(
                 f"ticket {ticket.id}: the customer opted out of messages; nothing was sent, and nothing can be "
                 "until they opt in again (resolve the ticket when the case is done)"
+            )
+        closes = ticket.window_closes_at
+        if not isinstance(text, Template) and closes is not None and time.time() >= closes:
+            # Meta would refuse it (code 131047) after a round trip. The window counts from
+            # when nlu handled the customer's message, never before Meta's own timestamp,
+            # so a text refused here is one Meta refuses too.
+            raise WindowClosed(
+                f"ticket {ticket.id}: the customer last wrote more than 24 hours ago, so WhatsApp delivers only an "
+                "approved template message now; nothing was sent (send a template instead)"
             )
     except BaseException:
         queue.settle_agent_message(ticket.id, message_id, sent=False)  # nothing went out

@@ -66,6 +66,7 @@ from .errors import (
     QueueError,
     StorageUnavailable,
     UnknownTicket,
+    WindowClosed,
 )
 from .handover import send_agent_message
 from .metrics_http import Metrics
@@ -329,6 +330,8 @@ async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
         return error_response(503, "storage_unavailable", "the database is unavailable; retry later")
     if isinstance(exc, OptedOut):
         return error_response(409, "opted_out", message)  # an agent's message to a customer who opted out
+    if isinstance(exc, WindowClosed):
+        return error_response(409, "window_closed", message)  # free-form text after the 24-hour window
     if isinstance(exc, QueueError):
         # A refused operation: a ticket held by someone else, not claimed, already resolved.
         return error_response(409, "ticket_conflict", message)

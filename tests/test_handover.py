@@ -458,3 +458,62 @@ def test_handover_template_takes_the_languages_meta_names() -> None:
     for language in ("es", "es_MX", "es_AR", "es_ES", "pt_BR", "fil", "en_US"):
         assert Template("seguimiento_caso", language).language == language
     assert Template("seguimiento_caso", "es_MX", ["Ana"]).parameters == ("Ana",)  # a list is kept as a tuple
+
+
+# -- WhatsApp's 24-hour window, checked before the send --------------------------------------
+
+
+def test_handover_text_after_the_window_closed_is_refused_before_the_send(queue: Queue, conversations: Conversations) -> None:
+    # Meta refuses it (code 131047) after a round trip, and the agent read a 502: a fault
+    # of ours. The ticket knows when the window closed, so nlu says so itself.
+    import time
+
+    from nlu.errors import WindowClosed
+    from nlu.responses import Template
+
+    wrote = time.time() - 25 * 3600
+    ticket, _ = queue.enqueue(
+        conversation_id=WA_ID, message_id="wamid.1", text="hola", prediction=PREDICTION, reasons=["human_requested"], priority=1.0,
+        turns=[{"message_id": "wamid.1", "text": "hola", "created_at": wrote}],
+    )
+    queue.claim("ana")
+    sender = RecordingSender()
+    with pytest.raises(WindowClosed, match=f"ticket {ticket.id}: .*more than 24 hours ago.*template"):
+        send_agent_message(queue, sender, ticket.id, "ana", "Hola, ¿sigues ahí?", "m1", conversations=conversations)
+    assert sender.sent == [] and [t["message_id"] for t in queue.get(ticket.id).turns] == ["wamid.1"]
+    # A template goes through, and the refused message id is free for it.
+    sent = send_agent_message(queue, sender, ticket.id, "ana", Template("seguimiento_caso", "es_MX", ("Ana",)), "m1", conversations=conversations)
+    assert not sent.duplicate and sender.sent[0]["type"] == "template"
+
+
+def test_handover_text_inside_the_window_or_without_its_time_is_sent(queue: Queue, conversations: Conversations) -> None:
+    import time
+
+    ticket, _ = queue.enqueue(
+        conversation_id=WA_ID, message_id="wamid.1", text="hola", prediction=PREDICTION, reasons=[], priority=1.0,
+        turns=[{"message_id": "wamid.1", "text": "hola", "created_at": time.time() - 23 * 3600}],
+    )
+    queue.claim("ana")
+    sender = RecordingSender()
+    send_agent_message(queue, sender, ticket.id, "ana", "Hola", conversations=conversations)
+    queue.resolve(ticket.id, "ana")
+    untimed, _ = queue.enqueue(  # its turn carries no time: Meta decides
+        conversation_id=WA_ID, message_id="wamid.2", text="hola", prediction=PREDICTION, reasons=[], priority=1.0,
+        turns=[{"message_id": "wamid.2", "text": "hola"}],
+    )
+    queue.claim("ana")
+    send_agent_message(queue, sender, untimed.id, "ana", "Hola", conversations=conversations)
+    assert len(sender.sent) == 2
+
+
+def test_handover_http_text_after_the_window_is_a_409(client: TestClient, service: Service, sender: RecordingSender) -> None:
+    import time
+
+    ticket, _ = service.queue.enqueue(
+        conversation_id=WA_ID, message_id="wamid.1", text="hola", prediction=PREDICTION, reasons=[], priority=1.0,
+        turns=[{"message_id": "wamid.1", "text": "hola", "created_at": time.time() - 30 * 3600}],
+    )
+    service.queue.claim("ana")
+    r = client.post(f"/v1/queue/{ticket.id}/messages", headers=AUTH, json={"agent": "ana", "text": "Hola"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "window_closed"
+    assert "template" in r.json()["error"]["message"] and sender.sent == []
