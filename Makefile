@@ -28,8 +28,9 @@ train: install
 	$(BIN)/nlu data check data/chats_train.csv > /dev/null
 	$(BIN)/nlu train data/chats_train.csv --out $(MODEL) --force
 
+## One worker per core, at most 4 (each starts its own PostgreSQL cluster and tiny model).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 ## Full-data runs on ../shared/datasets (skipped when absent).
 test-slow: install
