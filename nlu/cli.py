@@ -551,6 +551,9 @@ def queue_resolve(
         str | None,
         typer.Option("--intent", help="The intent the customer meant, kept as a training label (see 'nlu queue export').", show_default=False),
     ] = None,
+    new_intent: Annotated[
+        bool, typer.Option("--new-intent", help="--intent is one the model does not have yet, on purpose (else it is refused).")
+    ] = False,
     db: QueueDb = None,
 ) -> None:
     """Close a ticket you have claimed."""
@@ -558,10 +561,11 @@ def queue_resolve(
 
     queue = open_queue(db)
     try:
-        ticket = queue.resolve(ticket_id, agent, note, intent=intent)
+        ticket = queue.resolve(ticket_id, agent, note, intent=intent, new_intent=new_intent)
     finally:
         queue.close()
-    _show(f"resolved ticket {ticket.id}" + (f" as {ticket.agent_intent}" if ticket.agent_intent else ""))
+    label = f" as {ticket.agent_intent}" + (" (a new intent)" if new_intent else "") if ticket.agent_intent else ""
+    _show(f"resolved ticket {ticket.id}{label}")
 
 
 @queue_app.command("send")

@@ -63,6 +63,12 @@ class OptedOut(QueueError):
     until they opt in again. The ticket itself can still be resolved or released."""
 
 
+class UnknownIntent(QueueError):
+    """An agent's intent label that the model which scored the ticket does not have: most
+    often a typo, which would train as a class of its own. A new intent is kept when the
+    agent says it is one (``new_intent``)."""
+
+
 class WindowClosed(QueueError):
     """An agent's free-form text after WhatsApp's 24-hour customer-service window closed:
     only an approved template message reaches the customer now."""

@@ -1,7 +1,8 @@
 """Agents' verdicts back into training data.
 
 An agent who resolves a ticket can say which intent the customer meant
-(``nlu queue resolve ID --agent ana --intent estado_pedido``). Those tickets are the
+(``nlu queue resolve ID --agent ana --intent estado_pedido``; one the model lacks only
+with ``--new-intent``, so a typo does not become a class). Those tickets are the
 messages the bot could not handle alone, so they are the most useful rows to add to the
 training data. :func:`export_labelled` writes them as a CSV that ``nlu data check`` and
 ``nlu train`` read as they are: ``text`` and ``intent``, plus columns for the analyst

@@ -27,6 +27,7 @@ backend adds only its connection handling, its claim statement and its row locki
 from __future__ import annotations
 
 import builtins
+import difflib
 import json
 import math
 import numbers
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
-from .errors import ConfigError, QueueError, QueueUnavailable, UnknownTicket
+from .errors import ConfigError, QueueError, QueueUnavailable, UnknownIntent, UnknownTicket
 from .privacy import redact, redact_values
 from .responses import MAX_TEXT_BODY, Template
 
@@ -212,11 +213,13 @@ class Queue(Protocol):
         """Give the highest-priority, oldest claimable ticket to ``agent``; None when empty."""
         ...
 
-    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None) -> Ticket:
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None, new_intent: bool = False) -> Ticket:
         """Close a ticket; only the agent holding the claim may. ``intent``, when given, is
-        the intent the customer meant, kept as a training label (:meth:`labelled`).
-        Resolving it again with the same note and intent (a retry) returns it unchanged;
-        with another note or intent it is refused."""
+        the intent the customer meant, kept as a training label (:meth:`labelled`); one
+        that the model which scored the ticket does not have (its prediction's ranking lists
+        them) is refused (:class:`UnknownIntent`) unless ``new_intent``. Resolving it again
+        with the same note and intent (a retry) returns it unchanged; with another note or
+        intent it is refused."""
         ...
 
     def release(self, ticket_id: int, agent: str) -> Ticket:
@@ -442,7 +445,7 @@ class _SqlQueue(_SqlStore):
             row = conn.execute(self._CLAIM, {"agent": agent, "lease_until": now + lease, "now": now}).fetchone()
             return None if row is None else self._ticket(row)
 
-    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None) -> Ticket:
+    def resolve(self, ticket_id: int, agent: str, resolution: str = "", intent: str | None = None, new_intent: bool = False) -> Ticket:
         ticket_id, agent, resolution = _resolve_args(ticket_id, agent, resolution)
         intent = None if intent is None else _intent(intent)
         agent, resolution = self._storable(agent), self._storable(resolution)
@@ -457,6 +460,8 @@ class _SqlQueue(_SqlStore):
                     + ("note" if ticket.resolution != resolution else "intent")
                 )
             _check_holder(ticket, agent, "resolve")
+            if intent is not None and not new_intent:
+                _check_known_intent(ticket, intent)
             row = conn.execute(
                 "UPDATE tickets SET status = 'resolved', lease_until = NULL, resolution = ?, agent_intent = ?,"
                 f" updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
@@ -936,6 +941,22 @@ def _intent(value: Any) -> str:
     if len(intent) > MAX_INTENT_CHARS:
         raise QueueError(f"intent is longer than {MAX_INTENT_CHARS} characters")
     return unicodedata.normalize("NFC", intent)
+
+
+def _check_known_intent(ticket: Ticket, intent: str) -> None:
+    """Refuse a label the model that scored ``ticket`` does not have. Its prediction's
+    ranking lists every intent of that model; a ticket with none (a voice note, a ticket
+    made before tickets kept the ranking) cannot tell, and takes any label."""
+    ranking = ticket.prediction.get("ranking")
+    known = [pair[0] for pair in ranking if isinstance(pair, list | tuple) and pair] if isinstance(ranking, list) else []
+    if not known or intent in known:
+        return
+    nearest = difflib.get_close_matches(intent, known, n=1)
+    hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
+    raise UnknownIntent(
+        f"ticket {ticket.id}: {intent!r} is not an intent of the model that scored it{hint}; to label it with a new "
+        "intent, say so (new_intent=True; nlu queue resolve --new-intent; HTTP \"new_intent\": true)"
+    )
 
 
 def _list_order(status: Any, limit: Any) -> str:

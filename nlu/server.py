@@ -65,6 +65,7 @@ from .errors import (
     OptedOut,
     QueueError,
     StorageUnavailable,
+    UnknownIntent,
     UnknownTicket,
     WindowClosed,
 )
@@ -330,6 +331,8 @@ async def _nlu_error_handler(request: Request, exc: Exception) -> JSONResponse:
         return error_response(503, "storage_unavailable", "the database is unavailable; retry later")
     if isinstance(exc, OptedOut):
         return error_response(409, "opted_out", message)  # an agent's message to a customer who opted out
+    if isinstance(exc, UnknownIntent):
+        return error_response(422, "unknown_intent", message)  # an agent's label the model does not have
     if isinstance(exc, WindowClosed):
         return error_response(409, "window_closed", message)  # free-form text after the 24-hour window
     if isinstance(exc, QueueError):
@@ -477,6 +480,9 @@ class ResolveRequest(_AgentRequest):
     resolution: str = Field("", max_length=MAX_TEXT_CHARS, description="What the agent did (PII is redacted before storing).")
     intent: str | None = Field(
         None, max_length=MAX_INTENT_CHARS, description="The intent the customer meant, kept as a training label (`nlu queue export`)."
+    )
+    new_intent: bool = Field(
+        False, description="`intent` is one the model does not have yet, on purpose (without it such a label is refused: 422 `unknown_intent`)."
     )
 
     @field_validator("intent")
@@ -896,7 +902,9 @@ def create_app(
         def queue_resolve(_: Agent, ticket_id: TicketId, request: ResolveRequest) -> JSONResponse:
             """Resolve a ticket you hold; the bot takes the conversation back at the customer's next message."""
             with _known_ticket(ticket_id):
-                ticket = service.queue.resolve(ticket_id, request.agent, request.resolution, intent=request.intent)
+                ticket = service.queue.resolve(
+                    ticket_id, request.agent, request.resolution, intent=request.intent, new_intent=request.new_intent
+                )
             return JSONResponse({"ticket": ticket.to_dict()})
 
         @app.post(
