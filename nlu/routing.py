@@ -11,8 +11,9 @@ ticket, the logs and the evaluation report:
    "no me escriban más, quiero hablar con una persona" is a request, not a goodbye). The opt-out
    intent alone is not enough: see ``confirm_opt_out``.
    ``opt_in`` -> answer: consent is not granted and the customer asks to subscribe (a
-   bare "sí", "dale", "ok" never does, whatever the model reads: see ``BARE_YES``),
-   with or without the consent requirement: it grants consent.
+   bare "sí", "dale", "ok" never does, whatever the model reads: see ``BARE_YES``);
+   it grants consent. Without the consent requirement it is read at check 8 instead,
+   so checks 2-5 escalate first.
    ``no_consent`` -> answer (the consent question): consent is required and not granted;
    with ``human_requested`` or ``legal_threat`` added when the message asks for a person
    or threatens legal action, so a customer who declined consent is not ignored.
@@ -307,12 +308,10 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     # 1. Opt-out, opt-in, consent. Wording beats wording; the model's guess does not.
     if matches_any(folded, policy.opt_out_patterns) and not (asks_for_person or legal):
         return Decision("answer", ("opt_out",), intent=policy.opt_out_intents[0] if policy.opt_out_intents else intent)
-    opts_in = confident and intent in policy.opt_in_intents and not BARE_YES.match(folded)
-    if opts_in and conversation.consent != "granted":
-        # Without the consent requirement too: the reply says "Te suscribimos", so the
-        # conversation must record it (and an earlier opt-out is undone).
-        return Decision("answer", ("opt_in",), intent=intent)
+    opts_in = confident and intent in policy.opt_in_intents and not BARE_YES.match(folded) and conversation.consent != "granted"
     if policy.require_consent and conversation.consent != "granted":
+        if opts_in:
+            return Decision("answer", ("opt_in",), intent=intent)
         asked = ("human_requested",) * wants_person + ("legal_threat",) * legal
         return Decision("answer", ("no_consent", *asked))
 
@@ -357,7 +356,12 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
             return Decision("clarify", ("ambiguous",), intent=intent, options=options, kind="list")
         return Decision("escalate", ("low_confidence",), intent=intent)
 
-    # 8. Answer.
+    # 8. Answer. Without the consent requirement an opt-in is read here, once nothing above
+    # escalates (every new customer's consent is "unknown" then, and a request for a person
+    # or a legal threat must not get "Te suscribimos"): that reply says so, so the
+    # conversation must record it (and an earlier opt-out is undone).
+    if opts_in:
+        return Decision("answer", ("opt_in",), intent=intent)
     return Decision("answer", (), intent=intent)
 
 

@@ -520,3 +520,22 @@ def test_routing_clarify_offers_topics_only(text: str, prediction: Prediction, o
         assert (decision.action, decision.options) == ("clarify", options)
     else:
         assert (decision.action, decision.reasons) == ("escalate", ("low_confidence",))
+
+
+@pytest.mark.parametrize(("text", "prediction", "reasons"), [
+    ("quiero suscribirme, pásame con un asesor", pred("suscribirse"), ("human_requested",)),
+    ("suscríbanme o los demando", pred("suscribirse"), ("legal_threat",)),
+    ("quiero suscribirme y nadie me hace caso", pred("suscribirse", frustration=0.9), ("frustration",)),
+    ("QUIERO SUSCRIBIRME!!!", pred("suscribirse"), ("shouting",)),
+])
+def test_routing_without_consent_requirement_an_opt_in_does_not_silence_an_escalation(
+    text: str, prediction: Prediction, reasons: tuple[str, ...]
+) -> None:
+    # Without the consent requirement every new customer's consent is "unknown": an opt-in
+    # read first answered "Te suscribimos" to a request for a person, a legal threat, a
+    # frustrated customer, where it used to escalate. It is recorded when the bot answers.
+    policy = dataclasses.replace(POLICY, require_consent=False)
+    for consent in ("unknown", "revoked"):
+        decision = decide(prediction, ConversationView(consent=consent), policy, text)  # type: ignore[arg-type]
+        assert (decision.action, decision.reasons) == ("escalate", reasons), consent
+    assert decide(pred("suscribirse"), ConversationView(consent="unknown"), policy, "quiero suscribirme").reasons == ("opt_in",)
