@@ -244,15 +244,21 @@ def has_insult(folded: str, insults: Sequence[str], patterns: tuple[str, ...] = 
 # which after "BAJA" -> "Listo, te dimos de baja" undid the opt-out.
 # A message of agreement words and courtesy only ("sí, por favor", "ok gracias", "sale
 # pues"), with at least one agreement word; folded text. "acepto" is not one: it is the
-# explicit consent the service reads itself. "ya" ("ya po", "ah ya", "ya veo") is the
-# "ok" of Chile, Peru and Mexico, which the bundled model read as frustration (0.98) and
+# explicit consent the service reads itself. "ya" ("ya po", "ah ya") is the "ok" of
+# Chile, Peru and Mexico, which the bundled model read as frustration (0.98) and
 # escalated; "¡ya!!" is "now!", so not with two "!".
-_AGREE = (
-    r"(?:si+|sip|claro(?: que si)?|ok(?:ay|a|i)?|vale|dale|va|sale|de acuerdo|bueno|listo|perfecto|esta bien|por supuesto"
-    r"|ya+(?![\s!]*!!)|ya veo|entendido|entendi|entiendo)"
+_AGREE_WORDS = (
+    r"si+|sip|claro(?: que si)?|ok(?:ay|a|i)?|vale|dale|va|sale|de acuerdo|bueno|listo|perfecto|esta bien|por supuesto"
+    r"|ya+(?![\s!]*!!)"
 )
+_AGREE = rf"(?:{_AGREE_WORDS})"
 _COURTESY = r"(?:gracias|por favor|porfa|porfis|pues|po|pe|a+h*)"
 BARE_YES = re.compile(rf"^\W*(?=.*\b{_AGREE}\b)(?:{_AGREE}|{_COURTESY})(?:[\s,.!]+(?:{_AGREE}|{_COURTESY}))*\W*$")
+# "ya veo", "entendido", "ya entendí": "I see", "I understood". After an answer they are an
+# acknowledgement like "ok" (BARE_ACK), but no yes to a question: "entiendo" to the
+# consent question ("¿Aceptas?") does not accept it, nor confirms an opt-out.
+_ACK = rf"(?:{_AGREE_WORDS}|ya veo|entendido|entendi|entiendo)"
+BARE_ACK = re.compile(rf"^\W*(?=.*\b{_ACK}\b)(?:{_ACK}|{_COURTESY})(?:[\s,.!]+(?:{_ACK}|{_COURTESY}))*\W*$")
 
 _MARKS = re.compile(r"[!?¡¿]{3,}")
 
@@ -308,7 +314,7 @@ def decide(prediction: Prediction, conversation: ConversationView, policy: Routi
     # 1. Opt-out, opt-in, consent. Wording beats wording; the model's guess does not.
     if matches_any(folded, policy.opt_out_patterns) and not (asks_for_person or legal):
         return Decision("answer", ("opt_out",), intent=policy.opt_out_intents[0] if policy.opt_out_intents else intent)
-    opts_in = confident and intent in policy.opt_in_intents and not BARE_YES.match(folded) and conversation.consent != "granted"
+    opts_in = confident and intent in policy.opt_in_intents and not BARE_ACK.match(folded) and conversation.consent != "granted"
     if policy.require_consent and conversation.consent != "granted":
         if opts_in:
             return Decision("answer", ("opt_in",), intent=intent)

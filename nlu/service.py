@@ -88,7 +88,7 @@ from .responses import (
     Reply,
     load_catalogue,
 )
-from .routing import BARE_YES, ConversationView, Decision, Turn, decide, fold, policy_for
+from .routing import BARE_ACK, BARE_YES, ConversationView, Decision, Turn, decide, fold, policy_for
 
 MAX_TEXT = MAX_TEXT_BODY  # WhatsApp's own limit for a text message
 
@@ -495,7 +495,7 @@ class Service:
             # Before consent, or after an opt-out, the consent rules answer (or stay silent).
             and (view.consent == "granted" or (not self.policy.require_consent and view.consent != "revoked"))
             and message.button_id is None
-            and BARE_YES.match(fold(message.text)) is not None
+            and BARE_ACK.match(fold(message.text)) is not None
             # "¿listo?", "¿sí?", "¿bueno?" ask something ("is it done?", "anyone there?").
             and not any(mark in message.text for mark in "?¿")
             and (self.conversations.last_outcome(message.conversation_id) or {}).get("action") != "clarify"

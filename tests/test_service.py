@@ -809,6 +809,31 @@ def test_service_a_typed_yes_to_the_opt_out_confirmation_is_its_button(db: Path)
         assert service.conversations.view(chat.conversation_id).consent == "revoked"
 
 
+@pytest.mark.parametrize(("text", "yes"), [
+    *((text, True) for text in ("ya", "ah ya", "ya po", "sí", "ok")),
+    # "I see" / "I understand" acknowledge what was said; they do not agree to it.
+    *((text, False) for text in ("ya veo", "entiendo", "entendido", "ya entendí")),
+])
+def test_service_understanding_is_no_yes_to_the_consent_question_or_the_opt_out_one(db: Path, text: str, yes: bool) -> None:
+    # "ya veo" answered "Para ayudarte necesito guardar esta conversación... ¿Aceptas?" as
+    # its "Sí, acepto", and "¿Darme de baja?" as its button; after an answer it is still an
+    # acknowledgement.
+    with make_service(db, model=ScriptedModel({**SCRIPT, text: P("fuera_de_alcance", 0.3)})) as service:
+        first = Chat(service)
+        first.say("hola")
+        assert (first.say(text).reasons == ("consent_granted",)) is yes
+        assert (service.conversations.view(first.conversation_id).consent == "granted") is yes
+        other = Chat(service, conversation_id="5215500000001", prefix="other")
+        other.consent()
+        assert other.say("ya no quiero nada de ustedes").reasons == ("confirm_opt_out",)
+        assert ("opt_out" in other.say(text).reasons) is yes
+        assert (service.conversations.view(other.conversation_id).consent == "revoked") is yes
+        acked = Chat(service, conversation_id="5215500000002", prefix="acked")
+        acked.consent()
+        acked.say("dónde está mi pedido #A-48213?")
+        assert acked.say(text).reasons == ("acknowledged",)
+
+
 def test_service_a_bare_yes_right_after_a_clarifying_question_is_not_acknowledged(db: Path) -> None:
     with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("factura", 0.3)})) as service:
         chat = Chat(service)
