@@ -578,7 +578,7 @@ class Service:
         place = _place(folded)
         picked = [(ident, title) for i, (ident, title) in enumerate(shown, start=1) if i == place or fold(title) == folded]
         offered = [(ident, title) for ident, title in shown if ident.startswith(INTENT_PREFIX)]
-        if not picked and len(offered) == 1 and BARE_YES.match(folded):
+        if not picked and len(offered) == 1 and _bare_yes(folded):
             # "sí" to a question that offers one intent ("¿Darme de baja?") is its button;
             # scored, the bundled model read it as a subscription for someone who wanted out.
             picked = offered
@@ -712,7 +712,13 @@ def _place(folded: str) -> int:
 
 
 def _accepts(folded: str) -> bool:
-    return BARE_YES.match(folded) is not None or _EXPLICIT_ACCEPT.match(folded) is not None
+    return _bare_yes(folded) or _EXPLICIT_ACCEPT.match(folded) is not None
+
+
+def _bare_yes(folded: str) -> bool:
+    """A typed yes to the question just asked: "¿ya?", "¿sí?" ask one back ("is it done?",
+    "anyone there?"), they do not answer it."""
+    return BARE_YES.match(folded) is not None and not any(mark in folded for mark in "?¿")
 
 
 def _carrying(consent: Reply, pending: tuple[str, ...]) -> Reply:

@@ -834,6 +834,22 @@ def test_service_understanding_is_no_yes_to_the_consent_question_or_the_opt_out_
         assert acked.say(text).reasons == ("acknowledged",)
 
 
+@pytest.mark.parametrize("text", ["¿ya?", "ya?", "¿sí?", "¿ok?"])
+def test_service_a_question_is_no_yes_to_the_consent_question_or_the_opt_out_one(db: Path, text: str) -> None:
+    # "¿ya?" asks whether it is done ("¿ya?" is still scored, said ae9b2bf), yet typed after
+    # "¿Aceptas?" it recorded consent, and after "¿Darme de baja?" it opted the customer out.
+    with make_service(db, model=ScriptedModel({**SCRIPT, text: P("fuera_de_alcance", 0.3)})) as service:
+        first = Chat(service)
+        first.say("hola")
+        assert first.say(text).reasons != ("consent_granted",)
+        assert service.conversations.view(first.conversation_id).consent == "unknown"
+        other = Chat(service, conversation_id="5215500000001", prefix="other")
+        other.consent()
+        assert other.say("ya no quiero nada de ustedes").reasons == ("confirm_opt_out",)
+        assert "opt_out" not in other.say(text).reasons
+        assert service.conversations.view(other.conversation_id).consent == "granted"
+
+
 def test_service_a_bare_yes_right_after_a_clarifying_question_is_not_acknowledged(db: Path) -> None:
     with make_service(db, model=ScriptedModel({**SCRIPT, "sí": P("factura", 0.3)})) as service:
         chat = Chat(service)
