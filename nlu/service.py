@@ -493,7 +493,10 @@ class Service:
         return (
             "acknowledged" in self.catalogue.system
             # Before consent, or after an opt-out, the consent rules answer (or stay silent).
-            and (view.consent == "granted" or (not self.policy.require_consent and view.consent != "revoked"))
+            # Without the consent requirement there are none: the bot goes on serving a
+            # customer who opted out, and "ok gracias" to the confirmation was scored as a
+            # subscription ("Te suscribimos", with the opt-out standing).
+            and (view.consent == "granted" or not self.policy.require_consent)
             and message.button_id is None
             and BARE_ACK.match(fold(message.text)) is not None
             # "¿listo?", "¿sí?", "¿bueno?" ask something ("is it done?", "anyone there?").

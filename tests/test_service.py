@@ -994,6 +994,23 @@ def test_service_without_consent_mode_an_opt_out_can_be_undone(open_service: Ser
     assert open_service.conversations.view(chat.conversation_id).consent == "granted"
 
 
+@pytest.mark.parametrize("text", ["ok gracias", "sí", "ya"])
+def test_service_without_consent_mode_a_bare_ok_after_an_opt_out_is_acknowledged(db: Path, text: str) -> None:
+    # "BAJA" -> "Listo, te dimos de baja" -> "ok gracias" was scored: the bundled model reads
+    # it as a subscription, so the customer was told "¡Listo! Te suscribimos" while the
+    # opt-out stood (and a second "sí" escalated as a repeated intent).
+    script = {**SCRIPT, text: P("suscribirse", 0.85)}
+    with make_service(db, dataclasses.replace(POLICY, require_consent=False), model=ScriptedModel(script)) as service:
+        chat = Chat(service)
+        chat.say("hola")
+        assert chat.say("BAJA").reasons == ("opt_out",)
+        for _ in range(2):
+            outcome = chat.say(text)
+            assert (outcome.action, outcome.reasons) == ("answer", ("acknowledged",))
+            assert outcome.reply is not None and "suscrib" not in outcome.reply.text
+        assert service.conversations.view(chat.conversation_id).consent == "revoked"
+
+
 def test_service_without_consent_mode_subscribing_is_recorded(open_service: Service) -> None:
     chat = Chat(open_service)
     outcome = chat.say("quiero suscribirme a las ofertas")
