@@ -143,7 +143,7 @@ class Conversations(Protocol):
 
     def outbox_depth(self) -> int: ...
 
-    def opted_out_after(self, message_id: str) -> bool: ...
+    def opted_out_after(self, message_id: str, since: float | None = None) -> bool: ...
 
     def forget(self, conversation_id: str) -> int: ...
 
@@ -410,20 +410,24 @@ class _SqlConversations(_SqlStore):
                     (retry_at, self._storable(error[:500]), message),
                 )
 
-    def opted_out_after(self, message_id: str) -> bool:
+    def opted_out_after(self, message_id: str, since: float | None = None) -> bool:
         """Whether the customer opted out after ``message_id`` was handled: a later message
         of the conversation was answered with the reason ``opt_out`` (a repeated "BAJA",
         which changes nothing, is silent). True when that message's outcome is no longer
-        kept (purged, forgotten): nothing says it came before."""
+        kept (purged, forgotten): nothing says it came before. ``since`` (unix seconds),
+        when the handling began (a turn's ``created_at``), counts an opt-out recorded
+        after it too: one that another worker recorded while this message was handled,
+        before its own outcome was."""
         message = self._storable(message_id)
         with self._reading("read the conversation's opt-outs") as db:
             this = db.execute("SELECT conversation_id, created_at FROM conversation_messages WHERE message_id = ?", (message,)).fetchone()
             if this is None:
                 return True
+            after = this[1] if since is None else min(float(this[1]), since)
             later = db.execute(
-                "SELECT outcome FROM conversation_messages WHERE conversation_id = ? AND created_at > ?", (this[0], this[1])
+                "SELECT outcome, message_id FROM conversation_messages WHERE conversation_id = ? AND created_at > ?", (this[0], after)
             ).fetchall()
-        outcomes = [json.loads(outcome) for (outcome,) in later]
+        outcomes = [json.loads(outcome) for outcome, other in later if other != message]
         return any(o.get("action") != "silent" and "opt_out" in o.get("reasons", ()) for o in outcomes)
 
     def outbox_depth(self) -> int:

@@ -38,6 +38,7 @@ resolve the ticket (or release it).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -140,7 +141,11 @@ def _opted_out(ticket: Ticket, conversations: Conversations) -> bool:
     latest = said[-1] if said else {}
     if "opt_out" in latest.get("reasons", ()) or latest.get("message_id") is None:
         return True
-    return conversations.opted_out_after(str(latest["message_id"]))
+    # From when nlu began handling it: an opt-out that another worker recorded meanwhile
+    # (the bot held the conversation as far as it knew, so it joined no ticket) came after.
+    wrote = latest.get("created_at")
+    since = float(wrote) if isinstance(wrote, int | float) and not isinstance(wrote, bool) and math.isfinite(wrote) else None
+    return conversations.opted_out_after(str(latest["message_id"]), since=since)
 
 
 def _business_number(ticket: Ticket) -> str | None:

@@ -1077,6 +1077,38 @@ def test_service_consent_mode_messages_after_an_opt_out_do_not_unblock_the_agent
         send_agent_message(service.queue, RecordingSender(), ticket_id, "ana", "¿Sigues ahí?", conversations=service.conversations)
 
 
+def test_service_consent_mode_an_opt_out_racing_the_escalation_still_stops_the_agent(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers: "quiero hablar con un asesor" makes its ticket, and before its outcome
+    # (human_active) is recorded, "BAJA" reads a conversation the bot holds and opts out,
+    # joining no ticket. The ticket's latest customer turn is then the request, recorded
+    # after the opt-out: the agent was let through to a customer who opted out.
+    from http_kit import RecordingSender
+
+    from nlu.errors import OptedOut
+    from nlu.handover import send_agent_message
+
+    with make_service(db) as service, make_service(db) as other:
+        chat = Chat(service)
+        chat.consent()
+        record = service.conversations.record
+
+        def racing(conversation_id: str, message_id: str, outcome: Any, **changes: Any) -> Any:
+            if message_id == "wamid.3":
+                assert other.handle(InboundMessage(conversation_id, "wamid.baja", "BAJA")).reasons == ("opt_out",)
+            return record(conversation_id, message_id, outcome, **changes)
+
+        monkeypatch.setattr(service.conversations, "record", racing)
+        asked = chat.say("quiero hablar con un asesor")
+        assert asked.action == "escalate" and asked.ticket is not None
+        assert service.conversations.view(chat.conversation_id).consent == "revoked"
+        claimed = service.queue.claim("ana")
+        assert claimed is not None and claimed.id == asked.ticket.id
+        sender = RecordingSender()
+        with pytest.raises(OptedOut):
+            send_agent_message(service.queue, sender, claimed.id, "ana", "Hola, soy Ana", conversations=service.conversations)
+        assert sender.sent == []
+
+
 # -- what the agents said, on the next ticket ------------------------------------------------
 
 
