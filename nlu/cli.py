@@ -564,7 +564,8 @@ def queue_resolve(
         ticket = queue.resolve(ticket_id, agent, note, intent=intent, new_intent=new_intent)
     finally:
         queue.close()
-    label = f" as {ticket.agent_intent}" + (" (a new intent)" if new_intent else "") if ticket.agent_intent else ""
+    new = new_intent and ticket.agent_intent not in ticket.model_intents()
+    label = f" as {ticket.agent_intent}" + (" (a new intent)" if new else "") if ticket.agent_intent else ""
     _show(f"resolved ticket {ticket.id}{label}")
 
 

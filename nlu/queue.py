@@ -180,6 +180,15 @@ class Ticket:
         """The customer's turns: every turn but what agents wrote (on this ticket or earlier ones)."""
         return tuple(t for t in self.turns if t.get("action") != "agent")
 
+    def model_intents(self) -> tuple[str, ...]:
+        """The intents of the model that scored the ticket: its prediction's ranking lists
+        them all. Empty for a ticket with nothing scored (a voice note) or made before
+        tickets kept the ranking."""
+        ranking = self.prediction.get("ranking")
+        if not isinstance(ranking, list):
+            return ()
+        return tuple(pair[0] for pair in ranking if isinstance(pair, list | tuple) and pair and isinstance(pair[0], str))
+
     def agent_turns(self) -> tuple[dict[str, Any], ...]:
         """The messages agents wrote on this ticket; not the earlier tickets' ones that it
         shows (:meth:`Queue.agent_messages`), which name their ticket in ``"ticket"``."""
@@ -944,11 +953,9 @@ def _intent(value: Any) -> str:
 
 
 def _check_known_intent(ticket: Ticket, intent: str) -> None:
-    """Refuse a label the model that scored ``ticket`` does not have. Its prediction's
-    ranking lists every intent of that model; a ticket with none (a voice note, a ticket
-    made before tickets kept the ranking) cannot tell, and takes any label."""
-    ranking = ticket.prediction.get("ranking")
-    known = [pair[0] for pair in ranking if isinstance(pair, list | tuple) and pair] if isinstance(ranking, list) else []
+    """Refuse a label the model that scored ``ticket`` does not have; a ticket that cannot
+    tell (:meth:`Ticket.model_intents` empty) takes any label."""
+    known = ticket.model_intents()
     if not known or intent in known:
         return
     nearest = difflib.get_close_matches(intent, known, n=1)

@@ -298,7 +298,7 @@ def dask_client() -> Iterator[Any]:
     # per-worker model copy as separate processes, without their start-up time.
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=logging.ERROR
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0", silence_logs=logging.ERROR
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

@@ -376,6 +376,10 @@ def test_feedback_cli_unknown_intent_exits_1_and_new_intent_keeps_it(tmp_path: P
     assert refused.exit_code == 1 and "not an intent of the model" in refused.stderr and "--new-intent" in refused.stderr
     kept = runner.invoke(app, [*base, "--new-intent"])
     assert kept.exit_code == 0 and "resolved ticket 1 as garantia_extendida (a new intent)" in kept.stdout
+    with SQLiteQueue(db) as q:
+        claimed_ranked(q, "m2")
+    known = runner.invoke(app, ["queue", "resolve", "2", "--agent", "ana", "--intent", "factura", "--new-intent", "--db", str(db)])
+    assert known.exit_code == 0 and known.stdout.strip() == "resolved ticket 2 as factura"  # not new: the model has it
 
 
 def test_feedback_http_unknown_intent_is_a_422_and_new_intent_keeps_it(client: TestClient, service: Service) -> None:
