@@ -253,12 +253,19 @@ _AGREE_WORDS = (
 )
 _AGREE = rf"(?:{_AGREE_WORDS})"
 _COURTESY = r"(?:gracias|por favor|porfa|porfis|pues|po|pe|a+h*)"
-BARE_YES = re.compile(rf"^\W*(?=.*\b{_AGREE}\b)(?:{_AGREE}|{_COURTESY})(?:[\s,.!]+(?:{_AGREE}|{_COURTESY}))*\W*$")
+
+
+def _bare(agree: str) -> re.Pattern[str]:
+    """A message of ``agree`` words and courtesy only, with at least one ``agree`` word."""
+    return re.compile(rf"^\W*(?=.*\b{agree}\b)(?:{agree}|{_COURTESY})(?:[\s,.!]+(?:{agree}|{_COURTESY}))*\W*$")
+
+
+BARE_YES = _bare(_AGREE)
 # "ya veo", "entendido", "ya entendí": "I see", "I understood". After an answer they are an
 # acknowledgement like "ok" (BARE_ACK), but no yes to a question: "entiendo" to the
 # consent question ("¿Aceptas?") does not accept it, nor confirms an opt-out.
 _ACK = rf"(?:{_AGREE_WORDS}|ya veo|entendido|entendi|entiendo)"
-BARE_ACK = re.compile(rf"^\W*(?=.*\b{_ACK}\b)(?:{_ACK}|{_COURTESY})(?:[\s,.!]+(?:{_ACK}|{_COURTESY}))*\W*$")
+BARE_ACK = _bare(_ACK)
 
 _MARKS = re.compile(r"[!?¡¿]{3,}")
 
